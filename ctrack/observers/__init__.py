@@ -1,0 +1,11 @@
+"""ctrack's observers: the endpoints' kernels' own view of TCP, from tracepoints.
+
+StateObserver yields every TCP state change (sock:inet_sock_set_state); RttObserver builds
+histograms and per-connection statistics of the kernel's smoothed RTT (tcp:tcp_probe).
+Both read only tracepoint arguments; filters are compiled into the programs."""
+from .defs import STATE_NUMBERS, TCP_STATES, state_name
+from .program import Filters, enable_stats
+from .tcpstates import StateEvent, StateObserver
+
+__all__ = ["Filters", "StateEvent", "StateObserver", "STATE_NUMBERS", "TCP_STATES", "state_name",
+           "enable_stats"]
