@@ -64,10 +64,11 @@ class StateObserver(Observer):
         ))
         return 0
 
-    def events(self, duration=None, poll_ms=100):
-        """Yield events as they come, for duration seconds (None: until interrupted)."""
+    def events(self, duration=None, stop=None, poll_ms=100):
+        """Yield events as they come, for duration seconds (None: no limit) or until stop()
+        returns true; what is still buffered is handed over at the end."""
         end = None if duration is None else time.monotonic() + duration
-        while end is None or time.monotonic() < end:
+        while (end is None or time.monotonic() < end) and not (stop and stop()):
             wait = poll_ms if end is None else max(0, min(poll_ms, int((end - time.monotonic()) * 1000)))
             yield from self.poll(wait)
         yield from self.drain()

@@ -1,0 +1,82 @@
+"""The lab's memory: /run/ctrack/lab-NAME.json lists everything a lab created, in order, so
+`down` removes exactly that (and nothing it did not make), even after a crash half-way through
+`up`. The file is rewritten atomically after every step. A per-lab lock file serialises
+commands that change the same lab."""
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import time
+
+from .errors import CtrackError
+
+STATE_DIR = os.environ.get("CTRACK_LAB_DIR", "/run/ctrack")
+VERSION = 1
+
+
+def state_path(name):
+    return os.path.join(STATE_DIR, f"lab-{name}.json")
+
+
+def log_path(name, what):
+    """Where a lab's helper process writes (delay line logs and statistics)."""
+    return os.path.join(STATE_DIR, f"lab-{name}-{what}")
+
+
+def load(name):
+    """The recorded state of lab NAME, or None when there is no such lab."""
+    try:
+        with open(state_path(name)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise CtrackError(f"cannot read {state_path(name)}: {exc}") from None
+
+
+def save(state):
+    os.makedirs(STATE_DIR, exist_ok=True)
+    path = state_path(state["name"])
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)  # readers see the old file or the new one, never half
+
+
+def remove(name):
+    for path in (state_path(name), state_path(name)[:-5] + ".lock"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def list_names():
+    try:
+        entries = os.listdir(STATE_DIR)
+    except FileNotFoundError:
+        return []
+    return sorted(e[4:-5] for e in entries if e.startswith("lab-") and e.endswith(".json"))
+
+
+@contextlib.contextmanager
+def locked(name, timeout=30.0):
+    """Hold lab NAME's lock: two `up`s of one lab at once would each see it missing."""
+    os.makedirs(STATE_DIR, exist_ok=True)
+    path = state_path(name)[:-5] + ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                if time.monotonic() > deadline:
+                    raise CtrackError(f"lab {name!r} is busy (another ctrack-lab holds {path})") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)

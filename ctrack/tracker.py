@@ -1,0 +1,146 @@
+"""Builds and loads the tracker (kernel/tracker.c) with BCC, specialised by a TrackerConfig.
+
+Options that change the packet path (policy, pickup, timeouts, table size, redirect peers,
+replay clock) become -D flags, so what is off costs nothing in the kernel. The same object
+serves `ctrack replay` (XDP entry, BPF_PROG_TEST_RUN), `ctrack run` (XDP or TC) and the tests.
+"""
+import ctypes
+import os
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+from . import KERNEL_DIR
+from .defs import defs
+from .errors import CtrackError
+from . import preflight
+
+SOURCE = os.path.join(KERNEL_DIR, "tracker.c")
+POLICIES = ("observe", "enforce")
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    policy: str = "observe"
+    pickup: bool = False
+    # timeout name (as in ctrack.h's CT_TIMEOUT_<NAME>) -> seconds
+    timeouts: Tuple[Tuple[str, int], ...] = ()
+    table_size: Optional[int] = None
+    redirect: Optional[Tuple[int, int]] = None   # (ifindex A, ifindex B): bump in the wire
+    replay: bool = False
+    events: bool = True
+    xdp_frags: bool = False
+
+    def cflags(self):
+        d = defs()
+        flags = ["-I" + KERNEL_DIR, "-Wno-unused-function"]
+        if self.policy not in POLICIES:
+            raise CtrackError(f"unknown policy {self.policy!r}: choose observe or enforce")
+        if self.policy == "enforce":
+            flags.append("-DCT_ENFORCE")
+        if self.pickup:
+            flags.append("-DCT_PICKUP")
+        for name, secs in self.timeouts:
+            if name not in d.timeouts:
+                raise CtrackError(f"unknown timeout {name!r}: known are {', '.join(d.timeouts)}")
+            flags.append(f"-DCT_TIMEOUT_{name}={int(secs)}")
+        if self.table_size is not None:
+            if self.table_size < 1:
+                raise CtrackError("the table size must be at least 1")
+            flags.append(f"-DCT_TABLE_SIZE={int(self.table_size)}")
+        if self.redirect:
+            a, b = self.redirect
+            flags += [f"-DCT_REDIRECT_A={int(a)}", f"-DCT_REDIRECT_B={int(b)}"]
+        if self.replay:
+            flags.append("-DCT_REPLAY")
+        if not self.events:
+            flags.append("-DCT_NO_EVENTS")
+        if self.xdp_frags:
+            flags.append("-DCT_XDP_FRAGS")
+        return flags
+
+    def effective_timeouts(self):
+        t = dict(defs().timeouts)
+        t.update(dict(self.timeouts))
+        return t
+
+
+def parse_timeouts(specs):
+    """['ESTABLISHED=30', 'udp_new=5'] -> (('ESTABLISHED', 30), ('UDP_NEW', 5)); CtrackError on
+    a malformed item or an unknown name."""
+    known = defs().timeouts
+    out = {}
+    for spec in specs or ():
+        name, sep, val = spec.partition("=")
+        name = name.strip().upper().replace("-", "_")
+        if not sep or not val.strip().isdigit():
+            raise CtrackError(f"bad --timeout {spec!r}: expected STATE=SECONDS, e.g. ESTABLISHED=300")
+        if name not in known:
+            raise CtrackError(f"bad --timeout {spec!r}: unknown state {name}; known: {', '.join(known)}")
+        out[name] = int(val)
+    return tuple(sorted(out.items()))
+
+
+class Tracker:
+    """A compiled and loaded tracker. Maps: flows, stats, evict_queue, events (ring buffer),
+    trace (replay builds). close() releases everything (BCC detaches what it attached)."""
+
+    def __init__(self, config: TrackerConfig = TrackerConfig(), checks=True):
+        if checks:
+            preflight.check_all()
+        bcc = preflight.require_bcc()
+        self.config = config
+        self.defs = defs()
+        try:
+            self.bpf = bcc.BPF(src_file=SOURCE.encode(), cflags=config.cflags())
+        except Exception as exc:  # BCC raises bare Exception on compile failures
+            raise CtrackError(f"the tracker failed to compile ({exc}); the compiler's messages are above") from None
+        self._fns = {}
+
+    def fn(self, name="ct_xdp"):
+        """Load one entry point: ct_xdp (XDP) or ct_tc (SCHED_CLS). Cached."""
+        if name not in self._fns:
+            import bcc
+            kind = bcc.BPF.XDP if name == "ct_xdp" else bcc.BPF.SCHED_CLS
+            try:
+                self._fns[name] = self.bpf.load_func(name, kind)
+            except Exception as exc:
+                raise CtrackError(f"the kernel refused to load {name}: {exc}") from None
+        return self._fns[name]
+
+    @property
+    def flows(self):
+        return self.bpf["flows"]
+
+    @property
+    def stats_map(self):
+        return self.bpf["stats"]
+
+    def stats(self):
+        """Global statistics summed over CPUs, by name (see ctrack.stats)."""
+        from .stats import decode_stats
+        return decode_stats(self.stats_map, self.defs)
+
+    def reset(self):
+        """Empty the flow table, statistics and eviction queue (tests, repeated replays)."""
+        self.flows.clear()
+        st = self.stats_map
+        zero = st.Leaf(*([0] * len(st.Leaf())))
+        for i in range(self.defs.ct_stat.CT_STAT_MAX):
+            st[ctypes.c_int(i)] = zero
+        q = self.bpf["evict_queue"]
+        while True:
+            try:
+                q.pop()
+            except KeyError:
+                break
+
+    def close(self):
+        if getattr(self, "bpf", None) is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

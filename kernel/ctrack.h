@@ -1,0 +1,297 @@
+/* ctrack.h: everything the tracker's C and ctrack's Python share, defined once.
+ *
+ * Python reads this file (ctrack/defs.py): enum names and values, CT_TIMEOUT_* defaults and the
+ * CT_* numeric macros come from here; struct layouts come from the loaded program's maps (BCC
+ * builds ctypes types from the same C). Nothing here may be retyped in Python.
+ *
+ * Parsing rules for ctrack/defs.py: enums are written `enum name { A = 0, B, ... };` with plain
+ * integer values, one enumerator per line; defaults are `#define CT_TIMEOUT_X <seconds>`.
+ */
+#ifndef CTRACK_H
+#define CTRACK_H
+
+/* ---- Directions ----------------------------------------------------------------------------- */
+/* A flow's two directions: the one that opened it (orig) and the other (reply). */
+enum ct_dir_index {
+	CT_DIR_ORIG = 0,
+	CT_DIR_REPLY = 1,
+};
+
+/* ---- Overall connection state (netfilter's names; drives the timeout) ------------------------- */
+enum ct_state {
+	CT_STATE_NONE = 0,
+	CT_STATE_SYN_SENT = 1,
+	CT_STATE_SYN_RECV = 2,
+	CT_STATE_ESTABLISHED = 3,
+	CT_STATE_FIN_WAIT = 4,
+	CT_STATE_CLOSE_WAIT = 5,
+	CT_STATE_LAST_ACK = 6,
+	CT_STATE_TIME_WAIT = 7,
+	CT_STATE_CLOSE = 8,
+	CT_STATE_SYN_SENT2 = 9,
+	CT_STATE_NEW = 10,
+	CT_STATE_MAX = 11,
+};
+
+/* ---- One endpoint's TCP state, inferred from the wire -----------------------------------------
+ * Values are Linux's own TCP_* numbers (include/net/tcp_states.h), so they compare directly with
+ * what sock:inet_sock_set_state reports for the endpoints' sockets. NONE = not known yet. */
+enum ct_tcp_endpoint {
+	CT_TCP_NONE = 0,
+	CT_TCP_ESTABLISHED = 1,
+	CT_TCP_SYN_SENT = 2,
+	CT_TCP_SYN_RECV = 3,
+	CT_TCP_FIN_WAIT1 = 4,
+	CT_TCP_FIN_WAIT2 = 5,
+	CT_TCP_TIME_WAIT = 6,
+	CT_TCP_CLOSE = 7,
+	CT_TCP_CLOSE_WAIT = 8,
+	CT_TCP_LAST_ACK = 9,
+	CT_TCP_LISTEN = 10,
+	CT_TCP_CLOSING = 11,
+	CT_TCP_NEW_SYN_RECV = 12,
+};
+
+/* ---- What the tracker concluded about a packet ------------------------------------------------ */
+enum ct_class {
+	CT_CLASS_UNTRACKED = 0,   /* not IP, or an IP protocol/fragment ctrack does not track */
+	CT_CLASS_NEW = 1,         /* created a flow */
+	CT_CLASS_ESTABLISHED = 2, /* valid packet of a known flow */
+	CT_CLASS_INVALID = 3,     /* see the reason */
+	CT_CLASS_MAX = 4,
+};
+
+/* What happened to the packet. */
+enum ct_action {
+	CT_ACTION_PASS = 0,
+	CT_ACTION_DROP = 1,
+	CT_ACTION_REDIRECT = 2,
+	CT_ACTION_MAX = 3,
+};
+
+/* Why a packet is INVALID. NONE for every other class. */
+enum ct_reason {
+	CT_REASON_NONE = 0,
+	CT_REASON_L2_TRUNCATED = 1,       /* Ethernet or VLAN header cut short */
+	CT_REASON_L2_TOO_MANY_TAGS = 2,   /* more VLAN tags than CT_MAX_VLAN_TAGS */
+	CT_REASON_IP_TRUNCATED = 3,       /* IP header, or total length, beyond the frame */
+	CT_REASON_IP_BAD_VERSION = 4,     /* version field disagrees with the EtherType */
+	CT_REASON_IP_BAD_IHL = 5,         /* IPv4 header length < 20 */
+	CT_REASON_IP_BAD_LENGTH = 6,      /* IPv4 total length < header length */
+	CT_REASON_IP6_EXT_TRUNCATED = 7,  /* an IPv6 extension header runs past the packet */
+	CT_REASON_IP6_EXT_LIMIT = 8,      /* more than CT_MAX_IP6_EXT extension headers */
+	CT_REASON_L4_TRUNCATED = 9,       /* TCP/UDP/ICMP header cut short (tiny first fragment too) */
+	CT_REASON_TCP_BAD_DOFF = 10,      /* data offset < 5 or beyond the segment */
+	CT_REASON_TCP_BAD_OPTIONS = 11,   /* an option's length runs past the header */
+	CT_REASON_TCP_BAD_FLAGS = 12,     /* a flag combination no TCP sends (SYN+FIN, none, ...) */
+	CT_REASON_UDP_BAD_LENGTH = 13,    /* UDP length < 8 or beyond the IP payload */
+	CT_REASON_TCP_NO_FLOW = 14,       /* not a SYN, no flow, mid-stream pickup off */
+	CT_REASON_TCP_SEQ_WINDOW = 15,    /* sequence outside the receiver's window */
+	CT_REASON_TCP_ACK_WINDOW = 16,    /* acknowledges data never sent, or far too old */
+	CT_REASON_TCP_RST_WINDOW = 17,    /* RST whose sequence is outside the window (RFC 5961) */
+	CT_REASON_TCP_BAD_SYNACK = 18,    /* SYN/ACK that does not acknowledge the SYN */
+	CT_REASON_TCP_UNEXPECTED = 19,    /* a flag the connection's state cannot take */
+	CT_REASON_TCP_CLOSED = 20,        /* packet of a connection already reset */
+	CT_REASON_TABLE_FULL = 21,        /* a new flow, and no room even after eviction */
+	CT_REASON_MAX = 22,
+};
+
+/* Why a flow ended (events, statistics). */
+enum ct_close_reason {
+	CT_CLOSE_NONE = 0,
+	CT_CLOSE_FIN = 1,      /* orderly close reached TIME_WAIT/CLOSE */
+	CT_CLOSE_RST = 2,      /* an in-window RST */
+	CT_CLOSE_TIMEOUT = 3,  /* idle past its state's timeout */
+	CT_CLOSE_EVICTED = 4,  /* removed to make room for a new flow */
+	CT_CLOSE_REOPENED = 5, /* a new SYN reused the 5-tuple */
+	CT_CLOSE_FLUSHED = 6,  /* removed by an operator */
+};
+
+/* Event types sent through the ring buffer. */
+enum ct_event_type {
+	CT_EVENT_NEW = 1,
+	CT_EVENT_STATE = 2,
+	CT_EVENT_CLOSED = 3,
+};
+
+/* ---- Global statistics: one per-CPU array, indexed by these ---------------------------------- */
+enum ct_stat {
+	CT_STAT_PACKETS = 0,                   /* every packet the program saw */
+	CT_STAT_CLASS = 1,                     /* + enum ct_class: packets by class */
+	CT_STAT_ACTION = 5,                    /* + enum ct_action: packets by action */
+	CT_STAT_REASON = 8,                    /* + enum ct_reason: INVALID packets by reason */
+	CT_STAT_FLOWS_CREATED = 30,
+	CT_STAT_CLOSED_FIN = 31,
+	CT_STAT_CLOSED_RST = 32,
+	CT_STAT_CLOSED_TIMEOUT = 33,
+	CT_STAT_EVICTED = 34,
+	CT_STAT_REOPENED = 35,
+	CT_STAT_TABLE_FULL = 36,               /* new flows refused: table full, nothing evictable */
+	CT_STAT_EVENTS_LOST = 37,              /* ring buffer full: events not delivered */
+	CT_STAT_FRAGMENTS = 38,                /* non-first IP fragments (untracked) */
+	CT_STAT_IGNORED_SYN = 39,              /* SYNs in a live connection, remembered not applied */
+	CT_STAT_MAX = 40,
+};
+
+/* ---- Flags ------------------------------------------------------------------------------------ */
+/* Per direction (struct ct_dir.flags). */
+#define CT_DF_SYN          0x01  /* this side sent a SYN; isn is valid */
+#define CT_DF_FIN          0x02  /* this side sent a FIN; fin_seq is valid */
+#define CT_DF_FIN_ACKED    0x04  /* the peer acknowledged this side's FIN */
+#define CT_DF_WSCALE       0x08  /* this side offered window scaling in its SYN */
+#define CT_DF_SACK_PERM    0x10  /* this side offered SACK in its SYN */
+#define CT_DF_MAXACK_SET   0x20  /* td_maxack holds an ACK this side sent */
+#define CT_DF_UNACKED      0x40  /* this side has sent data the peer has not acknowledged */
+#define CT_DF_TIMESTAMPS   0x80  /* this side sent TCP timestamps in its SYN */
+
+/* Per flow (struct ct_entry.flags). */
+#define CT_F_SEEN_REPLY    0x01  /* a packet went the reply way */
+#define CT_F_ASSURED       0x02  /* handshake completed / UDP replied: never early-evicted */
+#define CT_F_PICKED_UP     0x04  /* created mid-stream; windows unknown, checked liberally */
+#define CT_F_RESET         0x08  /* closed by an RST: nothing but a new SYN changes it */
+#define CT_F_IGNORED_SYN   0x10  /* a SYN arrived in a live connection; see ignored_* */
+#define CT_F_EVICT_QUEUED  0x20  /* the key is in the eviction queue */
+
+/* ---- Limits and defaults (each may be overridden with -D at load time) ------------------------ */
+#ifndef CT_TABLE_SIZE
+#define CT_TABLE_SIZE 65536
+#endif
+#ifndef CT_RINGBUF_PAGES
+#define CT_RINGBUF_PAGES 64
+#endif
+#define CT_MAX_VLAN_TAGS 2
+#define CT_MAX_IP6_EXT 6
+#define CT_MAX_TCP_OPTIONS 12
+#define CT_EVICT_TRIES 8
+/* netfilter's MAXACKWINDOW floor: how far back an ACK may lag behind the data it acknowledges. */
+#define CT_MAX_ACK_WINDOW_FLOOR 66000
+
+/* Per-state timeouts in seconds, netfilter's defaults. */
+#ifndef CT_TIMEOUT_SYN_SENT
+#define CT_TIMEOUT_SYN_SENT 120
+#endif
+#ifndef CT_TIMEOUT_SYN_RECV
+#define CT_TIMEOUT_SYN_RECV 60
+#endif
+#ifndef CT_TIMEOUT_ESTABLISHED
+#define CT_TIMEOUT_ESTABLISHED 432000
+#endif
+#ifndef CT_TIMEOUT_FIN_WAIT
+#define CT_TIMEOUT_FIN_WAIT 120
+#endif
+#ifndef CT_TIMEOUT_CLOSE_WAIT
+#define CT_TIMEOUT_CLOSE_WAIT 60
+#endif
+#ifndef CT_TIMEOUT_LAST_ACK
+#define CT_TIMEOUT_LAST_ACK 30
+#endif
+#ifndef CT_TIMEOUT_TIME_WAIT
+#define CT_TIMEOUT_TIME_WAIT 120
+#endif
+#ifndef CT_TIMEOUT_CLOSE
+#define CT_TIMEOUT_CLOSE 10
+#endif
+#ifndef CT_TIMEOUT_SYN_SENT2
+#define CT_TIMEOUT_SYN_SENT2 120
+#endif
+/* A TCP flow with data in flight unacknowledged: at most this, whatever its state. */
+#ifndef CT_TIMEOUT_UNACK
+#define CT_TIMEOUT_UNACK 300
+#endif
+#ifndef CT_TIMEOUT_UDP_NEW
+#define CT_TIMEOUT_UDP_NEW 30
+#endif
+#ifndef CT_TIMEOUT_UDP_ESTABLISHED
+#define CT_TIMEOUT_UDP_ESTABLISHED 120
+#endif
+
+/* ---- Layouts ---------------------------------------------------------------------------------- */
+/* An address: IPv4 in the first 4 bytes, the rest zero. */
+union ct_addr {
+	__u32 v4;
+	__u8 v6[16];
+	__u32 v6w[4];
+};
+
+/* The flow key, direction-normalised: side 0 is the endpoint with the lower (address, port), so
+ * both directions of a connection find the same entry with one lookup. Ports in network order. */
+struct ct_key {
+	union ct_addr addr[2];
+	__be16 port[2];
+	__u8 proto;
+	__u8 family;   /* 4 or 6 */
+	__u16 pad;
+};
+
+/* One direction of a flow: what its sender has shown (TCP window tracking and counters). */
+struct ct_dir {
+	__u32 isn;        /* the sequence number of its SYN */
+	__u32 td_end;     /* highest sequence number it has sent, + length */
+	__u32 td_maxend;  /* highest right edge (ack + window) its peer has opened to it */
+	__u32 td_maxwin;  /* largest window it has advertised (scaled), at least 1 once seen */
+	__u32 td_maxack;  /* highest acknowledgement number it has sent */
+	__u32 fin_seq;    /* sequence number of its FIN */
+	__u8 wscale;      /* its window scale shift, 0 unless both SYNs offered scaling */
+	__u8 flags;       /* CT_DF_* */
+	__u8 state;       /* this endpoint's TCP state, enum ct_tcp_endpoint */
+	__u8 pad;
+	__u16 mss;        /* MSS it announced (0 unknown) */
+	__u16 pad2;
+	__u64 packets;
+	__u64 bytes;      /* at the IP layer, as conntrack's accounting counts */
+};
+
+/* A flow table entry. The lock serialises CPUs handling the same flow (see tracker.c). */
+struct ct_entry {
+	struct bpf_spin_lock lock;
+	__u8 state;          /* overall, enum ct_state */
+	__u8 orig_side;      /* key side (0/1) of the endpoint that opened the flow */
+	__u8 flags;          /* CT_F_* */
+	__u8 close_reason;   /* enum ct_close_reason, once closed */
+	/* CT_F_IGNORED_SYN: a SYN seen inside a live connection, kept in case the peer answers it */
+	__u8 ignored_dir;
+	__u8 ignored_wscale;
+	__u8 ignored_opts;   /* its CT_DF_WSCALE/SACK_PERM/TIMESTAMPS */
+	__u8 pad;
+	__u32 ignored_seq;
+	__u16 ignored_win;
+	__u16 ignored_mss;
+	__u32 pad2;
+	__u64 first_seen;    /* ns, tracker clock */
+	__u64 last_seen;     /* ns */
+	__u64 expires;       /* ns: the entry counts as absent from this time on */
+	struct ct_dir dir[2];  /* indexed by enum ct_dir_index */
+};
+
+/* A flow event. */
+struct ct_event {
+	__u64 ts;
+	struct ct_key key;
+	__u8 type;           /* enum ct_event_type */
+	__u8 state;          /* overall state after the event */
+	__u8 old_state;      /* overall state before (CT_EVENT_STATE) */
+	__u8 orig_state;     /* endpoint states after the event */
+	__u8 reply_state;
+	__u8 orig_side;
+	__u8 close_reason;   /* CT_EVENT_CLOSED */
+	__u8 pad;
+	__u64 packets[2];
+	__u64 bytes[2];
+};
+
+/* What the last packet did, for replay and tests (only in programs built with CT_REPLAY):
+ * user space writes `now` (the capture's clock) before each run and reads the rest after. */
+struct ct_trace {
+	__u64 now;
+	__u8 klass;          /* enum ct_class */
+	__u8 reason;         /* enum ct_reason */
+	__u8 action;         /* enum ct_action */
+	__u8 has_flow;
+	__u8 state;
+	__u8 orig_state;
+	__u8 reply_state;
+	__u8 pad;
+	struct ct_key key;
+};
+
+#endif /* CTRACK_H */

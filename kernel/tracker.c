@@ -1,0 +1,1172 @@
+/* tracker.c: ctrack's connection tracker, one source for XDP (ct_xdp) and TC (ct_tc).
+ *
+ * Parses Ethernet/VLAN/IPv4/IPv6/TCP/UDP/ICMP with strict bounds, keeps a flow table of TCP and
+ * UDP connections with a TCP state machine per endpoint, validates sequence and acknowledgement
+ * numbers per direction (netfilter's td_end/td_maxend/td_maxwin rules), honours only in-window
+ * RSTs (RFC 5961), expires flows per state, and counts and reports what it sees.
+ *
+ * Compiled by BCC at run time; ctrack/tracker.py chooses the build with -D options:
+ *   CT_ENFORCE      drop INVALID packets (default: observe, pass everything)
+ *   CT_PICKUP       create flows from mid-stream ACKs (default: such packets are INVALID NO_FLOW)
+ *   CT_REDIRECT_A/B bump in the wire: a packet arriving on ifindex A leaves on B and vice versa
+ *   CT_REPLAY       the clock comes from the `trace` map (capture timestamps) and the verdict of
+ *                   the last packet is written there, for replay and tests
+ *   CT_NO_EVENTS    no ring buffer events at all
+ *   CT_TIMEOUT_*, CT_TABLE_SIZE   see ctrack.h
+ *
+ * Reads only packet bytes and uapi headers, never a kernel-internal struct: it loads on any kernel
+ * whatever headers BCC compiles against.
+ */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/udp.h>
+
+#include "ctrack.h"
+
+#define NS_PER_SEC 1000000000ULL
+#define ETH_P_8021AD_ 0x88A8
+
+/* ---- Maps ------------------------------------------------------------------------------------ */
+/* The flow table: preallocated hash (no allocation on the packet path; a full table fails the
+ * insert cleanly, and ctrack decides what to evict instead of an LRU evicting a live flow). */
+BPF_TABLE("hash", struct ct_key, struct ct_entry, flows, CT_TABLE_SIZE);
+BPF_PERCPU_ARRAY(stats, __u64, CT_STAT_MAX);
+/* Keys of flows that may be evicted when the table is full: pushed when a flow is created
+ * (unassured) and when it starts closing; checked again when popped. Oldest overwritten. */
+BPF_QUEUE(evict_queue, struct ct_key, CT_TABLE_SIZE);
+#ifndef CT_NO_EVENTS
+BPF_RINGBUF_OUTPUT(events, CT_RINGBUF_PAGES);
+#endif
+#ifdef CT_REPLAY
+BPF_ARRAY(trace, struct ct_trace, 1);
+#endif
+
+/* ---- Small helpers ---------------------------------------------------------------------------- */
+/* Sequence-space comparisons modulo 2^32 (RFC 9293 section 3.4). */
+static __always_inline int seq_before(__u32 a, __u32 b) { return (__s32)(a - b) < 0; }
+static __always_inline int seq_after(__u32 a, __u32 b) { return (__s32)(b - a) < 0; }
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = stats.lookup(&idx);
+	if (v)
+		*v += 1;   /* per-CPU: no atomics needed */
+}
+
+static __always_inline __u64 ct_now(void)
+{
+#ifdef CT_REPLAY
+	__u32 z = 0;
+	struct ct_trace *t = trace.lookup(&z);
+	return t ? t->now : 0;
+#else
+	return bpf_ktime_get_ns();
+#endif
+}
+
+/* ---- Parsing ---------------------------------------------------------------------------------- */
+/* Everything the state machine needs from one packet, copied out of it so that no packet pointer
+ * is used while a flow's lock is held. */
+struct ct_pkt {
+	struct ct_key key;
+	__u32 seq;
+	__u32 ack;
+	__u32 datalen;    /* TCP payload bytes */
+	__u32 ip_len;     /* bytes at the IP layer */
+	__u16 win;
+	__u16 mss;
+	__u8 side;        /* key side of the sender */
+	__u8 tcp_flags;   /* FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 URG 0x20 */
+	__u8 wscale;
+	__u8 opt_flags;   /* CT_DF_WSCALE | CT_DF_SACK_PERM | CT_DF_TIMESTAMPS seen in a SYN */
+};
+
+/* Per-CPU working memory. The parsed packet lives here rather than on the stack on purpose: the
+ * verifier does not track map memory, so every parsing path (IPv4, IPv6 with any extension
+ * headers, VLAN depths) reaches the state machine in the same verifier state and the state
+ * machine is verified once, not once per path. The new entry is built here too (too big for the
+ * 512-byte stack); plain bytes, since a per-CPU map may not hold a bpf_spin_lock. */
+struct ct_scratch {
+	struct ct_pkt pkt;
+	__u8 entry[sizeof(struct ct_entry)];
+};
+BPF_PERCPU_ARRAY(scratch, struct ct_scratch, 1);
+
+#define TH_FIN 0x01
+#define TH_SYN 0x02
+#define TH_RST 0x04
+#define TH_ACK 0x10
+#define TH_URG 0x20
+
+/* Flag combinations a TCP may send, after PSH/ECE/CWR are masked off: SYN, SYN|URG, SYN|ACK, RST,
+ * RST|ACK, FIN|ACK, FIN|ACK|URG, ACK, ACK|URG. Everything else (SYN+FIN, SYN+RST, FIN alone,
+ * no flags: the scanners' favourites) is INVALID. Indexed by flags & 0x37. */
+#define TCP_VALID_FLAGS ((1ULL << 0x02) | (1ULL << 0x22) | (1ULL << 0x12) | (1ULL << 0x04) | \
+			 (1ULL << 0x14) | (1ULL << 0x11) | (1ULL << 0x31) | (1ULL << 0x10) | \
+			 (1ULL << 0x30))
+
+/* Orders the two endpoints so that both directions build the same key. Any total order works;
+ * comparing raw words is the cheapest. Returns 1 when (a, pa) sorts after (b, pb). */
+static __always_inline int ct_endpoint_after(union ct_addr *a, __u16 pa, union ct_addr *b, __u16 pb)
+{
+	if (a->v6w[0] != b->v6w[0]) return a->v6w[0] > b->v6w[0];
+	if (a->v6w[1] != b->v6w[1]) return a->v6w[1] > b->v6w[1];
+	if (a->v6w[2] != b->v6w[2]) return a->v6w[2] > b->v6w[2];
+	if (a->v6w[3] != b->v6w[3]) return a->v6w[3] > b->v6w[3];
+	return pa > pb;
+}
+
+/* SYN options: MSS, window scale, SACK-permitted, timestamps. Unknown and experimental kinds
+ * (RFC 6994's 253/254, TFO cookies, MPTCP, ...) are skipped by their length; a length that runs
+ * past the header is malformed. Known options of a wrong length are ignored, as Linux does.
+ *
+ * The option block is copied to the stack (the caller checked its bounds) and walked there, at
+ * most CT_MAX_TCP_OPTIONS items: real SYNs carry five or six (Linux: MSS, SACK-permitted,
+ * timestamps, NOP, window scale), and an unbounded walk over packet memory makes the verifier
+ * follow every combination of lengths. Items past the bound are left unread, not an error.
+ * (bpf_loop would lift the bound, but BCC 0.26 cannot relocate its callback.) */
+static __always_inline int ct_parse_syn_options(void *opt, void *data_end, __u32 optlen, struct ct_pkt *p)
+{
+	__u8 buf[64];
+	__builtin_memset(buf, 0, sizeof(buf));
+	if (optlen == 0 || optlen > 40 || opt + optlen > data_end)
+		return CT_REASON_L4_TRUNCATED;
+	if (bpf_probe_read_kernel(buf, optlen & 63, opt))
+		return CT_REASON_L4_TRUNCATED;
+	__u32 i = 0;
+	for (int n = 0; n < CT_MAX_TCP_OPTIONS; n++) {
+		if (i >= optlen)
+			break;
+		__u8 kind = buf[i & 63];
+		if (kind == 0)            /* end of option list */
+			break;
+		if (kind == 1) {          /* no-operation */
+			i++;
+			continue;
+		}
+		__u8 len = buf[(i + 1) & 63];
+		if (i + 1 >= optlen || len < 2 || i + len > optlen)
+			return CT_REASON_TCP_BAD_OPTIONS;
+		if (kind == 2 && len == 4) {
+			p->mss = ((__u16)buf[(i + 2) & 63] << 8) | buf[(i + 3) & 63];
+		} else if (kind == 3 && len == 3) {
+			__u8 ws = buf[(i + 2) & 63];
+			p->wscale = ws > 14 ? 14 : ws;   /* RFC 7323: a shift above 14 is used as 14 */
+			p->opt_flags |= CT_DF_WSCALE;
+		} else if (kind == 4 && len == 2) {
+			p->opt_flags |= CT_DF_SACK_PERM;
+		} else if (kind == 8 && len == 10) {
+			p->opt_flags |= CT_DF_TIMESTAMPS;
+		}
+		i += len;
+	}
+	return CT_REASON_NONE;
+}
+
+/* Parses one frame. Returns CT_CLASS_UNTRACKED (pass, no flow), CT_CLASS_INVALID with *reason
+ * set, or CT_CLASS_NEW meaning "a TCP/UDP packet to look up" (the caller decides the class).
+ * pkt_len is the packet's full length, which in TC may exceed the linear data (GSO). */
+static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, struct ct_pkt *p,
+				    __u8 *reason)
+{
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end) {
+		*reason = CT_REASON_L2_TRUNCATED;
+		return CT_CLASS_INVALID;
+	}
+	__u16 proto = eth->h_proto;
+	__u32 off = sizeof(*eth);
+
+#pragma unroll
+	for (int i = 0; i < CT_MAX_VLAN_TAGS; i++) {
+		if (proto != htons(ETH_P_8021Q) && proto != htons(ETH_P_8021AD_))
+			break;
+		if (data + off + 4 > data_end) {
+			*reason = CT_REASON_L2_TRUNCATED;
+			return CT_CLASS_INVALID;
+		}
+		proto = *(__be16 *)(data + off + 2);
+		off += 4;
+	}
+	if (proto == htons(ETH_P_8021Q) || proto == htons(ETH_P_8021AD_)) {
+		*reason = CT_REASON_L2_TOO_MANY_TAGS;
+		return CT_CLASS_INVALID;
+	}
+
+	union ct_addr src = {}, dst = {};
+	__u32 l4off, l4len;
+	__u8 l4proto;
+
+	if (proto == htons(ETH_P_IP)) {
+		struct iphdr *iph = data + off;
+		if ((void *)(iph + 1) > data_end) {
+			*reason = CT_REASON_IP_TRUNCATED;
+			return CT_CLASS_INVALID;
+		}
+		if (iph->version != 4) {
+			*reason = CT_REASON_IP_BAD_VERSION;
+			return CT_CLASS_INVALID;
+		}
+		__u32 ihl = iph->ihl * 4;
+		if (ihl < sizeof(*iph)) {
+			*reason = CT_REASON_IP_BAD_IHL;
+			return CT_CLASS_INVALID;
+		}
+		__u32 tot = ntohs(iph->tot_len);
+		/* BIG TCP GSO packets over 64 KiB carry tot_len 0; their length is the packet's. */
+		if (tot == 0 && pkt_len > off + 65535)
+			tot = pkt_len - off;
+		if (tot < ihl) {
+			*reason = CT_REASON_IP_BAD_LENGTH;
+			return CT_CLASS_INVALID;
+		}
+		if (off + tot > pkt_len || data + off + ihl > data_end) {
+			*reason = CT_REASON_IP_TRUNCATED;
+			return CT_CLASS_INVALID;
+		}
+		/* Fragments: no reassembly. A first fragment carries the L4 header and is tracked by it
+		 * (a first fragment too short for that header is INVALID: RFC 1858's tiny fragments);
+		 * later fragments have no ports, so they pass untracked and are counted. */
+		if (ntohs(iph->frag_off) & 0x1fff) {
+			stat_inc(CT_STAT_FRAGMENTS);
+			return CT_CLASS_UNTRACKED;
+		}
+		src.v4 = iph->saddr;
+		dst.v4 = iph->daddr;
+		l4proto = iph->protocol;
+		l4off = off + ihl;
+		l4len = tot - ihl;
+		p->key.family = 4;
+		p->ip_len = tot;
+	} else if (proto == htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + off;
+		if ((void *)(ip6 + 1) > data_end) {
+			*reason = CT_REASON_IP_TRUNCATED;
+			return CT_CLASS_INVALID;
+		}
+		if (ip6->version != 6) {
+			*reason = CT_REASON_IP_BAD_VERSION;
+			return CT_CLASS_INVALID;
+		}
+		__u32 tot = sizeof(*ip6) + ntohs(ip6->payload_len);
+		if (tot == sizeof(*ip6) && pkt_len > off + 65535 + sizeof(*ip6))
+			tot = pkt_len - off;   /* jumbogram / BIG TCP */
+		if (off + tot > pkt_len) {
+			*reason = CT_REASON_IP_TRUNCATED;
+			return CT_CLASS_INVALID;
+		}
+		__builtin_memcpy(src.v6, &ip6->saddr, 16);
+		__builtin_memcpy(dst.v6, &ip6->daddr, 16);
+		__u8 nh = ip6->nexthdr;
+		__u32 hoff = sizeof(*ip6);   /* offset from the IPv6 header */
+		int done = 0;
+#pragma unroll
+		for (int i = 0; i < CT_MAX_IP6_EXT; i++) {
+			if (nh != IPPROTO_HOPOPTS && nh != IPPROTO_ROUTING && nh != IPPROTO_DSTOPTS &&
+			    nh != IPPROTO_FRAGMENT && nh != IPPROTO_AH) {
+				done = 1;
+				break;
+			}
+			if (hoff > 512 || hoff + 8 > tot) {
+				*reason = CT_REASON_IP6_EXT_TRUNCATED;
+				return CT_CLASS_INVALID;
+			}
+			__u8 *h = data + off + hoff;
+			if ((void *)(h + 8) > data_end) {
+				*reason = CT_REASON_IP6_EXT_TRUNCATED;
+				return CT_CLASS_INVALID;
+			}
+			__u32 hlen;
+			if (nh == IPPROTO_FRAGMENT) {
+				/* Same policy as IPv4: later fragments pass untracked. */
+				if (((h[2] << 8) | h[3]) & 0xfff8) {
+					stat_inc(CT_STAT_FRAGMENTS);
+					return CT_CLASS_UNTRACKED;
+				}
+				hlen = 8;
+			} else if (nh == IPPROTO_AH) {
+				hlen = ((__u32)h[1] + 2) * 4;
+			} else {
+				hlen = ((__u32)h[1] + 1) * 8;
+			}
+			nh = h[0];
+			hoff += hlen;
+		}
+		if (!done && (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
+			      nh == IPPROTO_FRAGMENT || nh == IPPROTO_AH)) {
+			*reason = CT_REASON_IP6_EXT_LIMIT;
+			return CT_CLASS_INVALID;
+		}
+		if (hoff > tot) {
+			*reason = CT_REASON_IP6_EXT_TRUNCATED;
+			return CT_CLASS_INVALID;
+		}
+		l4proto = nh;
+		l4off = off + hoff;
+		l4len = tot - hoff;
+		p->key.family = 6;
+		p->ip_len = tot;
+	} else {
+		return CT_CLASS_UNTRACKED;   /* ARP, LLDP, ...: not ours, untouched */
+	}
+
+	__u16 sport, dport;
+	if (l4off > 1024) {   /* keeps the verifier's view of the offset bounded */
+		*reason = CT_REASON_L4_TRUNCATED;
+		return CT_CLASS_INVALID;
+	}
+	if (l4proto == IPPROTO_TCP) {
+		struct tcphdr *th = data + l4off;
+		if (l4len < sizeof(*th) || (void *)(th + 1) > data_end) {
+			*reason = CT_REASON_L4_TRUNCATED;
+			return CT_CLASS_INVALID;
+		}
+		__u32 doff = th->doff * 4;
+		if (doff < sizeof(*th) || doff > l4len) {
+			*reason = CT_REASON_TCP_BAD_DOFF;
+			return CT_CLASS_INVALID;
+		}
+		__u8 flags = ((__u8 *)th)[13];
+		if (!((TCP_VALID_FLAGS >> (flags & 0x37)) & 1)) {
+			*reason = CT_REASON_TCP_BAD_FLAGS;
+			return CT_CLASS_INVALID;
+		}
+		p->tcp_flags = flags;
+		p->seq = ntohl(th->seq);
+		p->ack = ntohl(th->ack_seq);
+		p->win = ntohs(th->window);
+		p->datalen = l4len - doff;
+		sport = th->source;
+		dport = th->dest;
+		/* Options matter only in SYNs (MSS, scale, SACK, timestamps); parsing them on every
+		 * segment would cost the fast path for nothing ctrack uses. */
+		if ((flags & TH_SYN) && doff > sizeof(*th)) {
+			void *opt = (void *)(th + 1);
+			if (opt + (doff - sizeof(*th)) > data_end) {
+				*reason = CT_REASON_L4_TRUNCATED;
+				return CT_CLASS_INVALID;
+			}
+			__u8 r = ct_parse_syn_options(opt, data_end, doff - sizeof(*th), p);
+			if (r) {
+				*reason = r;
+				return CT_CLASS_INVALID;
+			}
+		}
+	} else if (l4proto == IPPROTO_UDP) {
+		struct udphdr *uh = data + l4off;
+		if (l4len < sizeof(*uh) || (void *)(uh + 1) > data_end) {
+			*reason = CT_REASON_L4_TRUNCATED;
+			return CT_CLASS_INVALID;
+		}
+		__u32 ulen = ntohs(uh->len);
+		if (ulen < sizeof(*uh) || ulen > l4len) {
+			*reason = CT_REASON_UDP_BAD_LENGTH;
+			return CT_CLASS_INVALID;
+		}
+		sport = uh->source;
+		dport = uh->dest;
+	} else if (l4proto == IPPROTO_ICMP || l4proto == IPPROTO_ICMPV6) {
+		/* Type, code, checksum and the 4-byte rest of header. Not tracked as flows. */
+		if (l4len < 8 || data + l4off + 8 > data_end) {
+			*reason = CT_REASON_L4_TRUNCATED;
+			return CT_CLASS_INVALID;
+		}
+		return CT_CLASS_UNTRACKED;
+	} else {
+		return CT_CLASS_UNTRACKED;
+	}
+
+	p->key.proto = l4proto;
+	if (ct_endpoint_after(&src, sport, &dst, dport)) {
+		p->side = 1;
+		p->key.addr[0] = dst;
+		p->key.addr[1] = src;
+		p->key.port[0] = dport;
+		p->key.port[1] = sport;
+	} else {
+		p->side = 0;
+		p->key.addr[0] = src;
+		p->key.addr[1] = dst;
+		p->key.port[0] = sport;
+		p->key.port[1] = dport;
+	}
+	return CT_CLASS_NEW;
+}
+
+/* ---- Flow bookkeeping ------------------------------------------------------------------------ */
+/* What a packet did to its flow, gathered under the lock and acted on after it (events, stats,
+ * queue pushes need helper calls, which a held bpf_spin_lock forbids). */
+struct ct_result {
+	__u8 klass;
+	__u8 reason;
+	__u8 has_flow;
+	__u8 created;        /* emit NEW */
+	__u8 old_state;
+	__u8 state;
+	__u8 orig_state;
+	__u8 reply_state;
+	__u8 state_changed;  /* emit STATE */
+	__u8 closed;         /* emit CLOSED with close_reason */
+	__u8 close_reason;
+	__u8 prev_closed;    /* the entry's previous flow ended (reopen or expiry) with this reason */
+	__u8 push_evict;     /* put the key in the eviction queue */
+	__u8 orig_side;
+	__u8 ignored_syn;
+	__u8 pad;
+	__u64 packets[2];
+	__u64 bytes[2];
+	__u64 prev_packets[2];
+	__u64 prev_bytes[2];
+};
+
+static __always_inline __u64 ct_timeout_ns(struct ct_entry *e)
+{
+	__u64 t;
+	if (e->state == CT_STATE_NEW)
+		return CT_TIMEOUT_UDP_NEW * NS_PER_SEC;
+	if (e->dir[0].state == CT_TCP_NONE && e->dir[1].state == CT_TCP_NONE)
+		return CT_TIMEOUT_UDP_ESTABLISHED * NS_PER_SEC;   /* UDP flows carry no TCP states */
+	switch (e->state) {
+	case CT_STATE_SYN_SENT: t = CT_TIMEOUT_SYN_SENT; break;
+	case CT_STATE_SYN_RECV: t = CT_TIMEOUT_SYN_RECV; break;
+	case CT_STATE_ESTABLISHED: t = CT_TIMEOUT_ESTABLISHED; break;
+	case CT_STATE_FIN_WAIT: t = CT_TIMEOUT_FIN_WAIT; break;
+	case CT_STATE_CLOSE_WAIT: t = CT_TIMEOUT_CLOSE_WAIT; break;
+	case CT_STATE_LAST_ACK: t = CT_TIMEOUT_LAST_ACK; break;
+	case CT_STATE_TIME_WAIT: t = CT_TIMEOUT_TIME_WAIT; break;
+	case CT_STATE_SYN_SENT2: t = CT_TIMEOUT_SYN_SENT2; break;
+	default: t = CT_TIMEOUT_CLOSE; break;
+	}
+	/* netfilter's "unacknowledged" timeout: data in flight that nobody acknowledges means a
+	 * peer went away; do not keep such a flow for days. */
+	if (((e->dir[0].flags | e->dir[1].flags) & CT_DF_UNACKED) && t > CT_TIMEOUT_UNACK)
+		t = CT_TIMEOUT_UNACK;
+	return t * NS_PER_SEC;
+}
+
+/* Overall state, netfilter's vocabulary, from the two endpoints' states. */
+static __always_inline __u8 ct_tcp_overall(struct ct_entry *e)
+{
+	__u8 a = e->dir[CT_DIR_ORIG].state, b = e->dir[CT_DIR_REPLY].state;
+	if (e->flags & CT_F_RESET)
+		return CT_STATE_CLOSE;
+	if (a == CT_TCP_SYN_SENT)
+		return CT_STATE_SYN_SENT;
+	if (a == CT_TCP_SYN_RECV && b == CT_TCP_SYN_RECV)
+		return CT_STATE_SYN_SENT2;   /* both SYNs crossed: simultaneous open */
+	if (a == CT_TCP_SYN_RECV || b == CT_TCP_SYN_RECV || b == CT_TCP_SYN_SENT)
+		return CT_STATE_SYN_RECV;
+	int a_done = a == CT_TCP_TIME_WAIT || a == CT_TCP_CLOSE;
+	int b_done = b == CT_TCP_TIME_WAIT || b == CT_TCP_CLOSE;
+	if (a_done && b_done)
+		return CT_STATE_TIME_WAIT;
+	__u8 fa = e->dir[CT_DIR_ORIG].flags, fb = e->dir[CT_DIR_REPLY].flags;
+	if ((fa & CT_DF_FIN) && (fb & CT_DF_FIN))
+		return CT_STATE_LAST_ACK;
+	if ((fa | fb) & CT_DF_FIN)
+		return ((fa | fb) & CT_DF_FIN_ACKED) ? CT_STATE_CLOSE_WAIT : CT_STATE_FIN_WAIT;
+	return CT_STATE_ESTABLISHED;
+}
+
+/* A direction's first SYN: its initial sequence number, window and options. */
+static __always_inline void ct_dir_init_syn_raw(struct ct_dir *d, __u32 seq, __u32 datalen, __u16 win,
+						__u8 wscale, __u8 opts, __u16 mss)
+{
+	__u32 end = seq + datalen + 1;
+	d->isn = seq;
+	d->td_end = end;
+	d->td_maxend = end;
+	d->td_maxwin = win ? win : 1;   /* a SYN's window is never scaled */
+	d->td_maxack = 0;
+	d->fin_seq = 0;
+	d->wscale = wscale;
+	d->flags = CT_DF_SYN | opts;
+	d->mss = mss;
+}
+
+static __always_inline void ct_dir_init_syn(struct ct_dir *d, struct ct_pkt *p)
+{
+	ct_dir_init_syn_raw(d, p->seq, p->datalen, p->win, p->wscale, p->opt_flags, p->mss);
+}
+
+/* Resets an entry to "nothing known", keeping the lock word. */
+static __always_inline void ct_flow_reset(struct ct_entry *e, __u8 orig_side, __u64 now)
+{
+	__builtin_memset(&e->dir, 0, sizeof(e->dir));
+	e->orig_side = orig_side;
+	e->flags = 0;
+	e->close_reason = CT_CLOSE_NONE;
+	e->ignored_dir = 0;
+	e->ignored_seq = 0;
+	e->ignored_win = 0;
+	e->first_seen = now;
+}
+
+/* (Re)starts the entry as a new flow opened by packet p: a SYN (TCP), a first datagram (UDP), or
+ * a mid-stream ACK when pickup is on. Keeps the lock word, resets everything else. */
+static __always_inline void ct_flow_init(struct ct_entry *e, struct ct_pkt *p, __u64 now)
+{
+	ct_flow_reset(e, p->side, now);
+	if (p->key.proto == IPPROTO_UDP) {
+		e->state = CT_STATE_NEW;
+		return;
+	}
+	struct ct_dir *o = &e->dir[CT_DIR_ORIG];
+	if (p->tcp_flags & TH_SYN) {
+		ct_dir_init_syn(o, p);
+		o->state = CT_TCP_SYN_SENT;
+		e->dir[CT_DIR_REPLY].state = CT_TCP_SYN_RECV;   /* assumes the SYN is delivered */
+		e->state = CT_STATE_SYN_SENT;
+	} else {
+		/* Mid-stream pickup: nothing is known of the windows or scaling, so the flow is
+		 * checked liberally (no window checks), as netfilter's be_liberal does. */
+		__u32 end = p->seq + p->datalen + ((p->tcp_flags & TH_FIN) ? 1 : 0);
+		o->td_end = end;
+		o->td_maxwin = p->win ? p->win : 1;
+		o->td_maxend = end + o->td_maxwin;
+		o->state = CT_TCP_ESTABLISHED;
+		e->dir[CT_DIR_REPLY].state = CT_TCP_ESTABLISHED;
+		e->dir[CT_DIR_REPLY].td_end = p->ack;
+		e->dir[CT_DIR_REPLY].td_maxend = p->ack;
+		e->flags = CT_F_PICKED_UP | CT_F_ASSURED;
+		e->state = CT_STATE_ESTABLISHED;
+	}
+}
+
+/* Can this packet open a flow? */
+static __always_inline int ct_can_open(struct ct_pkt *p)
+{
+	if (p->key.proto == IPPROTO_UDP)
+		return 1;
+	__u8 f = p->tcp_flags & (TH_SYN | TH_ACK | TH_RST | TH_FIN);
+	if (f == TH_SYN)
+		return 1;
+#ifdef CT_PICKUP
+	if (f == TH_ACK)
+		return 1;
+#endif
+	return 0;
+}
+
+/* Is the RST from direction d acceptable (RFC 5961 section 3: its sequence number must lie in
+ * the receiver's window; RFC 9293 3.10.7.3: in SYN-SENT it must acknowledge the SYN)? */
+static __always_inline int ct_rst_ok(struct ct_entry *e, struct ct_pkt *p, __u32 d)
+{
+	struct ct_dir *snd = &e->dir[d & 1], *rcv = &e->dir[(d ^ 1) & 1];
+	if (e->flags & CT_F_PICKED_UP)
+		return 1;   /* windows unknown: nothing to check against */
+	if (e->state == CT_STATE_SYN_SENT && d == CT_DIR_REPLY) {
+		/* The answer to our SYN: sequence number ignored, ACK must cover the SYN. */
+		return (p->tcp_flags & TH_ACK) && !seq_before(p->ack, rcv->isn + 1) &&
+		       !seq_after(p->ack, rcv->td_end);
+	}
+	/* Left edge: what the receiver has acknowledged (or, if it never has, what the sender has
+	 * sent); right edge: the furthest the receiver's window reached. */
+	__u32 left = (rcv->flags & CT_DF_MAXACK_SET) ? rcv->td_maxack : snd->td_end;
+	__u32 right = seq_after(snd->td_maxend, snd->td_end) ? snd->td_maxend : snd->td_end;
+	if (seq_after(left, snd->td_end))
+		left = snd->td_end;
+	return !seq_before(p->seq, left) && !seq_after(p->seq, right);
+}
+
+/* netfilter's window rules for a segment from direction d. Returns a reason when the segment
+ * falls outside the windows, else updates them and returns CT_REASON_NONE. */
+static __always_inline __u8 ct_tcp_window(struct ct_entry *e, struct ct_pkt *p, __u32 d)
+{
+	struct ct_dir *snd = &e->dir[d & 1], *rcv = &e->dir[(d ^ 1) & 1];
+	__u8 f = p->tcp_flags;
+	__u32 seq = p->seq;
+	__u32 end = seq + p->datalen + ((f & TH_SYN) ? 1 : 0) + ((f & TH_FIN) ? 1 : 0);
+	__u32 ack = p->ack;
+	__u32 win = p->win;
+
+	/* No ACK flag, or an RST with ACK number 0 (some stacks): treat as acknowledging all. */
+	if (!(f & TH_ACK) || ((f & TH_RST) && ack == 0))
+		ack = rcv->td_end;
+
+	if (snd->td_maxwin == 0) {
+		/* First segment from this side that was not a SYN (picked-up flow's other side). */
+		snd->td_end = end;
+		snd->td_maxwin = win ? win << snd->wscale : 1;
+		snd->td_maxend = end + snd->td_maxwin;
+		if (rcv->td_maxwin == 0) {
+			rcv->td_end = ack;
+			rcv->td_maxend = ack;
+		}
+	}
+
+	if (!(e->flags & CT_F_PICKED_UP)) {
+		__u32 maxackwin = snd->td_maxwin > CT_MAX_ACK_WINDOW_FLOOR ? snd->td_maxwin
+									   : CT_MAX_ACK_WINDOW_FLOOR;
+		/* I: does not start beyond what the receiver allowed. */
+		if (seq_after(seq, snd->td_maxend))
+			return CT_REASON_TCP_SEQ_WINDOW;
+		/* II: does not end more than the receiver's window behind what was already sent. */
+		if (!seq_after(end, snd->td_end - rcv->td_maxwin - 1))
+			return CT_REASON_TCP_SEQ_WINDOW;
+		/* III: acknowledges nothing the receiver has not sent. */
+		if (seq_after(ack, rcv->td_end))
+			return CT_REASON_TCP_ACK_WINDOW;
+		/* IV: is not an acknowledgement from far in the past. */
+		if (!seq_after(ack, rcv->td_end - maxackwin))
+			return CT_REASON_TCP_ACK_WINDOW;
+	}
+
+	if (!(f & TH_SYN))
+		win <<= snd->wscale;
+	if (snd->td_maxwin < win)
+		snd->td_maxwin = win;
+	if (seq_after(end, snd->td_end)) {
+		snd->td_end = end;
+		snd->flags |= CT_DF_UNACKED;
+	}
+	if (f & TH_ACK) {
+		if (!(snd->flags & CT_DF_MAXACK_SET) || seq_after(ack, snd->td_maxack))
+			snd->td_maxack = ack;
+		snd->flags |= CT_DF_MAXACK_SET;
+	}
+	/* Sent beyond the allowed edge (window probe, accepted liberally): widen the receiver. */
+	if (rcv->td_maxwin != 0 && seq_after(end, snd->td_maxend))
+		rcv->td_maxwin += end - snd->td_maxend;
+	if (seq_after(ack + win, rcv->td_maxend - 1)) {
+		rcv->td_maxend = ack + win;
+		if (win == 0)
+			rcv->td_maxend++;
+	}
+	if (ack == rcv->td_end)
+		rcv->flags &= ~CT_DF_UNACKED;
+	return CT_REASON_NONE;
+}
+
+/* Endpoint states after a valid, non-RST segment from direction d, assuming it is delivered.
+ * The sender's state follows from what it sent; the receiver's from what it receives, its ACK
+ * processed before its FIN, as a TCP does (RFC 9293 3.10.7.4). */
+static __always_inline void ct_tcp_endpoints(struct ct_entry *e, struct ct_pkt *p, __u32 d)
+{
+	struct ct_dir *snd = &e->dir[d & 1], *rcv = &e->dir[(d ^ 1) & 1];
+	__u8 f = p->tcp_flags;
+	__u32 ack = p->ack;
+	int new_fin = 0;
+
+	if ((f & TH_FIN) && !(snd->flags & CT_DF_FIN)) {
+		new_fin = 1;
+		snd->flags |= CT_DF_FIN;
+		snd->fin_seq = p->seq + p->datalen;
+		if (snd->state == CT_TCP_ESTABLISHED || snd->state == CT_TCP_SYN_RECV) {
+			snd->state = CT_TCP_FIN_WAIT1;
+		} else if (snd->state == CT_TCP_CLOSE_WAIT) {
+			/* It was taken to be in CLOSE_WAIT after the peer's FIN. If this FIN does not
+			 * acknowledge that FIN, the two FINs crossed: it sent its own from FIN_WAIT1,
+			 * then received the peer's, so it is CLOSING. */
+			if ((f & TH_ACK) && (rcv->flags & CT_DF_FIN) && !seq_before(ack, rcv->fin_seq + 1))
+				snd->state = CT_TCP_LAST_ACK;
+			else
+				snd->state = CT_TCP_CLOSING;
+		}
+	}
+
+	if (f & TH_ACK) {
+		/* The receiver's SYN acknowledged. */
+		if (rcv->state == CT_TCP_SYN_RECV && (rcv->flags & CT_DF_SYN) &&
+		    !seq_before(ack, rcv->isn + 1))
+			rcv->state = CT_TCP_ESTABLISHED;
+		else if (rcv->state == CT_TCP_SYN_SENT && (f & TH_SYN))
+			rcv->state = CT_TCP_ESTABLISHED;
+		/* The receiver's FIN acknowledged. */
+		if ((rcv->flags & CT_DF_FIN) && !(rcv->flags & CT_DF_FIN_ACKED) &&
+		    !seq_before(ack, rcv->fin_seq + 1)) {
+			rcv->flags |= CT_DF_FIN_ACKED;
+			if (rcv->state == CT_TCP_FIN_WAIT1)
+				rcv->state = CT_TCP_FIN_WAIT2;
+			else if (rcv->state == CT_TCP_CLOSING)
+				rcv->state = CT_TCP_TIME_WAIT;
+			else if (rcv->state == CT_TCP_LAST_ACK)
+				rcv->state = CT_TCP_CLOSE;
+		}
+	} else if ((f & TH_SYN) && rcv->state == CT_TCP_SYN_SENT) {
+		rcv->state = CT_TCP_SYN_RECV;   /* simultaneous open: a bare SYN meets our SYN */
+	}
+
+	if (new_fin) {
+		if (rcv->state == CT_TCP_ESTABLISHED || rcv->state == CT_TCP_SYN_RECV)
+			rcv->state = CT_TCP_CLOSE_WAIT;
+		else if (rcv->state == CT_TCP_FIN_WAIT1)
+			rcv->state = CT_TCP_CLOSING;
+		else if (rcv->state == CT_TCP_FIN_WAIT2)
+			rcv->state = CT_TCP_TIME_WAIT;
+	}
+}
+
+/* Restarts the flow from a SYN that was set aside earlier (CT_F_IGNORED_SYN) and that the peer
+ * has now answered with a matching SYN/ACK (direction d): the old connection is gone. */
+static __always_inline void ct_restart_from_ignored(struct ct_entry *e, __u32 d, __u64 now)
+{
+	__u8 opener_side = (d == CT_DIR_REPLY) ? e->orig_side : e->orig_side ^ 1;
+	__u32 seq = e->ignored_seq;
+	__u16 win = e->ignored_win, mss = e->ignored_mss;
+	__u8 ws = e->ignored_wscale, opts = e->ignored_opts;
+	ct_flow_reset(e, opener_side, now);
+	ct_dir_init_syn_raw(&e->dir[CT_DIR_ORIG], seq, 0, win, ws, opts, mss);
+	e->dir[CT_DIR_ORIG].state = CT_TCP_SYN_SENT;
+	e->dir[CT_DIR_REPLY].state = CT_TCP_SYN_RECV;
+	e->state = CT_STATE_SYN_SENT;
+}
+
+/* A TCP segment for an existing entry, lock held. d is the packet's direction. */
+static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p, __u32 d, __u64 now,
+					    struct ct_result *r)
+{
+	__u8 f = p->tcp_flags & (TH_SYN | TH_ACK | TH_RST | TH_FIN);
+	struct ct_dir *snd = &e->dir[d & 1], *rcv = &e->dir[(d ^ 1) & 1];
+	__u8 st = e->state;
+
+	r->klass = CT_CLASS_ESTABLISHED;
+
+	/* A SYN on a finished connection (TIME_WAIT, or reset) reuses the ports: a new flow,
+	 * opened by whichever side sent it (RFC 9293 3.10.7.4, RFC 6191). */
+	if (f == TH_SYN && (st == CT_STATE_TIME_WAIT || st == CT_STATE_CLOSE)) {
+		r->prev_closed = e->close_reason ? CT_CLOSE_NONE : CT_CLOSE_REOPENED;
+		ct_flow_init(e, p, now);
+		r->klass = CT_CLASS_NEW;
+		r->created = 1;
+		return;
+	}
+	if (e->flags & CT_F_RESET) {
+		r->klass = CT_CLASS_INVALID;
+		r->reason = CT_REASON_TCP_CLOSED;   /* a reset connection is never revived */
+		return;
+	}
+
+	if (f & TH_RST) {
+		if (!ct_rst_ok(e, p, d)) {
+			r->klass = CT_CLASS_INVALID;
+			r->reason = CT_REASON_TCP_RST_WINDOW;
+			return;
+		}
+		snd->state = CT_TCP_CLOSE;
+		rcv->state = CT_TCP_CLOSE;
+		e->flags |= CT_F_RESET;
+		return;
+	}
+
+	if (f == TH_SYN) {
+		if (st == CT_STATE_SYN_SENT && d == CT_DIR_ORIG) {
+			/* Retransmitted SYN; a different ISN means the opener started over. */
+			if (p->seq != snd->isn) {
+				ct_dir_init_syn(snd, p);
+				snd->state = CT_TCP_SYN_SENT;
+			}
+			return;
+		}
+		if (st == CT_STATE_SYN_SENT && d == CT_DIR_REPLY) {
+			/* Simultaneous open: the responder's own SYN. */
+			ct_dir_init_syn(snd, p);
+			if (!((snd->flags & rcv->flags) & CT_DF_WSCALE))
+				snd->wscale = rcv->wscale = 0;
+			ct_tcp_endpoints(e, p, d);
+			return;
+		}
+		if ((snd->flags & CT_DF_SYN) && p->seq == snd->isn &&
+		    (st == CT_STATE_SYN_RECV || st == CT_STATE_SYN_SENT2))
+			return;   /* retransmission during the handshake */
+		/* A SYN inside a live connection: the peer may have restarted without us seeing the
+		 * end of the old one. netfilter's answer: let it through, remember it, and restart
+		 * the flow if the other side answers it with a SYN/ACK. */
+		e->flags |= CT_F_IGNORED_SYN;
+		e->ignored_dir = d;
+		e->ignored_seq = p->seq;
+		e->ignored_win = p->win;
+		e->ignored_wscale = p->wscale;
+		e->ignored_opts = p->opt_flags;
+		e->ignored_mss = p->mss;
+		r->ignored_syn = 1;
+		return;
+	}
+
+	if (f == (TH_SYN | TH_ACK)) {
+		if ((e->flags & CT_F_IGNORED_SYN) && d != e->ignored_dir && p->ack == e->ignored_seq + 1) {
+			r->prev_closed = e->close_reason ? CT_CLOSE_NONE : CT_CLOSE_REOPENED;
+			ct_restart_from_ignored(e, d, now);
+			r->created = 1;
+			r->klass = CT_CLASS_NEW;
+			/* fall through to handle the SYN/ACK on the new flow */
+			st = e->state;
+			d = (e->orig_side == p->side) ? CT_DIR_ORIG : CT_DIR_REPLY;
+			snd = &e->dir[d & 1];
+			rcv = &e->dir[(d ^ 1) & 1];
+		}
+		if (st == CT_STATE_SYN_SENT && d == CT_DIR_REPLY) {
+			if (seq_before(p->ack, rcv->isn + 1) || seq_after(p->ack, rcv->td_end)) {
+				r->klass = CT_CLASS_INVALID;
+				r->reason = CT_REASON_TCP_BAD_SYNACK;
+				return;
+			}
+			ct_dir_init_syn(snd, p);
+			if (!((snd->flags & rcv->flags) & CT_DF_WSCALE))
+				snd->wscale = rcv->wscale = 0;
+		} else if (st == CT_STATE_SYN_SENT2) {
+			/* Simultaneous open: each side's SYN/ACK must acknowledge the other's SYN. */
+			if (!(rcv->flags & CT_DF_SYN) || seq_before(p->ack, rcv->isn + 1) ||
+			    seq_after(p->ack, rcv->td_end) || p->seq != snd->isn) {
+				r->klass = CT_CLASS_INVALID;
+				r->reason = CT_REASON_TCP_BAD_SYNACK;
+				return;
+			}
+		} else if ((snd->flags & CT_DF_SYN) && p->seq == snd->isn && d == CT_DIR_REPLY &&
+			   (rcv->flags & CT_DF_SYN) && p->ack == rcv->isn + 1) {
+			return;   /* retransmitted SYN/ACK: the final ACK was lost */
+		} else if (st == CT_STATE_SYN_RECV && (snd->flags & CT_DF_SYN) && p->seq == snd->isn) {
+			/* simultaneous open, the second SYN/ACK: checked by the window rules below */
+		} else {
+			r->klass = CT_CLASS_INVALID;
+			r->reason = CT_REASON_TCP_UNEXPECTED;
+			return;
+		}
+	} else if (st == CT_STATE_SYN_SENT) {
+		/* Before any answer to the SYN only the opener's retransmissions and the responder's
+		 * SYN, SYN/ACK or RST make sense. */
+		r->klass = CT_CLASS_INVALID;
+		r->reason = CT_REASON_TCP_UNEXPECTED;
+		return;
+	}
+
+	__u8 why = ct_tcp_window(e, p, d);
+	if (why) {
+		r->klass = CT_CLASS_INVALID;
+		r->reason = why;
+		return;
+	}
+	ct_tcp_endpoints(e, p, d);
+}
+
+/* ---- Events ----------------------------------------------------------------------------------- */
+static __always_inline void ct_emit(__u8 type, struct ct_key *key, struct ct_result *r, __u64 now,
+				    __u8 close_reason, int prev)
+{
+#ifndef CT_NO_EVENTS
+	struct ct_event *ev = events.ringbuf_reserve(sizeof(struct ct_event));
+	if (!ev) {
+		stat_inc(CT_STAT_EVENTS_LOST);
+		return;
+	}
+	ev->ts = now;
+	ev->key = *key;
+	ev->type = type;
+	ev->state = r->state;
+	ev->old_state = r->old_state;
+	ev->orig_state = r->orig_state;
+	ev->reply_state = r->reply_state;
+	ev->orig_side = r->orig_side;
+	ev->close_reason = close_reason;
+	ev->pad = 0;
+	if (prev) {
+		ev->packets[0] = r->prev_packets[0];
+		ev->packets[1] = r->prev_packets[1];
+		ev->bytes[0] = r->prev_bytes[0];
+		ev->bytes[1] = r->prev_bytes[1];
+	} else {
+		ev->packets[0] = r->packets[0];
+		ev->packets[1] = r->packets[1];
+		ev->bytes[0] = r->bytes[0];
+		ev->bytes[1] = r->bytes[1];
+	}
+	events.ringbuf_submit(ev, 0);
+#endif
+}
+
+/* After a flow's packet was handled under the lock: the part that needs helper calls. */
+static __always_inline void ct_after(struct ct_key *key, struct ct_result *r, __u64 now)
+{
+	if (r->prev_closed) {
+		stat_inc(r->prev_closed == CT_CLOSE_TIMEOUT ? CT_STAT_CLOSED_TIMEOUT : CT_STAT_REOPENED);
+		ct_emit(CT_EVENT_CLOSED, key, r, now, r->prev_closed, 1);
+	}
+	if (r->created) {
+		stat_inc(CT_STAT_FLOWS_CREATED);
+		evict_queue.push(key, BPF_EXIST);
+		ct_emit(CT_EVENT_NEW, key, r, now, 0, 0);
+	} else if (r->state_changed) {
+		ct_emit(CT_EVENT_STATE, key, r, now, 0, 0);
+	}
+	if (r->closed) {
+		stat_inc(r->close_reason == CT_CLOSE_RST ? CT_STAT_CLOSED_RST : CT_STAT_CLOSED_FIN);
+		ct_emit(CT_EVENT_CLOSED, key, r, now, r->close_reason, 0);
+	}
+	if (r->push_evict)
+		evict_queue.push(key, BPF_EXIST);
+	if (r->ignored_syn)
+		stat_inc(CT_STAT_IGNORED_SYN);
+}
+
+static __always_inline int ct_closing_state(__u8 s)
+{
+	return s == CT_STATE_FIN_WAIT || s == CT_STATE_CLOSE_WAIT || s == CT_STATE_LAST_ACK ||
+	       s == CT_STATE_TIME_WAIT || s == CT_STATE_CLOSE;
+}
+
+/* Handles a tracked packet for entry e (lock taken here). */
+static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u64 now,
+				      struct ct_result *r)
+{
+	bpf_spin_lock(&e->lock);
+	if (now >= e->expires) {
+		/* Expired: the entry counts as absent. Its flow ends here (once), and the packet
+		 * opens a new one if it can. */
+		r->prev_closed = e->close_reason ? CT_CLOSE_NONE : CT_CLOSE_TIMEOUT;
+		r->prev_packets[0] = e->dir[0].packets;
+		r->prev_packets[1] = e->dir[1].packets;
+		r->prev_bytes[0] = e->dir[0].bytes;
+		r->prev_bytes[1] = e->dir[1].bytes;
+		r->state = e->state;
+		r->orig_state = e->dir[0].state;
+		r->reply_state = e->dir[1].state;
+		r->orig_side = e->orig_side;
+		if (e->close_reason == CT_CLOSE_NONE)
+			e->close_reason = CT_CLOSE_TIMEOUT;
+		if (!ct_can_open(p)) {
+			bpf_spin_unlock(&e->lock);
+			r->klass = CT_CLASS_INVALID;
+			r->reason = CT_REASON_TCP_NO_FLOW;
+			return;
+		}
+		ct_flow_init(e, p, now);
+		r->klass = CT_CLASS_NEW;
+		r->created = 1;
+	} else {
+		__u32 d = (p->side == e->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY;
+		r->old_state = e->state;
+		if (p->key.proto == IPPROTO_UDP) {
+			r->klass = CT_CLASS_ESTABLISHED;
+			if (d == CT_DIR_REPLY && !(e->flags & CT_F_SEEN_REPLY)) {
+				e->flags |= CT_F_ASSURED;
+				e->state = CT_STATE_ESTABLISHED;
+			}
+		} else {
+			ct_tcp_existing(e, p, d, now, r);
+		}
+	}
+
+	r->has_flow = 1;
+	if (r->klass != CT_CLASS_INVALID) {
+		__u32 d = (p->side == e->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY;
+		if (d == CT_DIR_REPLY)
+			e->flags |= CT_F_SEEN_REPLY;
+		if (p->key.proto == IPPROTO_TCP) {
+			e->state = ct_tcp_overall(e);
+			if (e->state == CT_STATE_ESTABLISHED)
+				e->flags |= CT_F_ASSURED;
+		}
+		e->dir[d & 1].packets += 1;
+		e->dir[d & 1].bytes += p->ip_len;
+		e->last_seen = now;
+		e->expires = now + ct_timeout_ns(e);
+		if (!r->created && e->state != r->old_state)
+			r->state_changed = 1;
+		if (e->close_reason == CT_CLOSE_NONE) {
+			if (e->flags & CT_F_RESET) {
+				e->close_reason = CT_CLOSE_RST;
+				r->closed = 1;
+			} else if (e->state == CT_STATE_TIME_WAIT) {
+				e->close_reason = CT_CLOSE_FIN;
+				r->closed = 1;
+			}
+			r->close_reason = e->close_reason;
+		}
+		if (ct_closing_state(e->state) && !(e->flags & CT_F_EVICT_QUEUED)) {
+			e->flags |= CT_F_EVICT_QUEUED;
+			r->push_evict = 1;
+		}
+	}
+	r->state = e->state;
+	r->orig_state = e->dir[0].state;
+	r->reply_state = e->dir[1].state;
+	r->orig_side = e->orig_side;
+	r->packets[0] = e->dir[0].packets;
+	r->packets[1] = e->dir[1].packets;
+	r->bytes[0] = e->dir[0].bytes;
+	r->bytes[1] = e->dir[1].bytes;
+	bpf_spin_unlock(&e->lock);
+}
+
+/* Table full: try a few eviction candidates. A candidate goes if its flow expired, never
+ * completed its handshake / got a reply, or is closing -- netfilter's early-drop choice. A live,
+ * assured flow is never evicted. The check reads the entry without its lock: a packet racing
+ * it can at worst see a closing or unassured flow evicted, which was evictable anyway. */
+static __always_inline int ct_evict_one(__u64 now)
+{
+	struct ct_key k;
+	for (int i = 0; i < CT_EVICT_TRIES; i++) {
+		if (evict_queue.pop(&k))
+			return 0;
+		struct ct_entry *c = flows.lookup(&k);
+		if (!c)
+			continue;
+		if (now >= c->expires || !(c->flags & CT_F_ASSURED) || ct_closing_state(c->state)) {
+			if (flows.delete(&k) == 0) {
+				stat_inc(CT_STAT_EVICTED);
+				return 1;
+			}
+		}
+	}
+	return 0;
+}
+
+/* ---- The packet path -------------------------------------------------------------------------- */
+static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len, __u64 now,
+				       struct ct_result *r, struct ct_key *key_out)
+{
+	__u32 z = 0;
+	struct ct_scratch *sc = scratch.lookup(&z);
+	if (!sc)
+		return r->klass;   /* cannot happen: a one-slot array always has its slot */
+	struct ct_pkt *p = &sc->pkt;
+	__builtin_memset(p, 0, sizeof(*p));
+	__u8 reason = CT_REASON_NONE;
+	int cls = ct_parse(data, data_end, pkt_len, p, &reason);
+	if (cls != CT_CLASS_NEW) {
+		r->klass = cls;
+		r->reason = reason;
+		return cls;
+	}
+	*key_out = p->key;
+
+	/* The established fast path: one lookup, then the flow's own lock. */
+	struct ct_entry *e = flows.lookup(&p->key);
+	if (!e) {
+		if (!ct_can_open(p)) {
+			r->klass = CT_CLASS_INVALID;
+			r->reason = CT_REASON_TCP_NO_FLOW;
+			return r->klass;
+		}
+		struct ct_entry *ne = (struct ct_entry *)sc->entry;
+		ct_flow_init(ne, p, now);
+		ne->dir[CT_DIR_ORIG].packets = 1;
+		ne->dir[CT_DIR_ORIG].bytes = p->ip_len;
+		ne->last_seen = now;
+		ne->expires = now + ct_timeout_ns(ne);
+
+		/* Insert only if absent: another CPU may have created the flow since our lookup. */
+		int err = flows.insert(&p->key, ne);
+		if (err && err != -EEXIST && ct_evict_one(now))
+			err = flows.insert(&p->key, ne);
+		if (err == -EEXIST) {
+			e = flows.lookup(&p->key);   /* lost the race: handle it as an existing flow */
+		} else if (err) {
+			stat_inc(CT_STAT_TABLE_FULL);
+			r->klass = CT_CLASS_INVALID;
+			r->reason = CT_REASON_TABLE_FULL;
+			return r->klass;
+		} else {
+			r->klass = CT_CLASS_NEW;
+			r->created = 1;
+			r->has_flow = 1;
+			r->state = ne->state;
+			r->orig_state = ne->dir[0].state;
+			r->reply_state = ne->dir[1].state;
+			r->orig_side = ne->orig_side;
+			r->packets[0] = 1;
+			r->bytes[0] = p->ip_len;
+			ct_after(&p->key, r, now);
+			return r->klass;
+		}
+		if (!e) {
+			r->klass = CT_CLASS_INVALID;
+			r->reason = CT_REASON_TABLE_FULL;
+			return r->klass;
+		}
+	}
+	ct_update(e, p, now, r);
+	ct_after(&p->key, r, now);
+	return r->klass;
+}
+
+/* Verdict and bookkeeping common to both hooks. Returns the action. */
+static __always_inline __u8 ct_decide(struct ct_result *r, struct ct_key *key, __u64 now, __u32 ifindex,
+				      __u32 *redirect_to)
+{
+	__u8 action = CT_ACTION_PASS;
+#ifdef CT_ENFORCE
+	if (r->klass == CT_CLASS_INVALID)
+		action = CT_ACTION_DROP;
+#endif
+#if defined(CT_REDIRECT_A) && defined(CT_REDIRECT_B)
+	if (action == CT_ACTION_PASS) {
+		if (ifindex == CT_REDIRECT_A) {
+			*redirect_to = CT_REDIRECT_B;
+			action = CT_ACTION_REDIRECT;
+		} else if (ifindex == CT_REDIRECT_B) {
+			*redirect_to = CT_REDIRECT_A;
+			action = CT_ACTION_REDIRECT;
+		}
+	}
+#endif
+	stat_inc(CT_STAT_PACKETS);
+	stat_inc(CT_STAT_CLASS + (r->klass & 3));
+	stat_inc(CT_STAT_ACTION + (action < CT_ACTION_MAX ? action : 0));
+	if (r->klass == CT_CLASS_INVALID && r->reason < CT_REASON_MAX)
+		stat_inc(CT_STAT_REASON + r->reason);
+#ifdef CT_REPLAY
+	__u32 z = 0;
+	struct ct_trace *t = trace.lookup(&z);
+	if (t) {
+		t->klass = r->klass;
+		t->reason = r->reason;
+		t->action = action;
+		t->has_flow = r->has_flow;
+		t->state = r->state;
+		t->orig_state = r->orig_state;
+		t->reply_state = r->reply_state;
+		t->key = *key;
+	}
+#endif
+	return action;
+}
+
+int ct_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ct_result r = {};
+	struct ct_key key = {};
+	__u32 redirect_to = 0;
+	__u64 now = ct_now();
+#ifdef CT_XDP_FRAGS
+	__u32 len = bpf_xdp_get_buff_len(ctx);
+#else
+	__u32 len = data_end - data;
+#endif
+	ct_process(data, data_end, len, now, &r, &key);
+	__u8 action = ct_decide(&r, &key, now, ctx->ingress_ifindex, &redirect_to);
+	if (action == CT_ACTION_DROP)
+		return XDP_DROP;
+	if (action == CT_ACTION_REDIRECT)
+		return bpf_redirect(redirect_to, 0);
+	return XDP_PASS;
+}
+
+int ct_tc(struct __sk_buff *skb)
+{
+	struct ct_result r = {};
+	struct ct_key key = {};
+	__u32 redirect_to = 0;
+	__u64 now = ct_now();
+	/* Headers may sit beyond the linear part (GSO, some drivers): pull enough for the
+	 * deepest header ctrack reads, once, only when they are not there already. */
+	__u32 want = skb->len < 256 ? skb->len : 256;
+	if (skb->data_end - skb->data < want)
+		bpf_skb_pull_data(skb, want);
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	ct_process(data, data_end, skb->len, now, &r, &key);
+	__u8 action = ct_decide(&r, &key, now, skb->ingress_ifindex, &redirect_to);
+	if (action == CT_ACTION_DROP)
+		return TC_ACT_SHOT;
+	if (action == CT_ACTION_REDIRECT)
+		return bpf_redirect(redirect_to, 0);
+	return TC_ACT_OK;
+}
