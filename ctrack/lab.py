@@ -566,11 +566,6 @@ class Lab:
             if note:
                 notes.append(note)
         labstate.remove(self.name)
-        for host in self.spec.delay_points:
-            for suffix in ("json", "log"):
-                path = labstate.log_path(self.name, f"delay-{host.host}.{suffix}")
-                if os.path.exists(path):
-                    os.unlink(path)
         return notes
 
     def _undo_group(self, st, group):
@@ -603,7 +598,8 @@ class Lab:
                     idx = ipr.link_lookup(ifname=res["ifname"])
                     if idx and (res.get("index") is None or idx[0] == res["index"]):
                         ipr.link("del", index=idx[0])
-                        return f"deleted {res['ifname']}"
+                        where = "" if res["netns"] is None else f"{res['netns']}:"
+                        return f"deleted {where}{res['ifname']}"
             elif kind == "netns":
                 if labnet.netns_inode(res["name"]) not in (None, res.get("ino")) and res.get("ino"):
                     return f"left {res['name']} alone: it is not the namespace the lab made"

@@ -130,7 +130,7 @@ def start_line(lab_name, point, config, index):
     """Start one delay line in POINT's namespace, detached (it outlives `ctrack-lab up`), and
     wait until it has bound its queue. Returns the process record for the lab state."""
     binary = delayline_binary()
-    os.makedirs(labstate.STATE_DIR, exist_ok=True)
+    os.makedirs(labstate.run_dir(lab_name), exist_ok=True)
     stats = labstate.log_path(lab_name, f"delay-{point.host}.json")
     log = labstate.log_path(lab_name, f"delay-{point.host}.log")
     for p in (stats, log):

@@ -7,6 +7,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import time
 
 from .errors import CtrackError
@@ -19,9 +20,13 @@ def state_path(name):
     return os.path.join(STATE_DIR, f"lab-{name}.json")
 
 
+def run_dir(name):
+    """A lab's directory for its helpers' files (delay line logs and statistics)."""
+    return os.path.join(STATE_DIR, f"lab-{name}")
+
+
 def log_path(name, what):
-    """Where a lab's helper process writes (delay line logs and statistics)."""
-    return os.path.join(STATE_DIR, f"lab-{name}-{what}")
+    return os.path.join(run_dir(name), what)
 
 
 def load(name):
@@ -46,6 +51,8 @@ def save(state):
 
 
 def remove(name):
+    """Forget lab NAME: its state file, its helpers' directory and its lock file."""
+    shutil.rmtree(run_dir(name), ignore_errors=True)
     for path in (state_path(name), state_path(name)[:-5] + ".lock"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
