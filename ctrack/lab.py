@@ -693,15 +693,16 @@ def _inspect_iface(netns, ifname):
             mode = xdp.get_attr("IFLA_XDP_ATTACHED")
             prog = xdp.get_attr("IFLA_XDP_PROG_ID")
             if mode:
-                modes = {1: "driver", 2: "generic", 3: "offload", 4: "multi"}
+                # pyroute2 decodes the mode to xdp/xdpgeneric/xdpoffload/multi (or leaves a number)
+                modes = {1: "xdp", 2: "xdpgeneric", 3: "xdpoffload", 4: "multi"}
                 out["xdp"] = {"mode": modes.get(mode, str(mode)), "prog_id": prog}
         for hook, parent in (("ingress", TC_INGRESS), ("egress", TC_EGRESS)):
             progs = []
             try:
                 for f in ipr.get_filters(index=idx[0], parent=parent):
                     kind = f.get_attr("TCA_KIND")
-                    if not kind:
-                        continue
+                    if not kind or not f["handle"]:
+                        continue  # the dump also lists each priority's head, with no handle
                     opts = f.get_attr("TCA_OPTIONS")
                     name = opts.get_attr("TCA_BPF_NAME") if (kind == "bpf" and opts is not None) else None
                     progs.append({"kind": kind, "name": name, "pref": f["info"] >> 16})

@@ -280,9 +280,13 @@ struct ct_event {
 };
 
 /* What the last packet did, for replay and tests (only in programs built with CT_REPLAY):
- * user space writes `now` (the capture's clock) before each run and reads the rest after. */
+ * user space writes `now` (the capture's clock) and `wire_len` before each run and reads the rest
+ * after. */
 struct ct_trace {
 	__u64 now;
+	__u32 wire_len;      /* the packet's length on the wire, when the frame run is cut short
+	                      * (capture snaplen, or frames too big for a test run); 0: the frame's */
+	__u32 pad0;
 	__u8 klass;          /* enum ct_class */
 	__u8 reason;         /* enum ct_reason */
 	__u8 action;         /* enum ct_action */
@@ -290,8 +294,16 @@ struct ct_trace {
 	__u8 state;
 	__u8 orig_state;
 	__u8 reply_state;
-	__u8 pad;
+	__u8 parsed;         /* the packet was TCP/UDP and its key and fields below are valid */
 	struct ct_key key;
+	__u8 side;           /* key side of the sender */
+	__u8 tcp_flags;
+	__u16 pad1;
+	__u32 seq;
+	__u32 ack;
+	__u32 datalen;
+	__u16 win;
+	__u16 pad2;
 };
 
 #endif /* CTRACK_H */

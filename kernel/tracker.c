@@ -198,7 +198,11 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 		return CT_CLASS_INVALID;
 	}
 
-	union ct_addr src = {}, dst = {};
+	/* memset, not "= {}": an initialiser zeroes only a union's first member, and the rest of
+	 * an IPv4 key's address would be stack garbage, different for every packet. */
+	union ct_addr src, dst;
+	__builtin_memset(&src, 0, sizeof(src));
+	__builtin_memset(&dst, 0, sizeof(dst));
 	__u32 l4off, l4len;
 	__u8 l4proto;
 
@@ -1034,6 +1038,18 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 		return cls;
 	}
 	*key_out = p->key;
+#ifdef CT_REPLAY
+	struct ct_trace *t = trace.lookup(&z);
+	if (t) {
+		t->parsed = 1;
+		t->side = p->side;
+		t->tcp_flags = p->tcp_flags;
+		t->seq = p->seq;
+		t->ack = p->ack;
+		t->datalen = p->datalen;
+		t->win = p->win;
+	}
+#endif
 
 	/* The established fast path: one lookup, then the flow's own lock. */
 	struct ct_entry *e = flows.lookup(&p->key);
@@ -1139,6 +1155,12 @@ int ct_xdp(struct xdp_md *ctx)
 	__u32 len = bpf_xdp_get_buff_len(ctx);
 #else
 	__u32 len = data_end - data;
+#endif
+#ifdef CT_REPLAY
+	__u32 z = 0;
+	struct ct_trace *t = trace.lookup(&z);
+	if (t && t->wire_len > len)
+		len = t->wire_len;
 #endif
 	ct_process(data, data_end, len, now, &r, &key);
 	__u8 action = ct_decide(&r, &key, now, ctx->ingress_ifindex, &redirect_to);

@@ -5,7 +5,8 @@ histograms and per-connection statistics of the kernel's smoothed RTT (tcp:tcp_p
 Both read only tracepoint arguments; filters are compiled into the programs."""
 from .defs import STATE_NUMBERS, TCP_STATES, state_name
 from .program import Filters, enable_stats
+from .tcprtt import FlowStats, Log2Hist, RttObserver
 from .tcpstates import StateEvent, StateObserver
 
-__all__ = ["Filters", "StateEvent", "StateObserver", "STATE_NUMBERS", "TCP_STATES", "state_name",
+__all__ = ["Filters", "FlowStats", "Log2Hist", "RttObserver", "StateEvent", "StateObserver", "STATE_NUMBERS", "TCP_STATES", "state_name",
            "enable_stats"]

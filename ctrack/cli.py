@@ -1,0 +1,54 @@
+"""`ctrack`: the tracker's command line. Subcommands live in their own modules (cmd_*.py); this
+file only builds the parser and dispatches."""
+import argparse
+import sys
+
+from .errors import CtrackError, cli_main
+
+DESCRIPTION = "ctrack: eBPF connection tracking (TCP state machine per endpoint, UDP flows)"
+
+EXAMPLES = """examples:
+  ctrack replay capture.pcap                 # each packet's verdict and flow state, then the table
+  ctrack replay --json capture.pcapng        # the same as one JSON document
+  ctrack replay --policy enforce --pickup c.pcap   # drop INVALID, but pick up mid-stream flows
+  ctrack replay --timeout ESTABLISHED=30 c.pcap    # shorter per-state timeout (seconds)
+  ctrack <command> -h                        # help for one command
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (and the usage), exit status 2."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+def build_parser():
+    from . import cmd_replay
+    parser = _Parser(prog="ctrack", description=DESCRIPTION, epilog=EXAMPLES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands = [cmd_replay]
+    for extra in ("cmd_run", "cmd_list", "cmd_events", "cmd_gc"):
+        try:
+            commands.append(__import__(f"ctrack.{extra}", fromlist=["x"]))
+        except ImportError:
+            pass
+    for mod in commands:
+        mod.add_parser(sub)
+    return parser
+
+
+@cli_main
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

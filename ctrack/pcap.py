@@ -1,0 +1,195 @@
+"""Reads pcap and pcapng captures and hands out Ethernet frames with nanosecond timestamps.
+
+Link types other than Ethernet are given a synthetic Ethernet header so the tracker sees what it
+would see on a wire: Linux cooked captures (SLL, SLL2: `tcpdump -i any`), raw IP, BSD loopback.
+Frames keep their captured length and carry their original length (a snaplen cut or a GRO
+super-packet larger than a test run accepts is replayed with its true length).
+"""
+import struct
+from dataclasses import dataclass
+
+from .errors import CtrackError
+
+ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
+_ZERO_MACS = bytes(12)
+
+LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP = 0, 1, 101, 108
+LINKTYPE_LINUX_SLL, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL2 = 113, 228, 229, 276
+DLT_RAW_ALIASES = (12, 14)   # DLT_RAW as some systems number it
+SUPPORTED = {
+    LINKTYPE_ETHERNET: "Ethernet", LINKTYPE_LINUX_SLL: "Linux cooked (SLL)",
+    LINKTYPE_LINUX_SLL2: "Linux cooked v2 (SLL2)", LINKTYPE_RAW: "raw IP", 12: "raw IP",
+    14: "raw IP", LINKTYPE_IPV4: "raw IPv4", LINKTYPE_IPV6: "raw IPv6",
+    LINKTYPE_NULL: "BSD loopback", LINKTYPE_LOOP: "OpenBSD loopback",
+}
+
+
+@dataclass
+class Frame:
+    index: int
+    ts_ns: int
+    data: bytes          # an Ethernet frame as the tracker would see it (maybe cut short)
+    wire_len: int        # its full length on the wire, Ethernet header included
+
+
+def _eth(ethertype, payload):
+    return _ZERO_MACS + struct.pack("!H", ethertype) + payload
+
+
+def _ip_ethertype(payload):
+    v = payload[0] >> 4 if payload else 0
+    return ETH_P_IPV6 if v == 6 else ETH_P_IP
+
+
+def to_ethernet(linktype, data, orig_len):
+    """(frame, wire_len) for one captured record, or None to skip a record that carries no
+    packet for the tracker (an SLL record of a non-IP protocol keeps its protocol)."""
+    if linktype == LINKTYPE_ETHERNET:
+        return data, orig_len
+    if linktype == LINKTYPE_LINUX_SLL:
+        if len(data) < 16:
+            return data, orig_len   # malformed: the tracker will say so
+        proto = struct.unpack_from("!H", data, 14)[0]
+        return _eth(proto, data[16:]), orig_len - 16 + 14
+    if linktype == LINKTYPE_LINUX_SLL2:
+        if len(data) < 20:
+            return data, orig_len
+        proto = struct.unpack_from("!H", data, 0)[0]
+        return _eth(proto, data[20:]), orig_len - 20 + 14
+    if linktype in (LINKTYPE_RAW,) + DLT_RAW_ALIASES:
+        return _eth(_ip_ethertype(data), data), orig_len + 14
+    if linktype == LINKTYPE_IPV4:
+        return _eth(ETH_P_IP, data), orig_len + 14
+    if linktype == LINKTYPE_IPV6:
+        return _eth(ETH_P_IPV6, data), orig_len + 14
+    if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        if len(data) < 4:
+            return data, orig_len
+        # NULL: host byte order family; LOOP: network order. 2 = AF_INET, 24/28/30 = AF_INET6.
+        fam = struct.unpack_from("<I" if linktype == LINKTYPE_NULL else "!I", data, 0)[0]
+        if linktype == LINKTYPE_NULL and fam > 0xFFFF:
+            fam = struct.unpack_from(">I", data, 0)[0]   # written on a big-endian host
+        ethertype = ETH_P_IP if fam == 2 else ETH_P_IPV6 if fam in (10, 24, 28, 30) else 0
+        return _eth(ethertype, data[4:]), orig_len - 4 + 14
+    raise CtrackError(f"unsupported link type {linktype}; ctrack reads "
+                      + ", ".join(sorted(set(SUPPORTED.values()))))
+
+
+def _read_pcap(f, head):
+    magic = head[:4]
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        endian = "<"
+    else:
+        endian = ">"
+    nanos = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    rest = f.read(20)
+    if len(rest) < 20:
+        raise CtrackError("truncated pcap file header")
+    linktype = struct.unpack(endian + "I", rest[16:20])[0] & 0x0FFFFFFF
+    if linktype not in SUPPORTED:
+        to_ethernet(linktype, b"", 0)   # raises the one-line error
+    rec = struct.Struct(endian + "IIII")
+    index = 0
+    while True:
+        h = f.read(16)
+        if len(h) < 16:
+            return
+        sec, frac, incl, orig = rec.unpack(h)
+        data = f.read(incl)
+        if len(data) < incl:
+            return   # a capture cut mid-record (tcpdump killed): stop at the last whole packet
+        ts = sec * 1_000_000_000 + (frac if nanos else frac * 1000)
+        conv = to_ethernet(linktype, data, max(orig, incl))
+        if conv is not None:
+            yield Frame(index, ts, conv[0], conv[1])
+        index += 1
+
+
+def _read_pcapng(f, head):
+    endian = "<"
+    interfaces = []   # (linktype, ns per tick)
+    index = 0
+    last_ts = 0
+    pending = head
+    while True:
+        hdr = pending if pending else f.read(8)
+        pending = b""
+        if len(hdr) < 8:
+            return
+        btype = struct.unpack(endian + "I", hdr[:4])[0]
+        if btype == 0x0A0D0D0A:
+            bom = f.read(4)
+            endian = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
+            blen = struct.unpack(endian + "I", hdr[4:8])[0]
+            f.read(blen - 12)
+            interfaces = []
+            continue
+        blen = struct.unpack(endian + "I", hdr[4:8])[0]
+        if blen < 12:
+            raise CtrackError("corrupt pcapng block length")
+        body = f.read(blen - 8)
+        if len(body) < blen - 8:
+            return
+        body = body[:-4]
+        if btype == 1:   # Interface Description Block
+            linktype = struct.unpack_from(endian + "H", body, 0)[0]
+            tick_ns = 1000.0   # default resolution: microseconds
+            off = 8
+            while off + 4 <= len(body):
+                code, olen = struct.unpack_from(endian + "HH", body, off)
+                if code == 0:
+                    break
+                if code == 9 and olen >= 1:   # if_tsresol
+                    r = body[off + 4]
+                    tick_ns = 1e9 / (2 ** (r & 0x7F)) if r & 0x80 else 1e9 / (10 ** r)
+                off += 4 + ((olen + 3) & ~3)
+            if linktype not in SUPPORTED:
+                to_ethernet(linktype, b"", 0)
+            interfaces.append((linktype, tick_ns))
+        elif btype in (6, 2):   # Enhanced Packet Block, (obsolete) Packet Block
+            if btype == 6:
+                ifid, tsh, tsl, caplen, orig = struct.unpack_from(endian + "IIIII", body, 0)
+            else:
+                ifid, _drops, tsh, tsl, caplen, orig = struct.unpack_from(endian + "HHIIII", body, 0)
+            if ifid >= len(interfaces):
+                raise CtrackError(f"pcapng packet for undeclared interface {ifid}")
+            linktype, tick_ns = interfaces[ifid]
+            ticks = (tsh << 32) | tsl
+            ts = int(ticks * tick_ns) if tick_ns != 1000.0 else ticks * 1000
+            last_ts = ts
+            data = body[20:20 + caplen]
+            conv = to_ethernet(linktype, data, max(orig, caplen))
+            if conv is not None:
+                yield Frame(index, ts, conv[0], conv[1])
+            index += 1
+        elif btype == 3:   # Simple Packet Block: no timestamp, interface 0
+            if not interfaces:
+                raise CtrackError("pcapng packet before any interface description")
+            orig = struct.unpack_from(endian + "I", body, 0)[0]
+            data = body[4:4 + orig]
+            conv = to_ethernet(interfaces[0][0], data, orig)
+            if conv is not None:
+                yield Frame(index, last_ts, conv[0], conv[1])
+            index += 1
+        # every other block (name resolution, statistics, custom) carries no packet
+
+
+def read_capture(path):
+    """Yields Frame objects from a pcap or pcapng file. CtrackError for a missing file, a file
+    that is not a capture, or an unsupported link type."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise CtrackError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CtrackError(f"{path}: is a directory, not a capture file") from None
+    except PermissionError:
+        raise CtrackError(f"{path}: permission denied") from None
+    with f:
+        head = f.read(4)
+        if head in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"):
+            yield from _read_pcap(f, head)
+        elif head == b"\x0a\x0d\x0d\x0a":
+            yield from _read_pcapng(f, head + f.read(4))
+        else:
+            raise CtrackError(f"{path}: not a pcap or pcapng capture")

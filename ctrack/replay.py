@@ -1,0 +1,110 @@
+"""Replays frames through the real tracker with BPF_PROG_TEST_RUN, on the capture's clock.
+
+A Replayer owns a tracker built with replay=True: before each frame it writes the frame's
+timestamp (and true length) into the `trace` map, runs the XDP entry point on the frame, and
+reads back what the kernel concluded. Used by `ctrack replay` and by the tests.
+"""
+import socket
+from dataclasses import dataclass
+from typing import Optional
+
+from .defs import defs
+from .errors import CtrackError
+from .flows import endpoint, flow_object, read_flows
+from .testrun import TestRunner
+
+ETH_HLEN = 14
+# An XDP test run takes at most a page less head and tail room per frame. Longer frames (GRO
+# super-packets in captures) are run cut to this length with their true length beside them:
+# the tracker reads headers only, and judges lengths by the true length.
+MAX_RUN_BYTES = 3000
+
+
+@dataclass
+class PacketResult:
+    index: int
+    ts_ns: int
+    klass: str              # UNTRACKED, NEW, ESTABLISHED, INVALID
+    reason: Optional[str]   # lower-case reason name when INVALID, else None
+    verdict: str            # pass / drop
+    flow: Optional[dict]    # {"state", "orig_state", "reply_state"} after the packet, or None
+    summary: str            # who sent what, as the kernel parsed it
+
+    def json(self):
+        return {"index": self.index, "verdict": self.verdict, "reason": self.reason,
+                "flow": self.flow}
+
+
+_TCP_FLAG_LETTERS = ((0x02, "S"), (0x01, "F"), (0x04, "R"), (0x08, "P"), (0x10, "."), (0x20, "U"))
+
+
+def _flags_text(f):
+    return "".join(letter for bit, letter in _TCP_FLAG_LETTERS if f & bit) or "none"
+
+
+class Replayer:
+    def __init__(self, tracker):
+        if not tracker.config.replay:
+            raise ValueError("the tracker must be built with TrackerConfig(replay=True)")
+        self.tracker = tracker
+        self.defs = defs()
+        self.runner = TestRunner(tracker.fn("ct_xdp").fd)
+        self.trace = tracker.bpf["trace"]
+        self.now_ns = 0
+
+    def run(self, frame, ts_ns, wire_len=0, index=0):
+        """Runs one Ethernet frame at tracker time ts_ns. Returns a PacketResult."""
+        d = self.defs
+        self.now_ns = ts_ns
+        frame = bytes(frame)
+        wire_len = max(wire_len, len(frame))
+        if len(frame) < ETH_HLEN:
+            # The kernel refuses to test-run a frame shorter than an Ethernet header; such a
+            # frame is what the program would call L2_TRUNCATED.
+            return self._verdict_without_run(index, ts_ns, d.ct_reason.CT_REASON_L2_TRUNCATED)
+        if len(frame) > MAX_RUN_BYTES:
+            frame = frame[:MAX_RUN_BYTES]
+        tr = self.trace.Leaf()
+        tr.now = ts_ns
+        tr.wire_len = wire_len if wire_len > len(frame) else 0
+        self.trace[self.trace.Key(0)] = tr
+        try:
+            self.runner.run(frame)
+        except OSError as exc:
+            raise CtrackError(f"the kernel refused to run frame {index}: {exc.strerror}") from None
+        t = self.trace[self.trace.Key(0)]
+        flow = None
+        if t.has_flow:
+            tcp = t.key.proto == socket.IPPROTO_TCP
+            ep = d.ct_tcp_endpoint
+            flow = {"state": d.ct_state.name(t.state),
+                    "orig_state": ep.name(t.orig_state) if tcp else None,
+                    "reply_state": ep.name(t.reply_state) if tcp else None}
+        reason = d.ct_reason.name(t.reason).lower() if t.reason else None
+        verdict = "drop" if t.action == d.ct_action.CT_ACTION_DROP else "pass"
+        return PacketResult(index, ts_ns, d.ct_class.name(t.klass), reason, verdict, flow,
+                            self._summary(t))
+
+    def _verdict_without_run(self, index, ts_ns, reason_value):
+        d = self.defs
+        enforce = self.tracker.config.policy == "enforce"
+        return PacketResult(index, ts_ns, "INVALID", d.ct_reason.name(reason_value).lower(),
+                            "drop" if enforce else "pass", None, "frame shorter than Ethernet")
+
+    @staticmethod
+    def _summary(t):
+        if not t.parsed:
+            return "-"
+        k = t.key
+        src, sport = endpoint(k, t.side)
+        dst, dport = endpoint(k, t.side ^ 1)
+        if k.family == 6:
+            src, dst = f"[{src}]", f"[{dst}]"
+        if k.proto == socket.IPPROTO_TCP:
+            return (f"{src}:{sport} > {dst}:{dport} tcp [{_flags_text(t.tcp_flags)}] "
+                    f"seq={t.seq} ack={t.ack} win={t.win} len={t.datalen}")
+        return f"{src}:{sport} > {dst}:{dport} udp"
+
+    def flows(self):
+        """Flow objects in the table now (expired ones count as absent)."""
+        return [flow_object(k, v) for k, v in read_flows(self.tracker.flows, self.now_ns)]

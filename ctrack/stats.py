@@ -1,0 +1,25 @@
+"""The tracker's global statistics (per-CPU array `stats`, indexed by enum ct_stat) by name."""
+
+
+def decode_stats(stats_map, d):
+    """Sum over CPUs and name each counter: packets, class.<name>, action.<name>,
+    reason.<name>, and the flow counters (flows_created, closed_fin, ...)."""
+    st = d.ct_stat
+    bases = {"CLASS": (d.ct_class, st.CT_STAT_CLASS), "ACTION": (d.ct_action, st.CT_STAT_ACTION),
+             "REASON": (d.ct_reason, st.CT_STAT_REASON)}
+    values = {}
+    for k, v in stats_map.items():
+        values[k.value] = sum(v)
+    out = {}
+    for name, value in st.items.items():
+        short = name[len(st.prefix):]
+        if short in bases or short == "MAX":
+            continue
+        out[short.lower()] = values.get(value, 0)
+    for short, (enum, base) in bases.items():
+        for ename, evalue in enum.items.items():
+            if ename.endswith("_MAX"):
+                continue
+            key = f"{short.lower()}.{ename[len(enum.prefix):].lower()}"
+            out[key] = values.get(base + evalue, 0)
+    return out
