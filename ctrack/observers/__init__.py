@@ -8,5 +8,5 @@ from .program import Filters, enable_stats
 from .tcprtt import FlowStats, Log2Hist, RttObserver
 from .tcpstates import StateEvent, StateObserver
 
-__all__ = ["Filters", "FlowStats", "Log2Hist", "RttObserver", "StateEvent", "StateObserver", "STATE_NUMBERS", "TCP_STATES", "state_name",
-           "enable_stats"]
+__all__ = ["Filters", "FlowStats", "Log2Hist", "RttObserver", "StateEvent", "StateObserver",
+           "STATE_NUMBERS", "TCP_STATES", "state_name", "enable_stats"]

@@ -13,12 +13,15 @@ def family_number(version):
 
 
 def format_addr(family, raw):
-    """Text form of an address from a program's u8[16] (an IPv4-mapped IPv6 address prints as
-    its IPv6 form, as the socket has it)."""
+    """Text form of an address from a program's u8[16]. An IPv4-mapped address of a dual-stack
+    IPv6 socket prints as ::ffff:a.b.c.d, the way ss and the kernel print it."""
     raw = bytes(raw)
     if family == AF_INET:
         return str(ipaddress.IPv4Address(raw[:4]))
-    return str(ipaddress.IPv6Address(raw[:16]))
+    addr = ipaddress.IPv6Address(raw[:16])
+    if addr.ipv4_mapped:
+        return f"::ffff:{addr.ipv4_mapped}"
+    return str(addr)
 
 
 def parse_networks(specs, what):

@@ -67,7 +67,7 @@ class Observer:
 
     def lost(self):
         """Records the kernel could not hand over (ring buffer full), since start."""
-        return percpu_sum(self.bpf["lost"])
+        return percpu_sum(self.bpf[b"lost"])
 
     def run_stats(self):
         """(prog id, run_time_ns, run_cnt) of the attached program; see program.enable_stats."""

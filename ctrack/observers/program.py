@@ -68,7 +68,7 @@ def load(text):
     """Compile and load with BCC; kernel/ is on the include path for observers.h."""
     from bcc import BPF
     try:
-        return BPF(text=text, cflags=["-I" + KERNEL_DIR, "-Wno-unused-function"])
+        return BPF(text=text.encode(), cflags=["-I" + KERNEL_DIR, "-Wno-unused-function"])
     except Exception as exc:
         raise CtrackError(f"cannot load the BPF program: {str(exc).splitlines()[-1]}") from None
 

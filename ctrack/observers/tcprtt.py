@@ -133,7 +133,7 @@ class RttObserver(Observer):
 
     def _opened(self):
         if self.netns:
-            self.bpf["netns_queries"].open_ring_buffer(self._on_query)
+            self.bpf[b"netns_queries"].open_ring_buffer(self._on_query)
 
     def close(self):
         super().close()
@@ -143,14 +143,14 @@ class RttObserver(Observer):
 
     # ---- namespace verdicts ---------------------------------------------------------------
     def _on_query(self, ctx, data, size):
-        self._queries.append(self.bpf["netns_queries"].event(data).cookie)
+        self._queries.append(self.bpf[b"netns_queries"].event(data).cookie)
         return 0
 
     def _answer(self):
         if not self._queries:
             return
         inside = self._ns.tcp_cookies()
-        table = self.bpf["netns_verdict"]
+        table = self.bpf[b"netns_verdict"]
         for cookie in self._queries:
             verdict = VERDICT_IN if cookie in inside else VERDICT_OUT
             table[table.Key(cookie)] = table.Leaf(verdict)
@@ -178,12 +178,12 @@ class RttObserver(Observer):
         if not self.hist:
             return []
         slots = {}
-        for k, v in self.bpf["hist"].items():
+        for k, v in self.bpf[b"hist"].items():
             key = bytes(k.addr) if self.per else None
             slots.setdefault(key, [0] * 65)[k.slot] += v.value
         sums = {}
         if self.extended:
-            for k, v in self.bpf["sums"].items():
+            for k, v in self.bpf[b"sums"].items():
                 sums[bytes(k.addr) if self.per else None] = (v.sum, v.count)
         out = []
         for key in sorted(slots, key=lambda b: b or b""):
@@ -196,7 +196,7 @@ class RttObserver(Observer):
         """BCC's own log2 printing of the histogram map (the format BCC's tools print)."""
         if self.per:
             header = "Local Address" if self.per == "laddr" else "Remote Address"
-            self.bpf["hist"].print_log2_hist(self.unit, header, section_print_fn=section_name,
+            self.bpf[b"hist"].print_log2_hist(self.unit, header, section_print_fn=section_name,
                                              bucket_fn=bytes, bucket_sort_fn=sorted)
         else:
             # One section: print it as BCC prints a plain histogram, without a section title.
@@ -208,14 +208,14 @@ class RttObserver(Observer):
     def clear(self):
         """Start the histograms afresh (for interval output)."""
         if self.hist:
-            self.bpf["hist"].clear()
+            self.bpf[b"hist"].clear()
         if self.extended:
-            self.bpf["sums"].clear()
+            self.bpf[b"sums"].clear()
 
     def flows(self):
         """Per-connection statistics recorded so far, busiest first."""
         out = []
-        for k, v in self.bpf["flows"].items():
+        for k, v in self.bpf[b"flows"].items():
             if not v.count:
                 continue
             out.append(FlowStats(
@@ -229,4 +229,4 @@ class RttObserver(Observer):
         return out
 
     def clear_flows(self):
-        self.bpf["flows"].clear()
+        self.bpf[b"flows"].clear()

@@ -41,12 +41,12 @@ class StateObserver(Observer):
     tracepoint = "sock/inet_sock_set_state"
 
     def _opened(self):
-        self.bpf["events"].open_ring_buffer(self._on_record)
+        self.bpf[b"events"].open_ring_buffer(self._on_record)
 
     def _on_record(self, ctx, data, size):
         # Decoded with the struct BCC derives from the C (no Python mirror of the layout); the
         # record is only valid during this callback, so it is copied into an event now.
-        r = self.bpf["events"].event(data)
+        r = self.bpf[b"events"].event(data)
         self._pending.append(StateEvent(
             ts=self.wall_time(r.ts_ns),
             mono_ns=r.ts_ns,
