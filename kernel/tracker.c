@@ -821,11 +821,13 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 				r->reason = CT_REASON_TCP_BAD_SYNACK;
 				return;
 			}
+		} else if (st == CT_STATE_SYN_RECV && rcv->state == CT_TCP_SYN_RECV &&
+			   (snd->flags & CT_DF_SYN) && p->seq == snd->isn) {
+			/* simultaneous open, the second SYN/ACK (its receiver still waits for one):
+			 * checked by the window rules below */
 		} else if ((snd->flags & CT_DF_SYN) && p->seq == snd->isn && d == CT_DIR_REPLY &&
 			   (rcv->flags & CT_DF_SYN) && p->ack == rcv->isn + 1) {
 			return;   /* retransmitted SYN/ACK: the final ACK was lost */
-		} else if (st == CT_STATE_SYN_RECV && (snd->flags & CT_DF_SYN) && p->seq == snd->isn) {
-			/* simultaneous open, the second SYN/ACK: checked by the window rules below */
 		} else {
 			r->klass = CT_CLASS_INVALID;
 			r->reason = CT_REASON_TCP_UNEXPECTED;

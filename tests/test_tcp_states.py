@@ -1,0 +1,383 @@
+"""The TCP state machine, packet by packet, on the real program (BPF_PROG_TEST_RUN).
+
+Each case builds a conversation with scapy, runs it through the tracker, and checks every
+packet's class and the flow's overall and per-endpoint states after it, as RFC 9293 dictates
+under ctrack's assumption that every packet it passes is delivered.
+"""
+import pytest
+
+from wire import TcpConv, states
+
+EST = ("ESTABLISHED", "ESTABLISHED", "ESTABLISHED")
+
+
+def established(rp, **kw):
+    conv = TcpConv(rp, **kw)
+    conv.handshake()
+    return conv
+
+
+def test_three_way_handshake(rp):
+    conv = TcpConv(rp)
+    r = conv.c("S")
+    assert (r.klass, r.verdict, r.reason) == ("NEW", "pass", None)
+    assert states(r) == ("SYN_SENT", "SYN_SENT", "SYN_RECV")
+    r = conv.s("SA")
+    assert r.klass == "ESTABLISHED"
+    assert states(r) == ("SYN_RECV", "ESTABLISHED", "SYN_RECV")
+    r = conv.c("A")
+    assert states(r) == EST
+    st = rp.tracker.stats()
+    assert st["flows_created"] == 1 and st["class.new"] == 1 and st["class.established"] == 2
+
+
+def test_data_and_counters(rp):
+    conv = established(rp)
+    assert conv.c("PA", b"x" * 100).klass == "ESTABLISHED"
+    assert conv.s("PA", b"y" * 300).klass == "ESTABLISHED"
+    assert conv.c("A").klass == "ESTABLISHED"
+    f = conv.flow()
+    assert f["packets"] == [4, 2]
+    # IP-layer bytes: 40 (IPv4+TCP) per packet + options in SYNs (20 bytes of Linux options)
+    assert f["bytes"] == [60 + 40 + 140 + 40, 60 + 340]
+    assert f["orig"] == {"src": "10.1.0.1", "sport": 40000, "dst": "10.2.0.2", "dport": 80}
+
+
+def test_four_way_close(rp):
+    conv = established(rp)
+    assert states(conv.c("FA")) == ("FIN_WAIT", "FIN_WAIT1", "CLOSE_WAIT")
+    assert states(conv.s("A")) == ("CLOSE_WAIT", "FIN_WAIT2", "CLOSE_WAIT")
+    assert states(conv.s("FA")) == ("LAST_ACK", "TIME_WAIT", "LAST_ACK")
+    r = conv.c("A")
+    assert states(r) == ("TIME_WAIT", "TIME_WAIT", "CLOSE")
+    assert rp.tracker.stats()["closed_fin"] == 1
+
+
+def test_fin_piggybacked_on_ack(rp):
+    conv = established(rp)
+    conv.c("PA", b"request")
+    assert states(conv.c("FA")) == ("FIN_WAIT", "FIN_WAIT1", "CLOSE_WAIT")
+    # the server acknowledges data and FIN and sends its own FIN in one segment
+    assert states(conv.s("FPA", b"reply")) == ("LAST_ACK", "TIME_WAIT", "LAST_ACK")
+    assert states(conv.c("A")) == ("TIME_WAIT", "TIME_WAIT", "CLOSE")
+
+
+def test_server_closes_first(rp):
+    conv = established(rp)
+    assert states(conv.s("FA")) == ("FIN_WAIT", "CLOSE_WAIT", "FIN_WAIT1")
+    assert states(conv.c("A")) == ("CLOSE_WAIT", "CLOSE_WAIT", "FIN_WAIT2")
+    assert states(conv.c("FA")) == ("LAST_ACK", "LAST_ACK", "TIME_WAIT")
+    assert states(conv.s("A")) == ("TIME_WAIT", "CLOSE", "TIME_WAIT")
+
+
+def test_half_close_with_data_flowing_back(rp):
+    conv = established(rp)
+    conv.c("FA")
+    conv.s("A")
+    for _ in range(5):   # the server keeps sending after the client's FIN
+        r = conv.s("PA", b"z" * 1000)
+        assert r.klass == "ESTABLISHED" and states(r) == ("CLOSE_WAIT", "FIN_WAIT2", "CLOSE_WAIT")
+        assert conv.c("A").klass == "ESTABLISHED"
+    assert states(conv.s("FA")) == ("LAST_ACK", "TIME_WAIT", "LAST_ACK")
+    assert states(conv.c("A")) == ("TIME_WAIT", "TIME_WAIT", "CLOSE")
+
+
+def test_simultaneous_close(rp):
+    conv = established(rp)
+    # both FINs cross: each is sent before the other arrives, so neither acknowledges the other
+    cli_ack = conv.srv.nxt
+    srv_ack = conv.cli.nxt
+    assert states(conv.c("FA", ack=cli_ack)) == ("FIN_WAIT", "FIN_WAIT1", "CLOSE_WAIT")
+    assert states(conv.s("FA", ack=srv_ack)) == ("LAST_ACK", "CLOSING", "CLOSING")
+    assert states(conv.c("A")) == ("LAST_ACK", "CLOSING", "TIME_WAIT")
+    assert states(conv.s("A")) == ("TIME_WAIT", "TIME_WAIT", "TIME_WAIT")
+
+
+def test_simultaneous_open(rp):
+    conv = TcpConv(rp)
+    assert states(conv.c("S")) == ("SYN_SENT", "SYN_SENT", "SYN_RECV")
+    r = conv.s("S")   # the other side's own SYN crosses ours
+    assert r.klass == "ESTABLISHED"
+    assert states(r) == ("SYN_SENT2", "SYN_RECV", "SYN_RECV")
+    # each side answers with SYN/ACK (same ISN, acknowledging the other's SYN)
+    r = conv.c("SA", seq=conv.cli.isn)
+    assert r.klass == "ESTABLISHED", r.reason
+    assert states(r) == ("SYN_RECV", "SYN_RECV", "ESTABLISHED")
+    r = conv.s("SA", seq=conv.srv.isn)
+    assert r.klass == "ESTABLISHED", r.reason
+    assert states(r) == EST
+    assert conv.c("PA", b"hello").klass == "ESTABLISHED"
+
+
+def test_retransmitted_syn_synack_fin(rp):
+    conv = TcpConv(rp)
+    conv.c("S")
+    r = conv.c("S", seq=conv.cli.isn, advance=False)
+    assert r.klass == "ESTABLISHED" and states(r) == ("SYN_SENT", "SYN_SENT", "SYN_RECV")
+    conv.s("SA")
+    r = conv.s("SA", seq=conv.srv.isn, advance=False)   # SYN/ACK again
+    assert r.klass == "ESTABLISHED" and states(r) == ("SYN_RECV", "ESTABLISHED", "SYN_RECV")
+    conv.c("A")
+    r = conv.s("SA", seq=conv.srv.isn, advance=False)   # after the ACK: the ACK was lost
+    assert r.klass == "ESTABLISHED" and states(r) == EST
+    conv.c("FA")
+    fin_seq = conv.cli.nxt - 1
+    r = conv.c("FA", seq=fin_seq, advance=False)        # FIN retransmitted
+    assert r.klass == "ESTABLISHED" and states(r) == ("FIN_WAIT", "FIN_WAIT1", "CLOSE_WAIT")
+
+
+def test_syn_with_new_isn_restarts_opener(rp):
+    conv = TcpConv(rp)
+    conv.c("S")
+    r = conv.c("S", seq=777777)
+    assert r.klass == "ESTABLISHED" and states(r) == ("SYN_SENT", "SYN_SENT", "SYN_RECV")
+    conv.cli.nxt = 777778
+    # the SYN/ACK must acknowledge the new ISN
+    assert conv.s("SA").klass == "ESTABLISHED"
+
+
+def test_synack_with_wrong_ack_is_invalid(rp):
+    conv = TcpConv(rp)
+    conv.c("S")
+    r = conv.s("SA", ack=12345)
+    assert (r.klass, r.reason) == ("INVALID", "tcp_bad_synack")
+    assert states(r) == ("SYN_SENT", "SYN_SENT", "SYN_RECV")
+
+
+def test_port_reuse_after_time_wait(rp):
+    conv = established(rp)
+    conv.c("FA"); conv.s("FA"); conv.c("A")
+    assert conv.flow()["state"] == "TIME_WAIT"
+    new = TcpConv(rp, cisn=90000, sisn=123456, clock=conv.clock)
+    r = new.c("S")
+    assert r.klass == "NEW" and states(r) == ("SYN_SENT", "SYN_SENT", "SYN_RECV")
+    new.s("SA")
+    assert states(new.c("A")) == EST
+    assert rp.tracker.stats()["flows_created"] == 2
+
+
+def test_port_reuse_by_the_former_server(rp):
+    conv = established(rp)
+    conv.c("FA"); conv.s("FA"); conv.c("A")
+    # the former server opens a connection back to the same port pair: it is the new opener
+    back = TcpConv(rp, client=("10.2.0.2", 80), server=("10.1.0.1", 40000), clock=conv.clock)
+    r = back.c("S")
+    assert r.klass == "NEW"
+    assert back.flow()["orig"]["src"] == "10.2.0.2"
+
+
+@pytest.mark.parametrize("sender", ["client", "server"])
+@pytest.mark.parametrize("when", ["syn_recv", "established", "fin_wait", "close_wait", "last_ack"])
+def test_in_window_rst_closes(rp, sender, when):
+    conv = TcpConv(rp)
+    conv.c("S"); conv.s("SA")
+    if when != "syn_recv":
+        conv.c("A")
+    if when in ("fin_wait", "close_wait", "last_ack"):
+        conv.c("FA")
+    if when in ("close_wait", "last_ack"):
+        conv.s("A")
+    if when == "last_ack":
+        conv.s("FA")
+    send = conv.c if sender == "client" else conv.s
+    r = send("R", advance=False)
+    assert (r.klass, r.reason) == ("ESTABLISHED", None)
+    assert states(r) == ("CLOSE", "CLOSE", "CLOSE")
+    assert rp.tracker.stats()["closed_rst"] == 1
+
+
+def test_rst_answering_a_syn(rp):
+    conv = TcpConv(rp)
+    conv.c("S")
+    r = conv.s("RA", seq=0)   # port closed: RST/ACK acknowledging the SYN, sequence 0
+    assert r.klass == "ESTABLISHED" and states(r) == ("CLOSE", "CLOSE", "CLOSE")
+
+
+def test_rst_answering_a_syn_must_ack_it(rp):
+    conv = TcpConv(rp)
+    conv.c("S")
+    r = conv.s("RA", seq=0, ack=conv.cli.isn + 50)
+    assert (r.klass, r.reason) == ("INVALID", "tcp_rst_window")
+    assert states(r) == ("SYN_SENT", "SYN_SENT", "SYN_RECV")
+
+
+def test_opener_aborts_in_syn_sent(rp):
+    conv = TcpConv(rp)
+    conv.c("S")
+    r = conv.c("R")
+    assert states(r) == ("CLOSE", "CLOSE", "CLOSE")
+
+
+# The client advertises 65535 << 7 (8 MiB): the RST's sequence must fall outside that.
+@pytest.mark.parametrize("offset", [-200000, 20_000_000, 1 << 31])
+def test_out_of_window_rst_is_invalid_and_keeps_flow(rp, offset):
+    conv = established(rp)
+    conv.c("PA", b"a" * 10)
+    conv.s("A")
+    r = conv.s("R", seq=conv.srv.nxt + offset, advance=False)
+    assert (r.klass, r.reason) == ("INVALID", "tcp_rst_window")
+    assert states(r) == EST
+    # the connection carries on
+    assert conv.c("PA", b"more").klass == "ESTABLISHED"
+    assert conv.s("A").klass == "ESTABLISHED"
+    assert rp.tracker.stats()["closed_rst"] == 0
+
+
+def test_out_of_window_rst_dropped_in_enforce(replayer):
+    rp = replayer(policy="enforce")
+    conv = established(rp)
+    r = conv.c("R", seq=conv.cli.nxt + 10_000_000, advance=False)
+    assert (r.verdict, r.reason) == ("drop", "tcp_rst_window")
+    assert conv.flow()["state"] == "ESTABLISHED"
+
+
+def test_nothing_revives_a_reset_flow(rp):
+    conv = established(rp)
+    conv.s("R", advance=False)
+    for send in (lambda: conv.c("PA", b"late"), lambda: conv.s("A"), lambda: conv.c("FA")):
+        r = send()
+        assert (r.klass, r.reason) == ("INVALID", "tcp_closed")
+        assert states(r) == ("CLOSE", "CLOSE", "CLOSE")
+
+
+def test_new_syn_after_rst_opens_new_flow(rp):
+    conv = established(rp)
+    conv.c("R", advance=False)
+    r = TcpConv(rp, cisn=424242, clock=conv.clock).c("S")
+    assert r.klass == "NEW" and states(r) == ("SYN_SENT", "SYN_SENT", "SYN_RECV")
+
+
+def test_data_before_handshake_completes_is_invalid(rp):
+    conv = TcpConv(rp)
+    conv.c("S")
+    r = conv.c("PA", b"early", ack=0)
+    assert r.klass == "INVALID"
+
+
+def test_midstream_packet_without_pickup(replayer):
+    rp = replayer(policy="enforce")
+    conv = TcpConv(rp)
+    conv.cli.nxt = 1001
+    conv.srv.nxt = 5001
+    r = conv.c("PA", b"data")
+    assert (r.klass, r.reason, r.verdict, r.flow) == ("INVALID", "tcp_no_flow", "drop", None)
+    assert rp.flows() == []
+
+
+def test_midstream_pickup(replayer):
+    rp = replayer(policy="enforce", pickup=True)
+    conv = TcpConv(rp)
+    conv.cli.nxt = 1001
+    conv.srv.nxt = 5001
+    r = conv.c("PA", b"data")
+    assert (r.klass, r.verdict) == ("NEW", "pass")
+    assert states(r) == EST
+    assert conv.s("A").klass == "ESTABLISHED"
+    assert conv.s("PA", b"x" * 5000).klass == "ESTABLISHED"
+    # a RST or FIN never creates a flow, even with pickup
+    other = TcpConv(rp, client=("10.9.0.1", 1234))
+    assert other.c("RA").reason == "tcp_no_flow"
+    assert other.c("FA").reason == "tcp_no_flow"
+
+
+def test_sequence_beyond_window_is_invalid(rp):
+    conv = established(rp)
+    # the server advertised 65535 << 7 (both SYNs offered scale 7): far beyond that is invalid
+    r = conv.c("PA", b"x", seq=conv.cli.nxt + (65535 << 7) + 1000, advance=False)
+    assert (r.klass, r.reason) == ("INVALID", "tcp_seq_window")
+    r = conv.c("PA", b"x", seq=conv.cli.nxt - 3_000_000_000 & 0xFFFFFFFF, advance=False)
+    assert r.klass == "INVALID"
+    assert conv.c("PA", b"ok").klass == "ESTABLISHED"
+
+
+def test_ack_of_unsent_data_is_invalid(rp):
+    conv = established(rp)
+    r = conv.c("A", ack=conv.srv.nxt + 100000)
+    assert (r.klass, r.reason) == ("INVALID", "tcp_ack_window")
+    # further back than the client's largest window (65535 << 7)
+    r = conv.c("A", ack=conv.srv.nxt - 20_000_000)
+    assert (r.klass, r.reason) == ("INVALID", "tcp_ack_window")
+
+
+def test_window_scaling_from_syn_options(rp):
+    # both offer scale 7: a window field of 4096 means 512 KiB
+    conv = TcpConv(rp)
+    conv.handshake()
+    conv.s("A", win=4096)
+    r = conv.c("PA", b"x", seq=conv.cli.nxt + 400000, advance=False)
+    assert r.klass == "ESTABLISHED", r.reason
+
+
+def test_no_scaling_unless_both_offer_it(rp):
+    conv = TcpConv(rp)
+    conv.c("S")                                         # offers scale 7
+    conv.s("SA", options=[("MSS", 1460)])               # does not: no scaling either way
+    conv.c("A")
+    conv.s("A", win=4096)                               # 4096 bytes, not 512 KiB
+    r = conv.c("PA", b"x", seq=conv.cli.nxt + 400000, advance=False)
+    assert (r.klass, r.reason) == ("INVALID", "tcp_seq_window")
+    # within the SYN/ACK's 65535-byte window it is fine
+    assert conv.c("PA", b"x", seq=conv.cli.nxt + 60000, advance=False).klass == "ESTABLISHED"
+
+
+@pytest.mark.parametrize("cisn,sisn", [(0xFFFFFFF0, 0xFFFFFF00), (0xFFFFFFFF, 5), (0x7FFFFFF0, 0x80000010)])
+def test_sequence_wraparound(rp, cisn, sisn):
+    conv = TcpConv(rp, cisn=cisn, sisn=sisn)
+    conv.handshake()
+    for _ in range(4):   # crosses 2^32 on both sides
+        assert conv.c("PA", b"d" * 100).klass == "ESTABLISHED"
+        assert conv.s("PA", b"e" * 100).klass == "ESTABLISHED"
+    assert conv.c("FA").klass == "ESTABLISHED"
+    assert states(conv.s("FA")) == ("LAST_ACK", "TIME_WAIT", "LAST_ACK")
+    assert states(conv.c("A")) == ("TIME_WAIT", "TIME_WAIT", "CLOSE")
+
+
+def test_retransmitted_data_is_valid(rp):
+    conv = established(rp)
+    seq = conv.cli.nxt
+    conv.c("PA", b"x" * 1000)
+    r = conv.c("PA", b"x" * 1000, seq=seq, advance=False)
+    assert r.klass == "ESTABLISHED"
+
+
+def test_syn_in_established_is_remembered_and_can_restart(rp):
+    conv = established(rp)
+    conv.c("PA", b"before")
+    # the client restarted (new ISN) without the tracker seeing the old connection end
+    r = conv.c("S", seq=999999)
+    assert r.klass == "ESTABLISHED" and r.verdict == "pass"
+    assert states(r) == EST
+    assert rp.tracker.stats()["ignored_syn"] == 1
+    # the server answers the new SYN: the flow restarts from it
+    r = conv.s("SA", seq=31337, ack=1000000)
+    assert r.klass == "NEW"
+    assert states(r) == ("SYN_RECV", "ESTABLISHED", "SYN_RECV")
+    conv.cli.nxt, conv.srv.nxt = 1000000, 31338
+    assert states(conv.c("A")) == EST
+
+
+def test_syn_in_established_answered_by_challenge_ack(rp):
+    conv = established(rp)
+    conv.c("S", seq=999999, advance=False)
+    r = conv.s("A")   # RFC 5961 challenge ACK: the old connection stands
+    assert r.klass == "ESTABLISHED" and states(r) == EST
+
+
+def test_ipv6_handshake_and_close(rp):
+    conv = TcpConv(rp, client=("fd00::1", 40000), server=("fd00::2", 443))
+    conv.handshake()
+    conv.c("PA", b"v6")
+    conv.c("FA"); conv.s("FA")
+    assert states(conv.c("A")) == ("TIME_WAIT", "TIME_WAIT", "CLOSE")
+    f = conv.flow()
+    assert f["family"] == 6 and f["orig"]["src"] == "fd00::1" and f["orig"]["dport"] == 443
+
+
+def test_flows_are_independent(rp):
+    a = TcpConv(rp, client=("10.1.0.1", 1111))
+    b = TcpConv(rp, client=("10.1.0.1", 2222), clock=a.clock)
+    a.handshake()
+    b.c("S")
+    a.c("FA")
+    assert b.flow()["state"] == "SYN_SENT"
+    assert a.flow()["state"] == "FIN_WAIT"
