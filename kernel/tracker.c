@@ -42,6 +42,9 @@ BPF_QUEUE(evict_queue, struct ct_key, CT_TABLE_SIZE);
 #ifndef CT_NO_EVENTS
 BPF_RINGBUF_OUTPUT(events, CT_RINGBUF_PAGES);
 #endif
+/* Never used by the program: it gives user space struct ct_event's layout as BCC derives it
+ * for maps (BCC's ring-buffer decoder does not understand the __u64 typedefs). */
+BPF_ARRAY(event_layout, struct ct_event, 1);
 #ifdef CT_REPLAY
 BPF_ARRAY(trace, struct ct_trace, 1);
 #endif

@@ -1,0 +1,67 @@
+"""Flow events from the tracker's ring buffer (struct ct_event), decoded into dicts.
+
+    {"ts_ns", "type": "new"|"state"|"closed", "proto", "family", "orig": {...},
+     "state", "old_state", "orig_state", "reply_state", "reason" (closed only),
+     "packets": [o, r], "bytes": [o, r]}
+"""
+import ctypes
+import socket
+
+from .defs import defs
+from .flows import PROTO_NAMES, orig_tuple
+
+
+def decode_event(ev):
+    """One ring-buffer record (BCC's ctypes view of struct ct_event) as a dict."""
+    d = defs()
+    k = ev.key
+    tcp = k.proto == socket.IPPROTO_TCP
+    ep = d.ct_tcp_endpoint
+    etype = d.ct_event_type.name(ev.type).lower()
+    out = {
+        "ts_ns": ev.ts,
+        "type": etype,
+        "proto": PROTO_NAMES.get(k.proto, str(k.proto)),
+        "family": k.family,
+        "orig": orig_tuple(k, ev.orig_side),
+        "state": d.ct_state.name(ev.state),
+        "old_state": d.ct_state.name(ev.old_state) if etype == "state" else None,
+        "orig_state": ep.name(ev.orig_state) if tcp else None,
+        "reply_state": ep.name(ev.reply_state) if tcp else None,
+        "reason": d.ct_close_reason.name(ev.close_reason).lower() if etype == "closed" else None,
+        "packets": [ev.packets[0], ev.packets[1]],
+        "bytes": [ev.bytes[0], ev.bytes[1]],
+    }
+    return out
+
+
+class EventReader:
+    """Collects events from a tracker's `events` ring buffer: poll() returns new ones."""
+
+    def __init__(self, bpf, table="events"):
+        self.bpf = bpf
+        self.table = bpf[table]
+        # struct ct_event's ctypes type, from the program's own layout map
+        self.event_type = bpf["event_layout"].Leaf
+        self.pending = []
+        self.table.open_ring_buffer(self._on_event)
+
+    def _on_event(self, ctx, data, size):
+        ev = ctypes.cast(data, ctypes.POINTER(self.event_type)).contents
+        self.pending.append(decode_event(ev))
+
+    def poll(self, timeout_ms=0):
+        self.bpf.ring_buffer_poll(timeout_ms)
+        out, self.pending = self.pending, []
+        return out
+
+
+def format_event(e):
+    """conntrack -E style: [NEW] / [UPDATE] / [DESTROY] and the flow."""
+    tag = {"new": "[NEW]", "state": "[UPDATE]", "closed": "[DESTROY]"}[e["type"]]
+    o = e["orig"]
+    eps = f" {e['orig_state']}/{e['reply_state']}" if e["orig_state"] else ""
+    why = f" reason={e['reason']}" if e["reason"] else ""
+    return (f"{tag:>9} {e['proto']} {e['state']}{eps} src={o['src']} dst={o['dst']} "
+            f"sport={o['sport']} dport={o['dport']} packets={e['packets'][0]}/{e['packets'][1]} "
+            f"bytes={e['bytes'][0]}/{e['bytes'][1]}{why}")

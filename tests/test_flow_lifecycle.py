@@ -1,0 +1,208 @@
+"""Timeouts on the capture clock, UDP flows, the full-table policy and the event stream."""
+import pytest
+
+from ctrack.events import EventReader
+from wire import Clock, TcpConv, states, udp_frame
+
+
+def run_udp(rp, clock, src, dst, wait, payload=b"x"):
+    return rp.run(udp_frame(src[0], src[1], dst[0], dst[1], payload), clock.advance(wait))
+
+
+def test_established_flow_expires(replayer):
+    rp = replayer(timeouts={"ESTABLISHED": 30})
+    conv = TcpConv(rp)
+    conv.handshake()
+    assert conv.c("PA", b"x", wait=29).klass == "ESTABLISHED"
+    conv.s("A", wait=1)
+    r = conv.c("PA", b"late", wait=31)
+    assert (r.klass, r.reason, r.flow) == ("INVALID", "tcp_no_flow", None)
+    assert conv.flow() is None
+    assert rp.tracker.stats()["closed_timeout"] == 1
+    # an expired flow counts as absent: a new SYN starts over
+    r = TcpConv(rp, cisn=7, clock=conv.clock).c("S")
+    assert r.klass == "NEW"
+
+
+def test_syn_sent_timeout_default_120s(rp):
+    conv = TcpConv(rp)
+    conv.c("S")
+    assert conv.s("SA", wait=119).klass == "ESTABLISHED"
+
+
+def test_syn_sent_expires_after_120s(rp):
+    conv = TcpConv(rp)
+    conv.c("S")
+    r = conv.s("SA", wait=121)
+    assert (r.klass, r.reason) == ("INVALID", "tcp_no_flow")
+
+
+def test_time_wait_lasts_120s(rp):
+    conv = TcpConv(rp)
+    conv.handshake()
+    conv.c("FA"); conv.s("FA"); conv.c("A")
+    rp.now_ns = conv.clock.advance(119)
+    assert conv.flow()["state"] == "TIME_WAIT"
+    rp.now_ns = conv.clock.advance(2)
+    assert conv.flow() is None
+
+
+def test_unacknowledged_data_shortens_the_timeout(replayer):
+    rp = replayer(timeouts={"UNACK": 10})
+    conv = TcpConv(rp)
+    conv.handshake()
+    conv.c("PA", b"never acknowledged")
+    r = conv.c("PA", b"again", wait=11)
+    assert r.reason == "tcp_no_flow"
+    # acknowledged data does not shorten it
+    conv2 = TcpConv(rp, client=("10.1.0.9", 999), clock=conv.clock)
+    conv2.handshake()
+    conv2.c("PA", b"data")
+    conv2.s("A")
+    assert conv2.c("PA", b"later", wait=20).klass == "ESTABLISHED"
+
+
+def test_udp_new_then_established(rp):
+    clock = Clock()
+    a, b = ("10.1.0.1", 5353), ("10.2.0.2", 53)
+    r = run_udp(rp, clock, a, b, 0)
+    assert (r.klass, r.flow) == ("NEW", {"state": "NEW", "orig_state": None, "reply_state": None})
+    r = run_udp(rp, clock, a, b, 0.1)
+    assert r.klass == "ESTABLISHED" and r.flow["state"] == "NEW"
+    r = run_udp(rp, clock, b, a, 0.1, b"reply" * 10)
+    assert r.klass == "ESTABLISHED" and r.flow["state"] == "ESTABLISHED"
+    [f] = rp.flows()
+    assert f["proto"] == "udp" and f["orig"] == {"src": "10.1.0.1", "sport": 5353, "dst": "10.2.0.2", "dport": 53}
+    assert f["packets"] == [2, 1] and f["bytes"] == [2 * 29, 28 + 50]
+
+
+def test_udp_timeouts(replayer):
+    rp = replayer(timeouts={"UDP_NEW": 5, "UDP_ESTABLISHED": 20})
+    clock = Clock()
+    a, b = ("10.1.0.1", 1000), ("10.2.0.2", 2000)
+    run_udp(rp, clock, a, b, 0)
+    assert run_udp(rp, clock, a, b, 6).klass == "NEW"        # unreplied flow expired after 5 s
+    run_udp(rp, clock, b, a, 1)
+    assert run_udp(rp, clock, a, b, 19).klass == "ESTABLISHED"   # replied: 20 s
+    assert run_udp(rp, clock, a, b, 21).klass == "NEW"
+    assert rp.tracker.stats()["closed_timeout"] == 2
+
+
+def test_udp_ipv6(rp):
+    clock = Clock()
+    a, b = ("fd00::1", 4000), ("fd00::2", 4001)
+    run_udp(rp, clock, a, b, 0)
+    r = run_udp(rp, clock, b, a, 0.1)
+    assert r.flow["state"] == "ESTABLISHED"
+
+
+def _fill(rp, n, clock, established=True):
+    convs = []
+    for i in range(n):
+        conv = TcpConv(rp, client=("10.1.0.1", 10000 + i), clock=clock)
+        if established:
+            conv.handshake()
+        else:
+            conv.c("S")
+        convs.append(conv)
+    return convs
+
+
+def test_full_table_refuses_new_flows_keeps_old(replayer):
+    rp = replayer(table_size=4)
+    clock = Clock()
+    convs = _fill(rp, 4, clock)
+    r = TcpConv(rp, client=("10.1.0.1", 20000), clock=clock).c("S")
+    assert (r.klass, r.reason) == ("INVALID", "table_full")
+    st = rp.tracker.stats()
+    assert st["table_full"] == 1 and st["evicted"] == 0
+    # every existing flow still gets the right verdict and states
+    for conv in convs:
+        r = conv.c("PA", b"still here")
+        assert r.klass == "ESTABLISHED" and states(r)[0] == "ESTABLISHED"
+
+
+def test_full_table_refused_in_enforce_is_dropped(replayer):
+    rp = replayer(table_size=2, policy="enforce")
+    clock = Clock()
+    _fill(rp, 2, clock)
+    r = TcpConv(rp, client=("10.1.0.1", 20000), clock=clock).c("S")
+    assert (r.verdict, r.reason) == ("drop", "table_full")
+
+
+def test_full_table_evicts_closing_flow_first(replayer):
+    rp = replayer(table_size=4)
+    clock = Clock()
+    convs = _fill(rp, 4, clock)
+    convs[2].c("FA")   # one flow starts closing: evictable
+    new = TcpConv(rp, client=("10.1.0.1", 20000), clock=clock)
+    assert new.c("S").klass == "NEW"
+    assert rp.tracker.stats()["evicted"] == 1
+    assert convs[2].flow() is None
+    for i in (0, 1, 3):
+        assert convs[i].flow()["state"] == "ESTABLISHED"
+
+
+def test_full_table_evicts_unreplied_flow(replayer):
+    rp = replayer(table_size=4)
+    clock = Clock()
+    convs = _fill(rp, 3, clock)
+    syn_only = TcpConv(rp, client=("10.1.0.1", 15000), clock=clock)
+    syn_only.c("S")
+    assert TcpConv(rp, client=("10.1.0.1", 20000), clock=clock).c("S").klass == "NEW"
+    assert syn_only.flow() is None
+    assert all(c.flow()["state"] == "ESTABLISHED" for c in convs)
+
+
+def test_full_table_evicts_expired_flow(replayer):
+    rp = replayer(table_size=3, timeouts={"ESTABLISHED": 50})
+    clock = Clock()
+    convs = _fill(rp, 3, clock)
+    convs[0].c("PA", b"x", wait=0)
+    clock.advance(30)
+    convs[1].c("PA", b"keep alive")
+    convs[2].c("PA", b"keep alive")
+    clock.advance(30)   # convs[0] idle 60 s > 50 s; the others 30 s
+    # convs[0] was popped from the queue while alive; expiry makes it evictable only when it is
+    # still queued. A new flow then either evicts an expired or closing flow, or is refused;
+    # never a live one.
+    r = TcpConv(rp, client=("10.1.0.1", 20000), clock=clock).c("S")
+    assert r.klass in ("NEW", "INVALID")
+    for c in convs[1:]:
+        assert c.flow()["state"] == "ESTABLISHED"
+
+
+def test_events_for_a_connection(rp):
+    reader = EventReader(rp.tracker.bpf)
+    reader.poll()
+    conv = TcpConv(rp)
+    conv.handshake()
+    conv.c("FA"); conv.s("FA"); conv.c("A")
+    evs = reader.poll()
+    seen = [(e["type"], e["state"], e["reason"]) for e in evs]
+    assert seen == [
+        ("new", "SYN_SENT", None),
+        ("state", "SYN_RECV", None),
+        ("state", "ESTABLISHED", None),
+        ("state", "FIN_WAIT", None),
+        ("state", "LAST_ACK", None),
+        ("state", "TIME_WAIT", None),
+        ("closed", "TIME_WAIT", "fin"),
+    ]
+    assert evs[0]["orig"] == {"src": "10.1.0.1", "sport": 40000, "dst": "10.2.0.2", "dport": 80}
+    assert evs[-1]["packets"] == [4, 2]
+
+
+def test_events_rst_and_timeout(replayer):
+    rp = replayer(timeouts={"ESTABLISHED": 10})
+    reader = EventReader(rp.tracker.bpf)
+    reader.poll()
+    a = TcpConv(rp)
+    a.handshake()
+    a.s("R", advance=False)
+    b = TcpConv(rp, client=("10.1.0.1", 5555), clock=a.clock)
+    b.handshake()
+    b.c("S", seq=1, wait=11)     # after expiry: the old flow closes by timeout, a new one opens
+    evs = [(e["type"], e["reason"]) for e in reader.poll()]
+    assert ("closed", "rst") in evs
+    assert evs[-2:] == [("closed", "timeout"), ("new", None)]
