@@ -1,0 +1,171 @@
+"""`ctrack run`: the live tracker. Bump in the wire between two interfaces (-1/-2: a packet
+arriving on one leaves by the other) or an observer on one (-i). Pins its maps for the other
+tools, prints flow events as they happen, and detaches everything on exit."""
+import argparse
+import sys
+import time
+
+from . import pins, preflight
+from .attach import Attachments, ifindex
+from .errors import CtrackError
+from .events import EventReader, format_event
+from .tracker import Tracker, TrackerConfig, parse_timeouts
+
+EXAMPLES = """examples:
+  ctrack run -1 veth1 -2 veth2               # bump in the wire between veth1 and veth2 (TC)
+  ctrack run -1 veth1 -2 veth2 --policy enforce   # ... and drop INVALID packets
+  ctrack run -1 veth1 -2 veth2 --mode xdp    # XDP (multi-buffer frames accepted)
+  ctrack run -i eth0                         # observe one interface, both directions (TC)
+  ctrack run -i eth0 -l 2                    # ... printing every state change
+  ctrack run -i eth0 --timeout ESTABLISHED=600 --table-size 262144
+  ctrack run -i eth0 --name edge -d 60       # a named tracker, for 60 seconds
+
+while it runs, from another terminal: ctrack list, ctrack events, ctrack-top.
+log levels: 0 nothing but the summary at exit, 1 flows opened and closed (default),
+            2 every state change.
+modes: tc (default) keeps GSO/TSO super-packets whole and measured fastest on veth; xdp runs
+       earlier, before the kernel allocates an skb.
+"""
+
+
+def add_parser(sub):
+    p = sub.add_parser("run", help="track live traffic on interfaces",
+                       description="Attach the tracker to interfaces and track live traffic.",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = p.add_argument_group("where")
+    where.add_argument("-1", dest="if1", metavar="IFACE", help="first side of the wire")
+    where.add_argument("-2", dest="if2", metavar="IFACE", help="second side of the wire")
+    where.add_argument("-i", "--interface", dest="iface", metavar="IFACE",
+                       help="observe one interface instead")
+    p.add_argument("--mode", choices=("tc", "xdp"), default="tc", help="hook (default tc)")
+    p.add_argument("--xdp-mode", choices=("auto", "drv", "skb"), default="auto",
+                   help="XDP attach mode (default: driver mode where the device has it)")
+    p.add_argument("--policy", choices=("observe", "enforce"), default="observe",
+                   help="observe (default): pass everything; enforce: drop INVALID packets")
+    p.add_argument("--pickup", action="store_true", help="adopt mid-stream TCP flows")
+    p.add_argument("--timeout", action="append", default=[], metavar="STATE=SECONDS",
+                   help="override a per-state timeout (repeatable; see `ctrack replay -h`)")
+    p.add_argument("--table-size", type=int, metavar="N", help="flow table capacity (default 65536)")
+    p.add_argument("--name", default=pins.DEFAULT_NAME,
+                   help="tracker name, for several at once (default: default)")
+    p.add_argument("-l", "--log-level", type=int, choices=(0, 1, 2), default=1,
+                   help="0 quiet, 1 flows opened/closed, 2 every state change")
+    p.add_argument("-d", "--duration", type=float, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--json", action="store_true", help="events and the summary as JSON lines")
+    p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+
+
+def _plan(args):
+    if args.iface and (args.if1 or args.if2):
+        raise CtrackError("use either -i IFACE (observe) or -1 IFACE -2 IFACE (bump in the wire)")
+    if args.iface:
+        return [args.iface], False
+    if not (args.if1 and args.if2):
+        raise CtrackError("say where to run: -1 IFACE -2 IFACE (bump in the wire) or -i IFACE")
+    if args.if1 == args.if2:
+        raise CtrackError("-1 and -2 must be two different interfaces")
+    return [args.if1, args.if2], True
+
+
+def run(args):
+    ifaces, wire = _plan(args)
+    if args.ebpf:
+        from .tracker import SOURCE
+        print(open(SOURCE).read())
+        return 0
+    preflight.check_all(bpffs=True)
+    atts = Attachments()
+    try:
+        idx = [ifindex(atts.ipr, n) for n in ifaces]
+        cfg = TrackerConfig(policy=args.policy, pickup=args.pickup,
+                            timeouts=parse_timeouts(args.timeout), table_size=args.table_size,
+                            redirect=tuple(idx) if wire else None,
+                            xdp_frags=args.mode == "xdp")
+        pins.claim(args.name)
+        tracker = Tracker(cfg, checks=False)
+    except BaseException:
+        atts.detach_all()
+        raise
+    out = sys.stdout
+    try:
+        if args.mode == "tc":
+            fd = tracker.fn("ct_tc").fd
+            hooks = ("ingress",) if wire else ("ingress", "egress")
+            for n in ifaces:
+                atts.attach_tc(n, fd, hooks)
+        else:
+            fd = _xdp_frags_fd(tracker)
+            mode = None if args.xdp_mode == "auto" else args.xdp_mode
+            for n in ifaces:
+                atts.attach_xdp(n, fd, mode)
+        meta = pins.publish(args.name, tracker, {
+            "interfaces": ifaces, "wire": wire, "mode": args.mode, "policy": args.policy,
+            "pickup": args.pickup, "timeouts": cfg.effective_timeouts(),
+            "table_size": args.table_size or tracker.defs.CT_TABLE_SIZE})
+        how = " <-> ".join(ifaces) if wire else ifaces[0] + " (observing)"
+        note = ""
+        if args.mode == "xdp" and not wire:
+            note = " XDP sees received packets only."
+        print(f"Tracking {how}: {args.mode}, {args.policy}"
+              f"{', pickup' if args.pickup else ''}, tracker {meta['name']!r}.{note} "
+              f"Hit Ctrl-C to end.", file=sys.stderr, flush=True)
+        reader = EventReader(tracker.bpf)
+        deadline = time.monotonic() + args.duration if args.duration else None
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                for ev in reader.poll(200):
+                    _print_event(ev, args, out)
+        except KeyboardInterrupt:
+            pass
+        for ev in reader.poll(0):
+            _print_event(ev, args, out)
+        _summary(tracker, args, out)
+    finally:
+        errors = atts.detach_all()
+        pins.remove(args.name)
+        tracker.close()
+        for e in errors:
+            print(f"ctrack: warning: could not remove {e}", file=sys.stderr)
+    return 0
+
+
+def _xdp_frags_fd(tracker):
+    """The XDP entry point loaded to accept multi-buffer frames: GSO/TSO super-packets on veth
+    would otherwise never pass a plain XDP program and TCP would stall."""
+    from .bpfsys import load_xdp_with_frags
+    try:
+        fd = load_xdp_with_frags(tracker.bpf.dump_func("ct_xdp"), "ct_xdp")
+    except OSError as exc:
+        raise CtrackError(f"this kernel refused a multi-buffer XDP program ({exc.strerror}); "
+                          f"use --mode tc, which keeps GSO packets whole") from None
+    tracker._frags_fd = fd
+    return fd
+
+
+def _print_event(ev, args, out):
+    if args.log_level == 0:
+        return
+    if args.log_level == 1 and ev["type"] == "state":
+        return
+    if args.json:
+        import json
+        out.write(json.dumps(ev) + "\n")
+    else:
+        out.write(format_event(ev) + "\n")
+    out.flush()
+
+
+def _summary(tracker, args, out):
+    st = tracker.stats()
+    keys = ["packets", "class.new", "class.established", "class.invalid", "class.untracked",
+            "action.drop", "flows_created", "closed_fin", "closed_rst", "closed_timeout",
+            "evicted", "table_full", "events_lost"]
+    if args.json:
+        import json
+        out.write(json.dumps({"summary": st}) + "\n")
+        return
+    out.write("\n" + "  ".join(f"{k}={st[k]}" for k in keys) + "\n")
+    invalid = {k[7:]: v for k, v in st.items() if k.startswith("reason.") and v}
+    if invalid:
+        out.write("invalid: " + "  ".join(f"{k}={v}" for k, v in sorted(invalid.items())) + "\n")
