@@ -45,6 +45,9 @@ enum obs_tcp_state {
  *   OBS_LADDR_OK(f, a) local address a (u8[16], IPv4 in the first 4 bytes) of family f is wanted
  *   OBS_RADDR_OK(f, a) same for the remote address
  */
+#if defined(OBS_LADDR_OK) || defined(OBS_RADDR_OK)
+#define OBS_ADDR_FILTER 1
+#endif
 #ifndef OBS_LPORT_OK
 #define OBS_LPORT_OK(p) 1
 #endif
@@ -57,6 +60,12 @@ enum obs_tcp_state {
 #ifndef OBS_RADDR_OK
 #define OBS_RADDR_OK(f, a) 1
 #endif
+
+/* Copying addresses out of a tracepoint record: through bpf_probe_read_kernel, not plain loads.
+ * With plain loads clang may merge the IPv4 and IPv6 branches into one load at a computed
+ * offset from the context pointer, which the verifier refuses ("dereference of modified ctx
+ * ptr"); the helper keeps each copy at a fixed offset whatever the optimiser does. */
+#define OBS_COPY(dst, src, n) bpf_probe_read_kernel((dst), (n), (const void *)(src))
 
 /* Ring buffer size in pages (a power of two); small values are used by the tests to force loss. */
 #ifndef OBS_RINGBUF_PAGES

@@ -22,6 +22,10 @@
 #if defined(OBS_HIST_LADDR) || defined(OBS_HIST_RADDR)
 #define OBS_PER_ADDR 1
 #endif
+/* Addresses are copied out only when something uses them (the plain histogram does not). */
+#if defined(OBS_PER_ADDR) || defined(OBS_FLOWS) || defined(OBS_ADDR_FILTER)
+#define OBS_NEED_ADDRS 1
+#endif
 
 /* Histogram key: the section's address first, then the slot (the layout BCC's print_log2_hist
  * reads). IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d) so one key type serves both. */
@@ -106,16 +110,19 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 	if (!OBS_LPORT_OK(lport) || !OBS_RPORT_OK(rport))
 		return 0;
 
-	u8 laddr[16] = {}, raddr[16] = {};
+	u8 laddr[16] __attribute__((aligned(8))) = {};
+	u8 raddr[16] __attribute__((aligned(8))) = {};
+#ifdef OBS_NEED_ADDRS
 	if (family == OBS_AF_INET6) {
-		__builtin_memcpy(laddr, args->saddr + SIN6_ADDR, 16);
-		__builtin_memcpy(raddr, args->daddr + SIN6_ADDR, 16);
+		OBS_COPY(laddr, args->saddr + SIN6_ADDR, 16);
+		OBS_COPY(raddr, args->daddr + SIN6_ADDR, 16);
 	} else {
-		__builtin_memcpy(laddr, args->saddr + SIN_ADDR, 4);
-		__builtin_memcpy(raddr, args->daddr + SIN_ADDR, 4);
+		OBS_COPY(laddr, args->saddr + SIN_ADDR, 4);
+		OBS_COPY(raddr, args->daddr + SIN_ADDR, 4);
 	}
 	if (!OBS_LADDR_OK(family, laddr) || !OBS_RADDR_OK(family, raddr))
 		return 0;
+#endif
 
 #ifdef OBS_NETNS
 	u64 cookie = args->sock_cookie;

@@ -77,11 +77,11 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 
 	struct state_event ev = {};
 	if (family == OBS_AF_INET6) {
-		__builtin_memcpy(ev.laddr, args->saddr_v6, 16);
-		__builtin_memcpy(ev.raddr, args->daddr_v6, 16);
+		OBS_COPY(ev.laddr, args->saddr_v6, 16);
+		OBS_COPY(ev.raddr, args->daddr_v6, 16);
 	} else {
-		__builtin_memcpy(ev.laddr, args->saddr, 4);
-		__builtin_memcpy(ev.raddr, args->daddr, 4);
+		OBS_COPY(ev.laddr, args->saddr, 4);
+		OBS_COPY(ev.raddr, args->daddr, 4);
 	}
 	if (!OBS_LADDR_OK(family, ev.laddr) || !OBS_RADDR_OK(family, ev.raddr))
 		return 0;
