@@ -298,6 +298,7 @@ class Lab:
             with labnet.ipr(ns) as ipr:
                 family = 6 if ":" in dst else 4
                 ipr.route("add", dst=dst, gateway=gw, family=10 if family == 6 else 2)
+        self._wait_operational([(e.netns, e.ifname) for link in spec.links for e in (link.a, link.b)])
         if self.no_tso:
             for h in spec.hosts.values():
                 if h.role == "host":
@@ -342,6 +343,25 @@ class Lab:
                         ipr.addr("add", index=idx, address=addr, prefixlen=int(plen))
                 ipr.link("set", index=idx, state="up")
 
+    @staticmethod
+    def _wait_operational(ifaces, timeout=3.0):
+        """Wait until every interface's operstate is UP. The kernel attaches a device's real
+        qdisc (until then, noop: every packet dropped) in its link-watch work, which runs at
+        most once a second for non-urgent events; a lab used at once would lose its first
+        packets, and IPv6 neighbour discovery would then wait a full second to retry."""
+        deadline = time.monotonic() + timeout
+        pending = list(ifaces)
+        while pending and time.monotonic() < deadline:
+            still = []
+            for netns, ifname in pending:
+                with labnet.ipr(netns) as ipr:
+                    idx = ipr.link_lookup(ifname=ifname)
+                    if idx and ipr.get_links(idx[0])[0].get_attr("IFLA_OPERSTATE") != "UP":
+                        still.append((netns, ifname))
+            pending = still
+            if pending:
+                time.sleep(0.02)
+
     def _ethtool(self, netns, args):
         res = labnet.run(netns, ["ethtool", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, timeout=10)
@@ -370,7 +390,28 @@ class Lab:
                 self._undo_group(st, "bridge")
                 st["bridge"]["on"] = False
                 labstate.save(st)
-            return True
+        self.flush_neighbours()
+        return True
+
+    def flush_neighbours(self):
+        """Forget the hosts' ARP/ND entries. A host that tried to reach its peer while there
+        was no path holds an INCOMPLETE/FAILED entry and keeps backing off for up to a second
+        once a path exists; call this after attaching a tracker (set_bridge() does)."""
+        NUD_PERMANENT, NUD_NOARP = 0x80, 0x40
+        for h in self.spec.hosts.values():
+            if not labnet.netns_exists(h.netns):
+                continue
+            with labnet.ipr(h.netns) as ipr:
+                for n in ipr.get_neighbours():
+                    if n["state"] & (NUD_PERMANENT | NUD_NOARP):
+                        continue
+                    dst = n.get_attr("NDA_DST")
+                    if dst is None:
+                        continue
+                    try:
+                        ipr.neigh("del", ifindex=n["ifindex"], dst=dst, family=n["family"])
+                    except NetlinkError:
+                        pass  # gone meanwhile
 
     def _bridge_on(self, st):
         br = self.spec.bridge
@@ -385,6 +426,7 @@ class Lab:
             for port in self.spec.root_ifaces:
                 ipr.link("set", index=ipr.link_lookup(ifname=port)[0], master=idx)
             ipr.link("set", index=idx, state="up")
+        self._wait_operational([(None, br)])
         st["bridge"]["on"] = True
         labstate.save(st)
 

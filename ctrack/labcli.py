@@ -46,6 +46,13 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the tools' one-line errors: `ctrack-lab: what is wrong (try -h)`."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog.split()[0]}: {message} (try `{self.prog} -h`)\n")
+
+
 def _add_name(p):
     p.add_argument("-n", "--name", default=DEFAULT_NAME,
                    help="lab name (default: %(default)s, whose namespaces are ns1/ns2); other names "
@@ -67,9 +74,8 @@ def _add_delay(p, defaults):
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(prog="ctrack-lab", description=DESCRIPTION, epilog=EXAMPLES,
-                                 formatter_class=_Formatter)
-    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
+    ap = _Parser(prog="ctrack-lab", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=_Formatter)
+    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     p = sub.add_parser("up", help="build a lab (harmless when it is already up)", formatter_class=_Formatter,
