@@ -1,4 +1,5 @@
-"""The tracker's global statistics (per-CPU array `stats`, indexed by enum ct_stat) by name."""
+"""The tracker's global statistics (per-CPU `stats`: one struct ct_stats, counters indexed by
+enum ct_stat) by name."""
 
 
 def decode_stats(stats_map, d):
@@ -7,9 +8,9 @@ def decode_stats(stats_map, d):
     st = d.ct_stat
     bases = {"CLASS": (d.ct_class, st.CT_STAT_CLASS), "ACTION": (d.ct_action, st.CT_STAT_ACTION),
              "REASON": (d.ct_reason, st.CT_STAT_REASON)}
-    values = {}
-    for k, v in stats_map.items():
-        values[k.value] = sum(v)
+    # one slot, a struct ct_stats per CPU: sum each counter over CPUs
+    per_cpu = stats_map[stats_map.Key(0)]
+    values = {i: sum(c.v[i] for c in per_cpu) for i in range(st.CT_STAT_MAX)}
     out = {}
     for name, value in st.items.items():
         short = name[len(st.prefix):]

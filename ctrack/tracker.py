@@ -15,6 +15,13 @@ from .errors import CtrackError
 from . import preflight
 
 SOURCE = os.path.join(KERNEL_DIR, "tracker.c")
+CLOCK_MONOTONIC_COARSE = getattr(__import__("time"), "CLOCK_MONOTONIC_COARSE", 6)
+
+
+def kernel_now_ns():
+    """The live tracker's clock (first_seen, last_seen, expires): CLOCK_MONOTONIC_COARSE."""
+    import time
+    return time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE)
 POLICIES = ("observe", "enforce")
 
 
@@ -124,9 +131,7 @@ class Tracker:
         """Empty the flow table, statistics and eviction queue (tests, repeated replays)."""
         self.flows.clear()
         st = self.stats_map
-        zero = st.Leaf(*([0] * len(st.Leaf())))
-        for i in range(self.defs.ct_stat.CT_STAT_MAX):
-            st[ctypes.c_int(i)] = zero
+        st[st.Key(0)] = st.Leaf(*[st.sLeaf() for _ in range(len(st.Leaf()))])
         q = self.bpf["evict_queue"]
         while True:
             try:

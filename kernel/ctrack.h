@@ -114,7 +114,7 @@ enum ct_event_type {
 	CT_EVENT_CLOSED = 3,
 };
 
-/* ---- Global statistics: one per-CPU array, indexed by these ---------------------------------- */
+/* ---- Global statistics: one per-CPU struct ct_stats, its counters indexed by these ------------ */
 enum ct_stat {
 	CT_STAT_PACKETS = 0,                   /* every packet the program saw */
 	CT_STAT_CLASS = 1,                     /* + enum ct_class: packets by class */
@@ -131,6 +131,11 @@ enum ct_stat {
 	CT_STAT_FRAGMENTS = 38,                /* non-first IP fragments (untracked) */
 	CT_STAT_IGNORED_SYN = 39,              /* SYNs in a live connection, remembered not applied */
 	CT_STAT_MAX = 40,
+};
+
+/* One slot of the per-CPU `stats` array: all counters together, so a packet costs one lookup. */
+struct ct_stats {
+	__u64 v[CT_STAT_MAX];
 };
 
 /* ---- Flags ------------------------------------------------------------------------------------ */
@@ -257,7 +262,8 @@ struct ct_entry {
 	__u16 ignored_win;
 	__u16 ignored_mss;
 	__u32 pad2;
-	__u64 first_seen;    /* ns, tracker clock */
+	/* Times: ns on the tracker clock, CLOCK_MONOTONIC_COARSE (capture time in replays). */
+	__u64 first_seen;
 	__u64 last_seen;     /* ns */
 	__u64 expires;       /* ns: the entry counts as absent from this time on */
 	struct ct_dir dir[2];  /* indexed by enum ct_dir_index */
