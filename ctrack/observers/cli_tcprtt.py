@@ -27,7 +27,9 @@ what is measured:
     tcp:tcp_probe fires for every segment a socket receives in ESTABLISHED (the kernel's fast
     and slow receive path); its srtt is the socket's smoothed RTT, tp->srtt_us >> 3, in
     microseconds. A sample is taken per received segment, so busy connections weigh more.
-    Loopback RTTs are a few microseconds.
+    Loopback RTTs are a few microseconds. The RTT includes the peer's delayed ACK: a server
+    answering a client that acks only with its next request sees that gap as RTT.
+    Filters combine (all must pass) and are compiled into the BPF program.
 
 network namespaces (-N):
     No BPF helper can name a socket's namespace from a tracepoint program, but tcp_probe

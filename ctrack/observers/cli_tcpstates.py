@@ -29,6 +29,8 @@ columns:
     MS        milliseconds spent in OLDSTATE; "-" for a socket's first transition seen.
 
 notes:
+    Filters combine: a socket must pass every one given (-L 80 -D 5000 means both).
+    They are compiled into the BPF program (see --ebpf), so an unused filter costs nothing.
     Linux 6.x reports no NEW_SYN_RECV or TIME_WAIT transitions here: request socks and
     time-wait socks are not full sockets. A server socket appears as LISTEN -> SYN_RECV when
     the handshake completes; a client's socket goes FIN_WAIT2 -> CLOSE when its time-wait
