@@ -97,9 +97,10 @@ def iperf(lab, seconds, udp=False, length=None, rate=None, flows=1):
         res = lab.exec("ns1", argv, timeout=seconds + 20)
         end = json.loads(res.stdout)["end"]
         if udp:
-            s = end["sum"]
+            s = end.get("sum_received") or end["sum"]
+            got = s.get("packets", 0) - s.get("lost_packets", 0)
             return {"gbit_s": s["bits_per_second"] / 1e9, "lost_pct": s.get("lost_percent", 0.0),
-                    "pps": s["packets"] / max(s["seconds"], 1e-9) if s.get("packets") else None}
+                    "pps": got / max(s["seconds"], 1e-9)}
         return {"gbit_s": end["sum_received"]["bits_per_second"] / 1e9,
                 "retransmits": end["sum_sent"].get("retransmits", 0)}
     finally:
@@ -130,28 +131,36 @@ def throughput(lab, seconds):
                      ("delay line, 10 us, UDP 64-byte datagrams", 0.01)):
         lab.set_delay(0, 0, 0) if d is None else lab.set_delay(delay_ms=d)
         r = iperf(lab, seconds, udp=True, length=64, rate="200M")
-        r.update(label=label, delay_ms=d or 0, proto="udp64")
+        stats = lab.delay_stats()
+        r.update(label=label, delay_ms=d or 0, proto="udp64",
+                 line_drops=sum(s.get("overflow", 0) + s.get("kernel_user_dropped", 0)
+                                + s.get("kernel_queue_dropped", 0) for s in stats))
         rows.append(r)
     lab.set_delay(0, 0, 0)
     return rows
 
 
 def markdown(acc, thr, count, interval):
-    out = [f"RTT accuracy ({count} probes {interval} s apart; wire lab, bridged):", "",
-           "| delay each way | expected RTT | ping -U median | ping -U p99 | UDP echo median | "
-           "UDP echo p99 | UDP median - expected | release late (mean) |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = []
+    if acc:
+        out += [f"RTT accuracy ({count} probes {interval} s apart; wire lab, bridged):", "",
+                "| delay each way | expected RTT | ping -U median | ping -U p99 | UDP echo median | "
+                "UDP echo p99 | UDP median - expected | release late (mean) |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in acc:
         out.append(f"| {r['delay_ms']:g} ms | {r['target_ms']:g} ms | {r['median_ms']:.3g} ms | "
                    f"{r['p99_ms']:.3g} ms | {r['udp_median_ms']:.3f} ms | {r['udp_p99_ms']:.3f} ms | "
                    f"{r['udp_median_ms'] - r['target_ms']:+.3f} ms | {r['late_us_mean']:.0f} us |")
-    out += ["", "Throughput (iperf3 -t N, TCP ns1 -> ns2; UDP with -u -b 200M -l 64):", "",
-            "| path | throughput | notes |", "|---|---:|---|"]
+    if thr:
+        out += ["", "Throughput (iperf3 -t N, TCP ns1 -> ns2; UDP with -u -b 200M -l 64):", "",
+                "| path | throughput | notes |", "|---|---:|---|"]
     for r in thr:
         if r["proto"] == "tcp":
             note = f"retransmits {r['retransmits']}, max held {r.get('max_held', 0)}"
         else:
-            note = f"lost {r['lost_pct']:.1f}%" + (f", {r['pps'] / 1e3:.0f} kpps" if r.get("pps") else "")
+            note = f"received {r['pps'] / 1e3:.0f} kpps, lost {r['lost_pct']:.1f}%"
+            if r.get("line_drops"):
+                note += f", {r['line_drops']} dropped by the delay line's queue"
         out.append(f"| {r['label']} | {r['gbit_s']:.2f} Gbit/s | {note} |")
     return "\n".join(out)
 
@@ -164,13 +173,14 @@ def main():
     ap.add_argument("--interval", type=float, default=0.05, help="ping interval, s (default 0.05)")
     ap.add_argument("--seconds", type=int, default=5, help="iperf3 duration (default 5)")
     ap.add_argument("--no-throughput", action="store_true", help="only the RTT accuracy table")
+    ap.add_argument("--no-accuracy", action="store_true", help="only the throughput table")
     ap.add_argument("--no-tso", action="store_true", help="build the lab with TSO/GSO off on the hosts")
     ap.add_argument("--json", action="store_true", help="print raw results as JSON")
     args = ap.parse_args()
     lab = Lab(args.name, "wire", bridge=True, no_tso=args.no_tso)
     try:
         lab.up()
-        acc = accuracy(lab, DELAYS_MS, args.count, args.interval)
+        acc = [] if args.no_accuracy else accuracy(lab, DELAYS_MS, args.count, args.interval)
         thr = [] if args.no_throughput else throughput(lab, args.seconds)
     except CtrackError as exc:
         print(f"delayline bench: {exc}", file=sys.stderr)

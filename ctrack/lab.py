@@ -98,7 +98,7 @@ class Lab:
     its state instead."""
 
     def __init__(self, name=DEFAULT_NAME, topology="wire", *, bridge=False, delay_ms=0.0,
-                 jitter_ms=0.0, loss_pct=0.0, seed=1, keep_order=False, queue_cap=16384,
+                 jitter_ms=0.0, loss_pct=0.0, seed=1, keep_order=False, queue_cap=65536,
                  no_tso=False, conntrack=False):
         if topology not in TOPOLOGIES:
             raise CtrackError(f"unknown topology {topology!r} (choose from {', '.join(TOPOLOGIES)})")

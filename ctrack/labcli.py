@@ -70,7 +70,7 @@ def _add_delay(p, defaults):
     g.add_argument("--loss", metavar="PCT", default=defaults, help="drop this share at random: 1%%, 0.5%%")
     g.add_argument("--seed", type=int, default=None, help="random seed for loss and jitter (default 1)")
     g.add_argument("--queue-cap", type=int, default=None, metavar="N",
-                   help="hold at most N packets per delay line, drop beyond (default 16384)")
+                   help="hold at most N packets per delay line, drop beyond (default 65536)")
 
 
 def build_parser():

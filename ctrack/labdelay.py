@@ -28,7 +28,9 @@ class DelayConfig:
     jitter_ms: float = 0.0
     loss_pct: float = 0.0
     seed: int = 1
-    cap: int = 16384          # packets held at most per delay line; more are dropped, counted
+    # Packets held at most per delay line; more are dropped and counted. 65536 MTU-sized packets
+    # are ~180 MB of kernel memory; TCP windows (tcp_wmem, 4 MB a flow) keep real use far lower.
+    cap: int = 65536
     keep_order: bool = False  # with jitter: never overtake (default: reorder, like netem)
 
     @property

@@ -9,8 +9,10 @@
  * queues GSO super-packets whole instead of segmenting them first. A TUN hop would copy every
  * byte twice and need routes through an extra namespace.
  *
- * Where it sits is the Python side's choice (ctrack/labdelay.py): an iptables NFQUEUE rule on
- * a host namespace's PREROUTING chain, so packets are held after they crossed the link.
+ * Where it sits is the lab's choice (ctrack/labtopo.py): an iptables NFQUEUE rule where packets
+ * ARRIVE (a wire host's PREROUTING, the routed topology's router FORWARD), never on a sender's
+ * way out: a packet held there still counts against its TCP socket's small-queue budget and TCP
+ * throttles itself to a few Mbit/s.
  *
  * Design:
  *   - held packets live in a binary min-heap keyed by (release time, arrival sequence): with no
@@ -448,7 +450,7 @@ static void usage(FILE *out)
             "  -o, --keep-order     with jitter, never release a packet before an earlier one\n"
             "  -l, --loss PCT       drop this percentage of packets at random (default 0)\n"
             "  -s, --seed N         random seed for loss and jitter (default 1)\n"
-            "  -c, --cap N          hold at most N packets; drop (and count) beyond (default 16384)\n"
+            "  -c, --cap N          hold at most N packets; drop (and count) beyond (default 65536)\n"
             "  -n, --netns NAME     enter network namespace /run/netns/NAME first\n"
             "  -S, --stats FILE     keep JSON statistics in FILE (rewritten each second)\n"
             "  -v, --verbose        report verdict errors\n"
@@ -470,7 +472,7 @@ static int parse_args(int argc, char **argv)
     };
     cfg.queue = 7;
     cfg.seed = 1;
-    cfg.cap = 16384;
+    cfg.cap = 65536;
     int c;
     while ((c = getopt_long(argc, argv, "q:d:j:ol:s:c:n:S:vh", opts, NULL)) != -1) {
         char *end;
