@@ -27,7 +27,9 @@ topologies:
 A lab other than the default has its own names: --name t1 gives t1-ns1, t1-ns2, t1-v1,
 t1-v2, t1-br. What a lab made is recorded in /run/ctrack/lab-NAME.json; `down` removes that
 and only that. Delay is per direction (20ms gives a 40 ms round trip) and comes from
-lab/bin/delayline (NFQUEUE), since this kernel has no netem: see docs/lab.md."""
+lab/bin/delayline (NFQUEUE), since this kernel has no netem: see docs/lab.md. In the wire lab
+plain ping shows only the outbound half of the delay (its receive timestamp is taken before
+the hold): use ping -U."""
 
 EXAMPLES = """\
 examples:
