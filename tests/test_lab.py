@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ctrack import labnet, labstate  # noqa: E402
 from ctrack.errors import CtrackError  # noqa: E402
 from ctrack.lab import Lab  # noqa: E402
+from ctrack.labdelay import delayline_binary, parse_duration_ms, parse_percent  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = [sys.executable if sys.executable.startswith("/usr/bin/") else "/usr/bin/python3",
@@ -297,8 +298,9 @@ for i in range(int(sys.argv[2])):
 """
 
 
-def test_delay_line_keeps_order_without_jitter(make_lab):
-    lab = make_lab(bridge=True, delay_ms=5)
+@pytest.mark.parametrize("delay,jitter,keep", [(5, 0, False), (10, 4, True)])
+def test_delay_line_keeps_order_without_jitter_or_when_asked(make_lab, delay, jitter, keep):
+    lab = make_lab(bridge=True, delay_ms=delay, jitter_ms=jitter, keep_order=keep)
     lab.ping("ns1", "ns2", count=1)
     rx = lab.spawn("ns2", ["/usr/bin/python3", "-c", RECEIVER, "400"], stdout=subprocess.PIPE)
     time.sleep(0.3)
@@ -416,3 +418,19 @@ def test_api_context_manager_spawn_and_no_tso():
         assert leftovers(name) == []
     finally:
         _sweep(name)
+
+
+def test_units_and_delayline_command_line():
+    assert parse_duration_ms("20ms") == 20 and parse_duration_ms("500us") == 0.5
+    assert parse_duration_ms("0.1s") == 100 and parse_duration_ms("3") == 3
+    assert parse_percent("1%") == 1 and parse_percent("0.5") == 0.5
+    for bad in ("soon", "-1ms", "5 parsecs"):
+        with pytest.raises(CtrackError):
+            parse_duration_ms(bad)
+    with pytest.raises(CtrackError):
+        parse_percent("lots")
+    binary = delayline_binary()
+    for args in (["--delay", "soon"], ["--queue", "70000"], ["--loss", "150"], ["extra"]):
+        res = subprocess.run([binary, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert res.returncode == 2 and res.stderr.startswith("delayline: "), (args, res.stderr)
+    assert "NFQUEUE" in subprocess.run([binary, "--help"], stdout=subprocess.PIPE, text=True).stdout
