@@ -167,6 +167,10 @@ class Lab:
         """HOST's lab interface inside its namespace (eth0 for hosts)."""
         return self._host(host).ifname
 
+    def mac(self, host):
+        """HOST's fixed MAC address on that interface (02:c7:00:00:00:01 for ns1 in wire)."""
+        return self._host(host).mac
+
     @property
     def tracker_ifaces(self):
         """Interfaces a tracker attaches to: ["veth1", "veth2"] for the default wire lab."""
