@@ -1,0 +1,180 @@
+"""`ctrack run` live in a namespace lab: forwarding as a bump in the wire (TC and XDP), events,
+refusal to replace programs, clean detach on SIGINT/SIGTERM, one-line errors."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from ctrack.lab import Lab
+from ctrack import pins
+
+LAB = f"tr{os.getpid() % 10000}"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    lab = Lab(LAB)
+    lab.down()
+    lab.up()
+    try:
+        yield lab
+    finally:
+        lab.down()
+
+
+def start(args, name):
+    p = subprocess.Popen(["ctrack", "run", "--name", name, *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    line = p.stderr.readline()
+    if "Tracking" not in line:
+        p.kill()
+        out, err = p.communicate()
+        raise AssertionError(f"ctrack run did not start: {line}{err}")
+    return p
+
+
+def stop(p, sig=signal.SIGINT):
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=20)
+    return p.returncode, out, err
+
+
+def attached(ifname):
+    """Text of what is attached to an interface: XDP id and TC filters."""
+    link = subprocess.run(["ip", "-d", "link", "show", ifname], capture_output=True, text=True).stdout
+    tc = subprocess.run(["tc", "filter", "show", "dev", ifname, "ingress"], capture_output=True, text=True).stdout
+    q = subprocess.run(["tc", "qdisc", "show", "dev", ifname], capture_output=True, text=True).stdout
+    return ("prog/xdp" in link, tc.strip(), "clsact" in q)
+
+
+def tcp_exchange(lab, port=7001):
+    srv = lab.spawn("ns2", ["socat", "-T3", f"TCP-LISTEN:{port},reuseaddr", "EXEC:cat"])
+    time.sleep(0.3)
+    try:
+        res = lab.exec("ns1", ["socat", "-T2", "-", f"TCP:{lab.addr('ns2')}:{port}"], input="ping\n")
+        return res.stdout
+    finally:
+        srv.stop()
+
+
+def test_tc_bump_in_the_wire(lab):
+    v1, v2 = lab.tracker_ifaces
+    assert lab.ping("ns1", "ns2", count=1, timeout=2)["received"] == 0   # nothing joins them
+    p = start(["-1", v1, "-2", v2, "-l", "2", "-d", "30"], LAB)
+    try:
+        assert lab.ping("ns1", "ns2", count=2)["received"] == 2
+        assert tcp_exchange(lab) == "ping\n"
+        assert os.path.exists(os.path.join(pins.PIN_ROOT, LAB, "flows"))
+        assert pins.find(LAB)["interfaces"] == [v1, v2]
+    finally:
+        rc, out, err = stop(p)
+    assert rc == 0, err
+    assert "[NEW] tcp SYN_SENT" in out and "dport=7001" in out
+    assert "reason=fin" in out
+    assert "packets=" in out.splitlines()[-1] or "invalid:" in out.splitlines()[-1]
+    for v in (v1, v2):
+        assert attached(v) == (False, "", False)
+    assert not os.path.exists(os.path.join(pins.PIN_ROOT, LAB))
+    assert lab.ping("ns1", "ns2", count=1, timeout=2)["received"] == 0
+
+
+def test_second_tracker_is_refused(lab):
+    v1, v2 = lab.tracker_ifaces
+    p = start(["-1", v1, "-2", v2, "-l", "0", "-d", "30"], LAB)
+    try:
+        res = subprocess.run(["ctrack", "run", "-i", v1, "--name", LAB + "b", "-d", "2"],
+                             capture_output=True, text=True, timeout=30)
+        assert res.returncode == 1
+        assert "already has a TC" in res.stderr and "Traceback" not in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+        # same name, other interfaces: the name is taken
+        res = subprocess.run(["ctrack", "run", "-i", "lo", "--name", LAB, "-d", "2"],
+                             capture_output=True, text=True, timeout=30)
+        assert res.returncode == 1 and "already running" in res.stderr
+        # the first tracker still forwards
+        assert lab.ping("ns1", "ns2", count=1)["received"] == 1
+    finally:
+        rc, _, _ = stop(p, signal.SIGTERM)
+    assert rc == 0
+    assert attached(v1) == (False, "", False)
+
+
+def test_enforce_drops_midstream_packet(lab):
+    v1, v2 = lab.tracker_ifaces
+    p = start(["-1", v1, "-2", v2, "--policy", "enforce", "-l", "0", "-d", "30"], LAB)
+    try:
+        # an ACK for no connection never reaches ns2: hping3 sees no RST back
+        res = lab.exec("ns1", ["hping3", "-A", "-c", "2", "-i", "u200000", "-p", "9", lab.addr("ns2")],
+                       check=False, timeout=15)
+        assert "flags=R" not in res.stdout
+        assert tcp_exchange(lab, 7002) == "ping\n"   # real connections pass
+    finally:
+        rc, out, _ = stop(p)
+    assert "tcp_no_flow=2" in out
+
+
+def test_xdp_refused_until_hosts_are_ready(lab):
+    v1, v2 = lab.tracker_ifaces
+    res = subprocess.run(["ctrack", "run", "-1", v1, "-2", v2, "--mode", "xdp", "--name", LAB, "-d", "2"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert "tx off gro on" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert attached(v1) == (False, "", False)
+    for h in ("ns1", "ns2"):
+        lab.exec(h, ["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])
+    try:
+        p = start(["-1", v1, "-2", v2, "--mode", "xdp", "-l", "1", "-d", "30"], LAB)
+        try:
+            assert attached(v1)[0] and attached(v2)[0]
+            assert lab.ping("ns1", "ns2", count=2)["received"] == 2
+            assert tcp_exchange(lab, 7003) == "ping\n"
+        finally:
+            rc, out, _ = stop(p)
+        assert rc == 0 and "dport=7003" in out
+        assert attached(v1) == (False, "", False) and attached(v2) == (False, "", False)
+    finally:
+        for h in ("ns1", "ns2"):
+            lab.exec(h, ["ethtool", "-K", "eth0", "tx", "on", "gro", "off"], check=False)
+
+
+def test_observer_on_one_interface(lab):
+    v1, _ = lab.tracker_ifaces
+    lab.set_bridge(True)
+    try:
+        p = start(["-i", v1, "-l", "1", "-d", "30"], LAB)
+        try:
+            assert tcp_exchange(lab, 7004) == "ping\n"
+        finally:
+            rc, out, _ = stop(p)
+        # ingress and egress seen: the whole connection, closed by FIN
+        assert "dport=7004" in out and "reason=fin" in out
+    finally:
+        lab.set_bridge(False)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["-i", "nonexistent0"], "no interface named 'nonexistent0'"),
+    (["-1", "lo"], "say where to run"),
+    (["-1", "lo", "-2", "lo"], "two different interfaces"),
+    (["-i", "lo", "--timeout", "BOGUS=3"], "unknown state BOGUS"),
+])
+def test_one_line_errors(argv, needle):
+    res = subprocess.run(["ctrack", "run", "--name", LAB + "e", *argv], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 1, res.stderr
+    assert needle in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_bad_flag_is_usage_error():
+    res = subprocess.run(["ctrack", "run", "--frobnicate"], capture_output=True, text=True)
+    assert res.returncode == 2 and "unrecognized arguments" in res.stderr
+
+
+def test_not_root():
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          "ctrack", "run", "-i", "lo"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert "root" in res.stderr and "Traceback" not in res.stderr
