@@ -381,3 +381,58 @@ def test_flows_are_independent(rp):
     a.c("FA")
     assert b.flow()["state"] == "SYN_SENT"
     assert a.flow()["state"] == "FIN_WAIT"
+
+
+@pytest.mark.parametrize("sender", ["client", "server"])
+def test_in_window_rst_in_closing(rp, sender):
+    conv = established(rp)
+    ca, sa = conv.srv.nxt, conv.cli.nxt
+    conv.c("FA", ack=ca)
+    conv.s("FA", ack=sa)
+    assert conv.flow()["orig_state"] == "CLOSING"
+    r = (conv.c if sender == "client" else conv.s)("RA", advance=False)
+    assert (r.klass, states(r)) == ("ESTABLISHED", ("CLOSE", "CLOSE", "CLOSE"))
+
+
+@pytest.mark.parametrize("sender", ["client", "server"])
+def test_in_window_rst_in_time_wait(rp, sender):
+    conv = established(rp)
+    conv.c("FA"); conv.s("FA"); conv.c("A")
+    r = (conv.c if sender == "client" else conv.s)("R", advance=False)
+    assert (r.klass, states(r)) == ("ESTABLISHED", ("CLOSE", "CLOSE", "CLOSE"))
+    # the RST-closed flow stays visible in CLOSE for its (10 s) timeout, then goes
+    assert conv.flow()["state"] == "CLOSE"
+    rp.now_ns = conv.clock.advance(11)
+    assert conv.flow() is None
+
+
+def test_rst_without_ack_in_syn_sent_is_ignored(rp):
+    # RFC 9293 3.10.7.3: in SYN-SENT a RST is acceptable only with an ACK of the SYN
+    conv = TcpConv(rp)
+    conv.c("S")
+    r = conv.s("R", seq=0, advance=False)
+    assert (r.klass, r.reason) == ("INVALID", "tcp_rst_window")
+    assert states(r) == ("SYN_SENT", "SYN_SENT", "SYN_RECV")
+
+
+def test_ecn_and_urgent_flags_are_valid(rp):
+    conv = TcpConv(rp)
+    assert conv.c("SEC").klass == "NEW"           # ECN-setup SYN
+    assert conv.s("SAE").klass == "ESTABLISHED"   # ECN-setup SYN/ACK
+    assert conv.c("A").klass == "ESTABLISHED"
+    assert conv.c("PAU", b"!").klass == "ESTABLISHED"
+    assert conv.s("AE").klass == "ESTABLISHED"
+    assert conv.c("PAC", b"x").klass == "ESTABLISHED"
+
+
+def test_tfo_syn_with_data(rp):
+    conv = TcpConv(rp)
+    r = conv.c("S", b"GET / HTTP/1.1\r\n\r\n",
+               options=[("MSS", 1460), ("SAckOK", b""), ("WScale", 7), ("TFO", b"\x01" * 8)])
+    assert r.klass == "NEW"
+    # the server accepts the data: its SYN/ACK acknowledges SYN and data
+    assert conv.s("SA").klass == "ESTABLISHED"
+    assert states(conv.c("A")) == EST
+    f = conv.flow()
+    # SYN: 20 IP + 20 TCP + 20 options (19, padded) + 18 data; ACK: 40
+    assert (f["packets"], f["bytes"][0]) == ([2, 1], 78 + 40)
