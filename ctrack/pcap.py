@@ -24,6 +24,11 @@ SUPPORTED = {
 }
 
 
+# No capture tool writes a record anywhere near this big (Wireshark's own limit is 256 KiB, BIG
+# TCP packets stay under 512 KiB): a larger length is corruption, not a packet to read into memory.
+MAX_RECORD = 16 * 1024 * 1024
+
+
 @dataclass
 class Frame:
     index: int
@@ -95,6 +100,8 @@ def _read_pcap(f, head):
         if len(h) < 16:
             return
         sec, frac, incl, orig = rec.unpack(h)
+        if incl > MAX_RECORD:
+            raise CtrackError(f"corrupt pcap record {index}: captured length {incl} bytes")
         data = f.read(incl)
         if len(data) < incl:
             return   # a capture cut mid-record (tcpdump killed): stop at the last whole packet
@@ -105,9 +112,17 @@ def _read_pcap(f, head):
         index += 1
 
 
+def _tsresol(r):
+    """if_tsresol -> (numerator, denominator) of nanoseconds per tick, kept as integers: a float
+    cannot hold a nanosecond timestamp (2^53 ns is only 104 days)."""
+    if r & 0x80:
+        return 1_000_000_000, 1 << (r & 0x7F)
+    return (10 ** (9 - r), 1) if r <= 9 else (1, 10 ** (r - 9))
+
+
 def _read_pcapng(f, head):
     endian = "<"
-    interfaces = []   # (linktype, ns per tick)
+    interfaces = []   # (linktype, (ns per tick as numerator, denominator), offset ns)
     index = 0
     last_ts = 0
     pending = head
@@ -125,27 +140,29 @@ def _read_pcapng(f, head):
             interfaces = []
             continue
         blen = struct.unpack(endian + "I", hdr[4:8])[0]
-        if blen < 12:
-            raise CtrackError("corrupt pcapng block length")
+        if blen < 12 or blen > MAX_RECORD:
+            raise CtrackError(f"corrupt pcapng block length {blen}")
         body = f.read(blen - 8)
         if len(body) < blen - 8:
             return
         body = body[:-4]
         if btype == 1:   # Interface Description Block
             linktype = struct.unpack_from(endian + "H", body, 0)[0]
-            tick_ns = 1000.0   # default resolution: microseconds
+            tick = (1000, 1)   # default resolution: microseconds
+            offset_ns = 0
             off = 8
             while off + 4 <= len(body):
                 code, olen = struct.unpack_from(endian + "HH", body, off)
                 if code == 0:
                     break
-                if code == 9 and olen >= 1:   # if_tsresol
-                    r = body[off + 4]
-                    tick_ns = 1e9 / (2 ** (r & 0x7F)) if r & 0x80 else 1e9 / (10 ** r)
+                if code == 9 and olen >= 1 and off + 5 <= len(body):   # if_tsresol
+                    tick = _tsresol(body[off + 4])
+                elif code == 14 and olen == 8 and off + 12 <= len(body):   # if_tsoffset, seconds
+                    offset_ns = struct.unpack_from(endian + "q", body, off + 4)[0] * 1_000_000_000
                 off += 4 + ((olen + 3) & ~3)
             if linktype not in SUPPORTED:
                 to_ethernet(linktype, b"", 0)
-            interfaces.append((linktype, tick_ns))
+            interfaces.append((linktype, tick, offset_ns))
         elif btype in (6, 2):   # Enhanced Packet Block, (obsolete) Packet Block
             if btype == 6:
                 ifid, tsh, tsl, caplen, orig = struct.unpack_from(endian + "IIIII", body, 0)
@@ -153,9 +170,8 @@ def _read_pcapng(f, head):
                 ifid, _drops, tsh, tsl, caplen, orig = struct.unpack_from(endian + "HHIIII", body, 0)
             if ifid >= len(interfaces):
                 raise CtrackError(f"pcapng packet for undeclared interface {ifid}")
-            linktype, tick_ns = interfaces[ifid]
-            ticks = (tsh << 32) | tsl
-            ts = int(ticks * tick_ns) if tick_ns != 1000.0 else ticks * 1000
+            linktype, (num, den), offset_ns = interfaces[ifid]
+            ts = ((tsh << 32) | tsl) * num // den + offset_ns
             last_ts = ts
             data = body[20:20 + caplen]
             conv = to_ethernet(linktype, data, max(orig, caplen))
