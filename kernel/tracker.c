@@ -218,6 +218,7 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 	__builtin_memset(&dst, 0, sizeof(dst));
 	__u32 l4off, l4len;
 	__u8 l4proto;
+	__u8 first_fragment = 0;   /* more fragments follow: L4 lengths cover more than we have */
 
 	if (proto == htons(ETH_P_IP)) {
 		struct iphdr *iph = data + off;
@@ -253,6 +254,7 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 			stat_inc(CT_STAT_FRAGMENTS);
 			return CT_CLASS_UNTRACKED;
 		}
+		first_fragment = (ntohs(iph->frag_off) & 0x2000) != 0;
 		src.v4 = iph->saddr;
 		dst.v4 = iph->daddr;
 		l4proto = iph->protocol;
@@ -305,6 +307,7 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 					stat_inc(CT_STAT_FRAGMENTS);
 					return CT_CLASS_UNTRACKED;
 				}
+				first_fragment = h[3] & 1;
 				hlen = 8;
 			} else if (nh == IPPROTO_AH) {
 				hlen = ((__u32)h[1] + 2) * 4;
@@ -381,7 +384,7 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 			return CT_CLASS_INVALID;
 		}
 		__u32 ulen = ntohs(uh->len);
-		if (ulen < sizeof(*uh) || ulen > l4len) {
+		if (ulen < sizeof(*uh) || (ulen > l4len && !first_fragment)) {
 			*reason = CT_REASON_UDP_BAD_LENGTH;
 			return CT_CLASS_INVALID;
 		}

@@ -511,9 +511,6 @@ def test_ipv4_first_fragment_is_tracked_by_its_header(rp):
     assert (r.klass, r.reason) == ("ESTABLISHED", None)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a first fragment of a fragmented UDP datagram is "
-                   "INVALID udp_bad_length (the UDP length covers the whole datagram, not the "
-                   "fragment); the tracker means to track first fragments by their header")
 @pytest.mark.parametrize("family", [4, 6])
 def test_udp_first_fragment_is_tracked(rp, family):
     b = bystanders(rp)
