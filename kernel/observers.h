@@ -60,6 +60,14 @@ enum obs_tcp_state {
 #ifndef OBS_RADDR_OK
 #define OBS_RADDR_OK(f, a) 1
 #endif
+#ifdef OBS_FAMILY
+#define OBS_FAMILY_OK(f) ((f) == OBS_FAMILY)
+#else
+#define OBS_FAMILY_OK(f) 1
+#endif
+/* The first test of both programs: family and ports, all compiled away when not asked for. */
+#define OBS_WANTED(family, lport, rport) \
+	(OBS_FAMILY_OK(family) && OBS_LPORT_OK(lport) && OBS_RPORT_OK(rport))
 
 /* Copying addresses out of a tracepoint record: through bpf_probe_read_kernel, not plain loads.
  * With plain loads clang may merge the IPv4 and IPv6 branches into one load at a computed

@@ -102,12 +102,8 @@ static __always_inline void to_mapped(u8 *dst, const u8 *addr, u16 family)
 TRACEPOINT_PROBE(tcp, tcp_probe)
 {
 	u16 family = args->family;
-#ifdef OBS_FAMILY
-	if (family != OBS_FAMILY)
-		return 0;
-#endif
 	u16 lport = args->sport, rport = args->dport;
-	if (!OBS_LPORT_OK(lport) || !OBS_RPORT_OK(rport))
+	if (!OBS_WANTED(family, lport, rport))
 		return 0;
 
 	u8 laddr[16] __attribute__((aligned(8))) = {};

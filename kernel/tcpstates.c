@@ -67,12 +67,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 	if (args->protocol != OBS_IPPROTO_TCP)
 		return 0;
 	u16 family = args->family;
-#ifdef OBS_FAMILY
-	if (family != OBS_FAMILY)
-		return 0;
-#endif
 	u16 lport = args->sport, rport = args->dport;
-	if (!OBS_LPORT_OK(lport) || !OBS_RPORT_OK(rport))
+	if (!OBS_WANTED(family, lport, rport))
 		return 0;
 
 	struct state_event ev = {};
