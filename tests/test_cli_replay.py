@@ -1,0 +1,285 @@
+"""`ctrack replay` as a user meets it: the installed command (the one on PATH) in a subprocess.
+
+Help and examples, the text and JSON outputs (the JSON shape is a contract other tools read),
+the --policy/--pickup/--timeout/--table-size options, and every way to hold it wrong: bad flags
+(usage, exit 2), bad values and bad files (one line, exit 1), no root (one line, non-zero),
+a reader that goes away (no traceback). Captures are written with scapy's wrpcap.
+"""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+from scapy.layers.l2 import ARP, Ether
+from scapy.utils import wrpcap
+
+from wire import Clock, TcpConv, udp_frame
+
+CTRACK = shutil.which("ctrack")
+SETPRIV = shutil.which("setpriv")
+pytestmark = pytest.mark.skipif(not CTRACK, reason="ctrack is not installed on PATH")
+
+
+class Recorder:
+    """A Replayer stand-in for TcpConv that records (timestamp ns, frame)."""
+
+    def __init__(self):
+        self.frames = []
+
+    def run(self, frame, ts_ns, *a, **kw):
+        self.frames.append((ts_ns, bytes(frame)))
+
+
+def write_capture(path, frames):
+    pkts = []
+    for ts, f in frames:
+        p = Ether(f)
+        p.time = ts / 1e9
+        pkts.append(p)
+    wrpcap(str(path), pkts)
+    return path
+
+
+def ctrack(*args, timeout=120):
+    return subprocess.run([CTRACK, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def ok(*args):
+    r = ctrack(*args)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    return r.stdout
+
+
+def one_line_error(r, *words, code=1):
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("ctrack: "), lines[0]
+    for w in words:
+        assert w in lines[0], lines[0]
+    assert r.stdout == ""
+    return lines[0]
+
+
+def usage_error(r, *words):
+    """The usage line(s), then one line naming the problem, exit 2."""
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("usage: ctrack"), r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("ctrack"), last
+    for w in words:
+        assert w in last, last
+
+
+@pytest.fixture(scope="module")
+def session_pcap(tmp_path_factory):
+    """A handshake, data, an ARP frame, a UDP exchange, then a bare ACK of no flow."""
+    rec, clock = Recorder(), Clock()
+    t = TcpConv(rec, clock=clock)
+    t.handshake()
+    t.c("PA", b"hello")
+    t.s("A")
+    rec.run(bytes(Ether() / ARP(psrc="10.1.0.1", pdst="10.2.0.2")), clock.advance(0.001))
+    rec.run(udp_frame("fd00::1", 5353, "fd00::2", 53, b"q"), clock.advance(0.001))
+    rec.run(udp_frame("fd00::2", 53, "fd00::1", 5353, b"a"), clock.advance(0.001))
+    stray = TcpConv(rec, client=("10.7.0.1", 1111), server=("10.2.0.2", 80), clock=clock)
+    stray.c("A", seq=4242, ack=99)
+    return write_capture(tmp_path_factory.mktemp("cli") / "session.pcap", rec.frames)
+
+
+# ---- help ------------------------------------------------------------------------------------------
+def test_top_level_help_shows_examples():
+    out = ok("-h")
+    assert out.startswith("usage: ctrack")
+    assert "replay" in out and "examples:" in out and "ctrack replay " in out
+
+
+def test_replay_help_shows_options_and_examples():
+    out = ok("replay", "-h")
+    for word in ("--policy", "--pickup", "--timeout", "--table-size", "--json", "examples:",
+                 "ctrack replay --json", "UDP_NEW"):
+        assert word in out, word
+
+
+def test_no_command_prints_help_and_fails():
+    r = ctrack()
+    assert r.returncode == 2 and "usage: ctrack" in r.stdout and "Traceback" not in r.stderr
+
+
+# ---- outputs ---------------------------------------------------------------------------------------
+def test_text_output(session_pcap):
+    lines = ok("replay", session_pcap).splitlines()
+    assert lines[0].split()[:2] == ["0", "0.000000"]
+    assert "10.1.0.1:40000 > 10.2.0.2:80 tcp [S] seq=1000 ack=0" in lines[0]
+    assert lines[0].endswith("pass NEW  SYN_SENT (SYN_SENT/SYN_RECV)")
+    assert lines[1].endswith("pass ESTABLISHED  SYN_RECV (ESTABLISHED/SYN_RECV)")
+    assert lines[2].endswith("ESTABLISHED (ESTABLISHED/ESTABLISHED)")
+    assert "pass UNTRACKED" in lines[5]                       # ARP
+    assert "[fd00::1]:5353 > [fd00::2]:53 udp" in lines[6] and lines[6].endswith("pass NEW  NEW")
+    assert lines[7].endswith("pass ESTABLISHED  ESTABLISHED")
+    assert "pass INVALID tcp_no_flow" in lines[8]
+    assert lines[9] == ""
+    assert lines[10] == "flows (2):"
+    assert lines[11].split()[:4] == ["tcp", "ESTABLISHED", "10.1.0.1:40000", "->"]
+    assert "pkts=3/2" in lines[11]
+    assert lines[12].split()[:2] == ["udp", "ESTABLISHED"]
+    assert len(lines) == 13
+
+
+def test_json_contract(session_pcap):
+    doc = json.loads(ok("replay", "--json", session_pcap))
+    assert set(doc) == {"packets", "flows"}
+    pk = doc["packets"]
+    assert [p["index"] for p in pk] == list(range(9))
+    for p in pk:
+        assert set(p) == {"index", "verdict", "reason", "flow"}
+        assert p["verdict"] == "pass"
+        if p["flow"] is not None:
+            assert set(p["flow"]) == {"state", "orig_state", "reply_state"}
+    assert pk[0]["flow"] == {"state": "SYN_SENT", "orig_state": "SYN_SENT",
+                             "reply_state": "SYN_RECV"}
+    assert pk[0]["reason"] is None
+    assert pk[5] == {"index": 5, "verdict": "pass", "reason": None, "flow": None}   # ARP
+    assert pk[6]["flow"] == {"state": "NEW", "orig_state": None, "reply_state": None}
+    # observe: the reason is reported, the packet passes, it has no flow
+    assert pk[8] == {"index": 8, "verdict": "pass", "reason": "tcp_no_flow", "flow": None}
+    tcp, udp = doc["flows"]
+    assert set(tcp) == {"proto", "family", "orig", "state", "orig_state", "reply_state",
+                        "packets", "bytes"}
+    assert tcp == {"proto": "tcp", "family": 4,
+                   "orig": {"src": "10.1.0.1", "sport": 40000, "dst": "10.2.0.2", "dport": 80},
+                   "state": "ESTABLISHED", "orig_state": "ESTABLISHED",
+                   "reply_state": "ESTABLISHED", "packets": [3, 2], "bytes": [145, 100]}
+    assert udp == {"proto": "udp", "family": 6,
+                   "orig": {"src": "fd00::1", "sport": 5353, "dst": "fd00::2", "dport": 53},
+                   "state": "ESTABLISHED", "orig_state": None, "reply_state": None,
+                   "packets": [1, 1], "bytes": [49, 49]}
+
+
+def test_enforce_drops_invalid_only(session_pcap):
+    doc = json.loads(ok("replay", "--json", "--policy", "enforce", session_pcap))
+    verdicts = [p["verdict"] for p in doc["packets"]]
+    assert verdicts == ["pass"] * 8 + ["drop"]
+    assert "drop INVALID tcp_no_flow" in ok("replay", "--policy", "enforce", session_pcap)
+
+
+def test_pickup_opens_a_flow_from_a_mid_stream_ack(session_pcap):
+    doc = json.loads(ok("replay", "--json", "--pickup", "--policy", "enforce", session_pcap))
+    last = doc["packets"][8]
+    assert (last["verdict"], last["reason"]) == ("pass", None)
+    assert last["flow"] == {"state": "ESTABLISHED", "orig_state": "ESTABLISHED",
+                            "reply_state": "ESTABLISHED"}
+    assert {f["orig"]["src"] for f in doc["flows"]} == {"10.1.0.1", "fd00::1", "10.7.0.1"}
+
+
+def test_table_size(tmp_path):
+    """--table-size 1: one assured flow fills the table; the next flow's SYN finds no room."""
+    rec, clock = Recorder(), Clock()
+    a = TcpConv(rec, clock=clock)
+    a.handshake()
+    b = TcpConv(rec, client=("10.3.0.1", 3333), server=("10.2.0.2", 80), clock=clock)
+    b.c("S")
+    cap = write_capture(tmp_path / "two.pcap", rec.frames)
+    doc = json.loads(ok("replay", "--json", "--table-size", "1", cap))
+    assert doc["packets"][3]["reason"] == "table_full"
+    assert len(doc["flows"]) == 1
+    doc = json.loads(ok("replay", "--json", cap))
+    assert doc["packets"][3]["reason"] is None and len(doc["flows"]) == 2
+    one_line_error(ctrack("replay", "--table-size", "0", cap), "table size")
+
+
+def test_lowercase_timeout_name_is_accepted(session_pcap):
+    doc = json.loads(ok("replay", "--json", "--timeout", "udp_new=5", "--timeout",
+                        "established=100", session_pcap))
+    assert len(doc["packets"]) == 9
+
+
+def test_empty_capture(tmp_path):
+    p = write_capture(tmp_path / "empty.pcap", [])
+    assert json.loads(ok("replay", "--json", p)) == {"packets": [], "flows": []}
+    assert "flows (0):" in ok("replay", p)
+
+
+def test_reader_going_away_is_quiet(tmp_path):
+    """`ctrack replay big.pcap | head -1`: the pipe closes under the writer; no traceback."""
+    rec, clock = Recorder(), Clock()
+    frame = udp_frame("10.1.0.1", 5353, "10.2.0.2", 53, b"q")
+    for _ in range(3000):
+        rec.run(frame, clock.advance(0.001))
+    cap = write_capture(tmp_path / "many.pcap", rec.frames)
+    p = subprocess.Popen([CTRACK, "replay", str(cap)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    first = p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read()
+    rc = p.wait(60)
+    assert "udp" in first
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert rc == 0
+
+
+# ---- wrong usage ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, words", [
+    (["replay", "--bogus"], ["--bogus"]),
+    (["replay", "--policy", "nope"], ["--policy", "nope"]),
+    (["replay"], ["FILE"]),
+    (["replay", "--table-size", "many"], ["--table-size"]),
+    (["nosuchcommand"], ["nosuchcommand"]),
+], ids=["unknown-flag", "bad-policy", "no-file", "table-size-not-int", "unknown-command"])
+def test_bad_usage_prints_usage_and_exits_2(session_pcap, args, words):
+    if args[-1] == "--bogus":
+        args = args + [session_pcap]
+    usage_error(ctrack(*args), *words)
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("BOGUS=1", ["BOGUS", "unknown"]),
+    ("ESTABLISHED=abc", ["ESTABLISHED=abc"]),
+    ("ESTABLISHED", ["STATE=SECONDS"]),
+    ("ESTABLISHED=-5", ["ESTABLISHED=-5"]),
+    ("=5", ["=5"]),
+], ids=["unknown-state", "not-a-number", "no-value", "negative", "no-name"])
+def test_bad_timeout_is_one_line(session_pcap, spec, words):
+    one_line_error(ctrack("replay", "--timeout", spec, session_pcap), "--timeout", *words)
+
+
+def test_bad_files_are_one_line(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("this is not a capture\n")
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(b"")
+    short = tmp_path / "short.pcap"
+    short.write_bytes(bytes.fromhex("d4c3b2a1020004000000"))
+    one_line_error(ctrack("replay", text), "not a pcap or pcapng")
+    one_line_error(ctrack("replay", empty), "not a pcap or pcapng")
+    one_line_error(ctrack("replay", short), "truncated")
+    one_line_error(ctrack("replay", tmp_path / "missing.pcap"), "no such file")
+    one_line_error(ctrack("replay", tmp_path), "directory")
+
+
+@pytest.mark.skipif(not SETPRIV, reason="setpriv (util-linux) not installed")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+def test_without_root_says_so_in_one_line(session_pcap):
+    # a copy anyone may read, in a directory anyone may enter: all that is missing is root
+    d = tempfile.mkdtemp(prefix="ctrack-noroot-")
+    try:
+        os.chmod(d, 0o755)
+        cap = os.path.join(d, "s.pcap")
+        shutil.copy(session_pcap, cap)
+        os.chmod(cap, 0o644)
+        r = subprocess.run([SETPRIV, "--reuid=65534", "--regid=65534", "--clear-groups",
+                            CTRACK, "replay", cap], capture_output=True, text=True, timeout=60,
+                           cwd="/")
+        assert r.returncode != 0
+        assert "Traceback" not in r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "root" in lines[0], r.stderr
+        assert r.stdout == ""
+    finally:
+        shutil.rmtree(d)
