@@ -14,7 +14,7 @@ import struct
 from types import SimpleNamespace
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.layers.inet6 import (ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
                                 IPv6ExtHdrHopByHop, IPv6ExtHdrRouting)
 from scapy.layers.l2 import ARP, Dot1Q, Ether
@@ -508,6 +508,32 @@ def test_ipv4_first_fragment_is_tracked_by_its_header(rp):
     pkt = seg4(b, data=b"x" * 64)
     pkt[IP].flags = "MF"
     r = rp.run(bytes(pkt), b.clock.advance(0.001))
+    assert (r.klass, r.reason) == ("ESTABLISHED", None)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a fragmented TCP segment is tracked by its first "
+                   "fragment's length, so the peer's ACK of the whole segment is INVALID "
+                   "tcp_ack_window (dropped when enforcing: the connection stalls)")
+@pytest.mark.parametrize("family", [4, 6])
+def test_ack_of_fragmented_tcp_segment(rp, family):
+    client, server = (C4, S4) if family == 4 else (C6, S6)
+    conv = TcpConv(rp, client=client, server=server)
+    conv.handshake()
+    pkt, _ = conv.build(conv.cli, "PA", b"x" * 2000)
+    if family == 4:
+        frags = [eth(f) for f in fragment(pkt[IP], fragsize=1480)]
+    else:
+        tcp = bytes(pkt[TCP])
+        hdr = IPv6(src=client[0], dst=server[0])
+        frags = [eth(hdr / IPv6ExtHdrFragment(nh=6, offset=0, m=1, id=77) / Raw(tcp[:1448])),
+                 eth(hdr / IPv6ExtHdrFragment(nh=6, offset=1448 // 8, m=0, id=77)
+                     / Raw(tcp[1448:]))]
+    assert len(frags) == 2
+    r = rp.run(frags[0], conv.clock.advance(0.001))
+    assert (r.klass, r.reason) == ("ESTABLISHED", None)
+    assert rp.run(frags[1], conv.clock.advance(0.001)).klass == "UNTRACKED"
+    conv.cli.nxt += 2000
+    r = conv.s("A")   # acknowledges the 2000 bytes the client sent
     assert (r.klass, r.reason) == ("ESTABLISHED", None)
 
 
