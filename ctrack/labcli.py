@@ -41,7 +41,8 @@ examples:
   ctrack-lab status                       # what exists, what is attached (--json for scripts)
   ctrack-lab up --topology routed --name r --conntrack
   ctrack-lab exec --name r nsr -- ip -br addr
-  ctrack-lab down"""
+  ctrack-lab down
+  ctrack-lab run --list                   # validation scenarios (real traffic, checked verdicts)"""
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -131,12 +132,17 @@ def build_parser():
     p.add_argument("state", choices=("on", "off"))
 
     sub.add_parser("list", help="the labs that are up", description="List the labs that have state files.")
+
+    from .labscenario import add_parser as add_run_parser   # `run`: validation scenarios
+    add_run_parser(sub, _Formatter)
     return ap
 
 
 @cli_main
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.cmd == "run":
+        return args.func(args)
     return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "exec": cmd_exec, "set": cmd_set,
             "bridge": cmd_bridge, "list": cmd_list}[args.cmd](args)
 
