@@ -60,8 +60,12 @@ if [ -f "$here/lab/Makefile" ]; then make -s -C "$here/lab"; fi
 
 # The package, for Debian's python3 (BCC lives there), tools on PATH. An egg-link install keeps
 # the checkout as the source, so editing it needs no reinstall.
+missing_tool=""
+for t in "$here"/tools/*; do
+    [ -f "$t" ] && [ -x "$t" ] && ! command -v "$(basename "$t")" >/dev/null && missing_tool=$t
+done
 if ! /usr/bin/python3 -c 'import ctrack, sys; sys.exit(0 if ctrack.__file__.startswith(sys.argv[1]) else 1)' "$here" 2>/dev/null \
-   || ! command -v ctrack >/dev/null; then
+   || [ -n "$missing_tool" ]; then
     say "installing the ctrack package"
     (cd "$here" && /usr/bin/python3 -m pip install --no-deps --no-build-isolation --break-system-packages -e . >/dev/null 2>&1) \
     || (cd "$here" && /usr/bin/python3 setup.py -q develop >/dev/null)
