@@ -190,6 +190,11 @@ def flow_id(ev):
     return (ev["proto"], o["src"], o["sport"], o["dst"], o["dport"])
 
 
+def flow_text(fid):
+    proto, src, sport, dst, dport = fid
+    return f"{proto} {src}:{sport} > {dst}:{dport}"
+
+
 def group_flows(events, proto=None, dport=None):
     """Events by flow, in order of each flow's first event: [(flow id, [events])]. A flow that
     closed and opened again (same 5-tuple) is split at its `new` event."""
@@ -233,10 +238,26 @@ def path(evs, endpoints=False):
 # either direction. Plain AF_PACKET, no scapy (it takes seconds to import): it must be ready
 # before the traffic it watches starts. Bounded by its seconds argument.
 _SNIFF = r"""
-import json, socket, struct, sys, time
-iface, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+import ctypes, json, socket, struct, sys, time
+iface, port, seconds, ctl = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "ctl"
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+if ctl:
+    # Only TCP segments with SYN, FIN or RST (a classic BPF socket filter): a bulk transfer
+    # would otherwise flood this reader and the kernel would drop what matters.
+    code = [(0x28, 0, 0, 12), (0x15, 0, 6, 0x800), (0x30, 0, 0, 23), (0x15, 0, 4, 6),
+            (0xb1, 0, 0, 14), (0x50, 0, 0, 27), (0x45, 0, 1, 7), (0x06, 0, 0, 65535), (0x06, 0, 0, 0)]
+    insns = b"".join(struct.pack("HBBI", *c) for c in code)
+    buf = ctypes.create_string_buffer(insns, len(insns))
+    prog = struct.pack("HxxxxxxP", len(code), ctypes.addressof(buf))
+    s.setsockopt(socket.SOL_SOCKET, 26, prog)   # SO_ATTACH_FILTER
 s.bind((iface, 0))
+s.setblocking(False)
+try:   # drop what arrived before the filter was in place
+    while True:
+        s.recv(65535)
+except BlockingIOError:
+    pass
+s.setblocking(True)
 s.settimeout(0.2)
 print(json.dumps({"ready": True}), flush=True)
 end = time.monotonic() + seconds
@@ -273,8 +294,9 @@ while time.monotonic() < end:
 class Sniffer:
     """Packets seen on a host's interface (both directions), collected by a thread."""
 
-    def __init__(self, lab, host, port=0, seconds=30):
-        self.proc = lab.spawn(host, [PY, "-c", _SNIFF, lab.ifname(host), str(port), str(seconds)],
+    def __init__(self, lab, host, port=0, seconds=30, ctl_only=False):
+        self.proc = lab.spawn(host, [PY, "-c", _SNIFF, lab.ifname(host), str(port), str(seconds),
+                                     "ctl" if ctl_only else "all"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.packets = []
         self._lock = threading.Lock()
@@ -397,8 +419,11 @@ class Scenario:
         self._undo.append(fn)
         return fn
 
-    def sniff(self, host, port=0, seconds=30):
-        sn = Sniffer(self.lab, host, port, seconds)
+    def sniff(self, host, port=0, seconds=30, ctl_only=False):
+        """A capture on HOST's lab interface (TCP/UDP to or from PORT, 0: any); ctl_only keeps
+        only SYN/FIN/RST segments. Records: t, out, src, dst, sport, dport, ipid, proto, and for
+        TCP seq, ack, win, len, flags ("S", "SA", "FA", "RA", ...)."""
+        sn = Sniffer(self.lab, host, port, seconds, ctl_only)
         self.cleanup(sn.stop)
         return sn
 

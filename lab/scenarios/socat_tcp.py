@@ -1,4 +1,4 @@
-"""socat TCP: handshake, data both ways, a half-close and a plain 4-way close (FIN, ACK, FIN, ACK).
+"""socat TCP: handshake, half-close, plain 4-way close (FIN, ACK, FIN, ACK).
 
 The client (ns1) sends a line and closes its side; the server (ns2) reads to end of file, waits
 0.3 s (longer than any delayed ACK, so its kernel acknowledges the client's FIN on its own
