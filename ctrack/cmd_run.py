@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 
-from . import pins, preflight
+from . import pins, preflight, runextras
 from .attach import Attachments, ifindex
 from .errors import CtrackError
 from .events import EventReader, format_event
@@ -19,8 +19,10 @@ EXAMPLES = """examples:
   ctrack run -i eth0 -l 2                    # ... printing every state change
   ctrack run -i eth0 --timeout ESTABLISHED=600 --table-size 262144
   ctrack run -i eth0 --name edge -d 60       # a named tracker, for 60 seconds
+  ctrack run -i eth0 --metrics 9100          # Prometheus metrics on 127.0.0.1:9100
+  ctrack run -i eth0 --gc-interval 5         # collect idle expired flows every 5 s at most
 
-while it runs, from another terminal: ctrack list, ctrack events, ctrack-top.
+while it runs, from another terminal: ctrack list, ctrack events, ctrack-top, ctrack flush.
 log levels: 0 nothing but the summary at exit, 1 flows opened and closed (default),
             2 every state change.
 modes: tc (default) keeps GSO/TSO super-packets whole and measured fastest on veth (19 Gbit/s
@@ -57,6 +59,7 @@ def add_parser(sub):
     p.add_argument("-d", "--duration", type=float, metavar="SECONDS", help="stop after this long")
     p.add_argument("--json", action="store_true", help="events and the summary as JSON lines")
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+    runextras.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -92,6 +95,7 @@ def run(args):
         atts.detach_all()
         raise
     out = sys.stdout
+    extras = None
     try:
         if args.mode == "tc":
             fd = tracker.fn("ct_tc").fd
@@ -122,17 +126,25 @@ def run(args):
               f"{', pickup' if args.pickup else ''}, tracker {meta['name']!r}.{note} "
               f"Hit Ctrl-C to end.", file=sys.stderr, flush=True)
         reader = EventReader(tracker.bpf)
+        # the collector, the event bus (this process is the ring buffer's only reader and
+        # re-publishes each event to ctrack events / ctrack-top) and --metrics
+        extras = runextras.RunExtras(args, meta)
         deadline = time.monotonic() + args.duration if args.duration else None
         try:
             while deadline is None or time.monotonic() < deadline:
                 for ev in reader.poll(200):
                     _print_event(ev, args, out)
+                    extras.publish(ev)
         except KeyboardInterrupt:
             pass
         for ev in reader.poll(0):
             _print_event(ev, args, out)
+            extras.publish(ev)
+        extras.close()
         _summary(tracker, args, out)
     finally:
+        if extras is not None:
+            extras.close()
         errors = atts.detach_all()
         pins.remove(args.name)
         tracker.close()

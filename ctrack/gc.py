@@ -13,13 +13,13 @@ under its own lock, removed, and (if its flow had not ended by FIN/RST) reported
 
 Scheduling (adaptive): after a pass, the next one comes when the earliest remaining entry
 expires (the pass measures it), but at least every `interval` seconds -- or every 4 x interval
-once three passes in a row found nothing to remove while the table is under half full -- and
+once three passes in a row found nothing to remove while the table is under 90% full -- and
 never sooner than interval / 20. A table of idle long-lived flows is thus scanned rarely, a
 table of short-lived ones as their timeouts fall due.
 
 One collector per tracker: `ctrack run` starts one unless --no-gc; `ctrack gc` refuses to run
 beside it (a lock file in /run/ctrack). Its status (pid, interval, last pass) is written to
-/run/ctrack/<name>.gc.json for ctrack-top and the metrics; its totals are the pinned gc_stats.
+/run/ctrack/<name>.collector for ctrack-top and the metrics; its totals are the pinned gc_stats.
 """
 import ctypes
 import errno
@@ -38,7 +38,8 @@ from .tracker import kernel_now_ns
 
 U64_MAX = (1 << 64) - 1
 QUIET_PASSES = 3        # passes with nothing removed before backing off
-BACKOFF = 4             # x interval when quiet and the table under half full
+BACKOFF = 4             # x interval when quiet and the table not nearly full
+BACKOFF_MAX_FILL = 0.9
 MIN_FRACTION = 20       # never more often than interval / MIN_FRACTION
 CLOCK_MARGIN_S = 0.005  # the tracker's coarse clock lags CLOCK_MONOTONIC by up to a jiffy
 
@@ -67,11 +68,12 @@ class ScanResult:
 
 
 def status_path(name):
-    return os.path.join(pins.RUN_DIR, f"{name}.gc.json")
+    # JSON, but not named *.json: pins.running() takes those for trackers
+    return os.path.join(pins.RUN_DIR, f"{name}.collector")
 
 
 def lock_path(name):
-    return os.path.join(pins.RUN_DIR, f"{name}.gc.lock")
+    return os.path.join(pins.RUN_DIR, f"{name}.collector.lock")
 
 
 def read_status(name):
@@ -143,7 +145,7 @@ class Collector:
         return r
 
     def flush(self, raw_keys=None):
-        """Remove the entries with these raw keys (FlowRow.KEY), or every entry (None), under
+        """Remove the entries with these raw keys (RowLayout.key_bytes), or every entry (None), under
         their locks; each flow not ended otherwise is reported `closed: flushed`. Returns the
         ScanResult whose .flows are the removed flows with their final counters."""
         if raw_keys is None:
@@ -173,7 +175,7 @@ class Collector:
         fill = (r.live + r.removed) / max(1, self.sh.table_size)
         self.quiet = self.quiet + 1 if r.removed == 0 else 0
         hi = self.interval
-        if self.quiet >= QUIET_PASSES and fill < 0.5:
+        if self.quiet >= QUIET_PASSES and fill < BACKOFF_MAX_FILL:
             hi = self.interval * BACKOFF
         if r.next_expiry_ns != U64_MAX:
             due = (r.next_expiry_ns - kernel_now_ns()) / 1e9 + CLOCK_MARGIN_S

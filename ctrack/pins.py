@@ -14,6 +14,9 @@ PIN_ROOT = "/sys/fs/bpf/ctrack"
 RUN_DIR = "/run/ctrack"
 PINNED_MAPS = ("flows", "stats", "events", "evict_queue")
 DEFAULT_NAME = "default"
+# Beside <name>.json: the event bus socket (ctrack/eventbus.py) and the collector's status and
+# lock (ctrack/gc.py); removed with the rest.
+RUN_FILES = (".events.sock", ".collector", ".collector.lock")
 
 
 def _valid_name(name):
@@ -31,6 +34,8 @@ def meta_path(name):
 
 
 def _alive(pid):
+    if pid <= 0:
+        return False   # kill(0, ...) would signal our own process group
     try:
         os.kill(pid, 0)
         return True
@@ -38,6 +43,10 @@ def _alive(pid):
         return False
     except PermissionError:
         return True
+
+
+def _is_tracker_meta(meta):
+    return isinstance(meta, dict) and "pin_dir" in meta and "pid" in meta
 
 
 def read_meta(name):
@@ -65,6 +74,11 @@ def remove(name):
         os.unlink(meta_path(name))
     except FileNotFoundError:
         pass
+    for suffix in RUN_FILES:
+        try:
+            os.unlink(os.path.join(RUN_DIR, _valid_name(name) + suffix))
+        except FileNotFoundError:
+            pass
 
 
 def is_stale(name):
@@ -111,7 +125,9 @@ def running(name=None):
     """Descriptions of live trackers (all, or the one named). Stale ones are cleaned up."""
     names = []
     if os.path.isdir(RUN_DIR):
-        names += [f[:-5] for f in os.listdir(RUN_DIR) if f.endswith(".json")]
+        # other *.json live here too (the lab's lab-NAME.json): only trackers' descriptions
+        names += [f[:-5] for f in os.listdir(RUN_DIR)
+                  if f.endswith(".json") and _is_tracker_meta(read_meta(f[:-5]))]
     if os.path.isdir(PIN_ROOT):
         names += os.listdir(PIN_ROOT)
     out = []

@@ -2,7 +2,7 @@
 
     from ctrack.shared import Shared
     with Shared.open("edge") as sh:            # or Shared.open() for the only tracker
-        rows = sh.rows()                       # every entry, decoded fast (FlowRow tuples)
+        rows = sh.rows()                       # every entry as a tuple (RowLayout)
         for key, entry in sh.entries(): ...    # BCC ctypes views, for ctrack.flows.flow_object
         print(sh.stats())                      # the tracker's counters by name
         print(sh.gc_totals())                  # the collector's counters
@@ -17,8 +17,10 @@ Whole-table reads use batch lookups into reused buffers (ctrack.mapops.Batch) an
 the fields tools need with one struct.Struct whose offsets come from the ctypes types.
 """
 import ctypes
+import gc
 import os
 import struct
+import threading
 
 from . import pins
 from .defs import defs
@@ -29,19 +31,6 @@ SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shared.c")
 ITER_FN = "bpf_iter__bpf_map_elem"
 
 
-class FlowRow(tuple):
-    """One entry, decoded: a plain tuple (cheap for 100,000 rows) with named indexes.
-
-    KEY: the raw key bytes (identity of the entry), then proto, family, addr0, addr1 (16 raw
-    bytes each), port0, port1 (host order), state, orig_side, flags, close_reason, first_seen,
-    last_seen, expires, orig_state, reply_state, packets0, packets1, bytes0, bytes1 (per
-    direction: 0 orig, 1 reply)."""
-    __slots__ = ()
-    KEY, PROTO, FAMILY, ADDR0, ADDR1, PORT0, PORT1 = range(7)
-    STATE, ORIG_SIDE, FLAGS, CLOSE_REASON, FIRST, LAST, EXPIRES = range(7, 14)
-    ORIG_STATE, REPLY_STATE, PKTS0, PKTS1, BYTES0, BYTES1 = range(14, 20)
-
-
 def _field(ctype, name):
     """(offset, ctypes type) of a field."""
     for fname, ftype in ctype._fields_:
@@ -50,76 +39,79 @@ def _field(ctype, name):
     raise CtrackError(f"{ctype.__name__} has no field {name!r}: kernel/ctrack.h changed")
 
 
-_CODES = {ctypes.c_uint8: "B", ctypes.c_ubyte: "B", ctypes.c_uint16: "H", ctypes.c_ushort: "H",
-          ctypes.c_uint32: "I", ctypes.c_uint: "I", ctypes.c_uint64: "Q", ctypes.c_ulong: "Q",
-          ctypes.c_ulonglong: "Q"}
-
-
-def _code(ftype, size):
-    if ftype in _CODES:
-        return _CODES[ftype]
+def _code(size):
     return {1: "B", 2: "H", 4: "I", 8: "Q"}[size]
 
 
 def _struct_of(parts, total, order):
-    """(struct.Struct, perm): reads the (offset, code) parts of a record of `total` bytes in
-    offset order, pad bytes skipping the rest; perm[i] is where part i lands in the tuple."""
-    fmt, pos = order, 0
-    ranked = sorted(range(len(parts)), key=lambda i: parts[i][0])
-    for i in ranked:
-        off, code = parts[i]
+    """(struct.Struct, names in unpack order) reading the named (name, offset, code) parts of a
+    record of `total` bytes in offset order; pad bytes skip the rest."""
+    fmt, pos, names = order, 0, []
+    for name, off, code in sorted(parts, key=lambda p: p[1]):
         if off > pos:
             fmt += f"{off - pos}x"
         fmt += code
+        names.append(name)
         pos = off + struct.calcsize("=" + code)
     if total > pos:
         fmt += f"{total - pos}x"
-    return struct.Struct(fmt), [ranked.index(i) for i in range(len(parts))]
+    return struct.Struct(fmt), names
 
 
 class RowLayout:
-    """Decoders of raw key and entry bytes into FlowRow fields, from BCC's ctypes types."""
+    """Decodes raw keys and entries into rows: plain tuples (cheap by the 100,000), the key's
+    fields then the entry's, each part in the kernel's field order. The index of every field
+    is an attribute computed from BCC's ctypes types, never a retyped offset:
+
+        PROTO FAMILY ADDR0 ADDR1 (16 raw bytes) PORT0 PORT1 (host order)  -- key sides 0/1
+        STATE ORIG_SIDE FLAGS CLOSE_REASON FIRST LAST EXPIRES
+        STATE0 STATE1 PKTS0 PKTS1 BYTES0 BYTES1  -- per direction: 0 orig, 1 reply
+
+    row[:NKEY] is the key's identity (hashable); key_bytes(row) its raw bytes."""
 
     def __init__(self, Key, Entry):
         ks, es = ctypes.sizeof(Key), ctypes.sizeof(Entry)
         addr_off, addr_t = _field(Key, "addr")
         port_off, port_t = _field(Key, "port")
         asize, psize = ctypes.sizeof(addr_t) // 2, ctypes.sizeof(port_t) // 2
-        # ports are in network order, so the key is decoded big-endian (addresses are bytes)
-        kparts = [(addr_off, f"{asize}s"), (addr_off + asize, f"{asize}s"),
-                  (port_off, _code(None, psize)), (port_off + psize, _code(None, psize)),
-                  (_field(Key, "proto")[0], "B"), (_field(Key, "family")[0], "B")]
-        self.key, self._kperm = _struct_of(kparts, ks, ">")
+        # ports are in network order, so the key is read big-endian (addresses are bytes);
+        # the key's pad bytes are zero in every key the tracker makes, so pack() rebuilds it
+        kparts = [("ADDR0", addr_off, f"{asize}s"), ("ADDR1", addr_off + asize, f"{asize}s"),
+                  ("PORT0", port_off, _code(psize)), ("PORT1", port_off + psize, _code(psize)),
+                  ("PROTO", _field(Key, "proto")[0], "B"), ("FAMILY", _field(Key, "family")[0], "B")]
+        self.key, knames = _struct_of(kparts, ks, ">")
         eparts = []
-        for n in ("state", "orig_side", "flags", "close_reason", "first_seen", "last_seen",
-                  "expires"):
+        for attr, n in (("STATE", "state"), ("ORIG_SIDE", "orig_side"), ("FLAGS", "flags"),
+                        ("CLOSE_REASON", "close_reason"), ("FIRST", "first_seen"),
+                        ("LAST", "last_seen"), ("EXPIRES", "expires")):
             off, ft = _field(Entry, n)
-            eparts.append((off, _code(ft, ctypes.sizeof(ft))))
+            eparts.append((attr, off, _code(ctypes.sizeof(ft))))
         dir_off, dir_t = _field(Entry, "dir")
-        Dir = dir_t._type_
-        dsize = ctypes.sizeof(Dir)
-        for sub in ("state", "packets", "bytes"):
-            off, ft = _field(Dir, sub)
+        dsize = ctypes.sizeof(dir_t._type_)
+        for attr, sub in (("STATE", "state"), ("PKTS", "packets"), ("BYTES", "bytes")):
+            off, ft = _field(dir_t._type_, sub)
             for i in (0, 1):
-                eparts.append((dir_off + i * dsize + off, _code(ft, ctypes.sizeof(ft))))
-        self.entry, self._eperm = _struct_of(eparts, es, "=")
+                eparts.append((f"{attr}{i}", dir_off + i * dsize + off, _code(ctypes.sizeof(ft))))
+        self.entry, enames = _struct_of(eparts, es, "=")
+        self.NKEY = len(knames)
+        for i, n in enumerate(knames + enames):
+            setattr(self, n, i)
         self.key_size, self.entry_size = ks, es
 
-    def rows(self, count, keys, values):
-        """FlowRows of `count` entries in raw buffers."""
-        ks, es = self.key_size, self.entry_size
-        kb = bytes(memoryview(keys)[:count * ks])
-        vb = memoryview(values)[:count * es]
-        k0, k1, k2, k3, k4, k5 = self._kperm
-        p = self._eperm
-        out = []
-        append = out.append
-        for i, kv, ev in zip(range(0, count * ks, ks), self.key.iter_unpack(kb),
-                             self.entry.iter_unpack(vb)):
-            append(FlowRow((kb[i:i + ks], kv[k4], kv[k5], kv[k0], kv[k1], kv[k2], kv[k3],
-                            ev[p[0]], ev[p[1]], ev[p[2]], ev[p[3]], ev[p[4]], ev[p[5]], ev[p[6]],
-                            ev[p[7]], ev[p[8]], ev[p[9]], ev[p[10]], ev[p[11]], ev[p[12]])))
-        return out
+    def rows(self, count, keys, values, raw=False):
+        """Rows of `count` entries in raw buffers; raw=True appends each entry's raw bytes
+        (for its ctypes view, see Shared.entry_of)."""
+        kb = memoryview(keys)[:count * self.key_size]
+        vb = memoryview(values)[:count * self.entry_size]
+        if raw:
+            es = self.entry_size
+            vbytes = bytes(vb)
+            return [k + e + (vbytes[i:i + es],) for i, k, e in
+                    zip(range(0, count * es, es), self.key.iter_unpack(kb), self.entry.iter_unpack(vb))]
+        return [k + e for k, e in zip(self.key.iter_unpack(kb), self.entry.iter_unpack(vb))]
+
+    def key_bytes(self, row):
+        return self.key.pack(*row[:self.NKEY])
 
 
 class Shared:
@@ -167,7 +159,7 @@ class Shared:
                 f"{info.key_size}/{info.value_size} bytes, this ctrack's "
                 f"{ctypes.sizeof(self.Key)}/{ctypes.sizeof(self.Entry)}): use the ctrack that started it")
         self.layout = RowLayout(self.Key, self.Entry)
-        self._batch = None
+        self._local = threading.local()
         self._iter = None
 
     @classmethod
@@ -178,15 +170,28 @@ class Shared:
     # ---- reading ----
 
     def batch(self):
-        if self._batch is None:
-            self._batch = Batch(self.flows.map_fd, self.layout.key_size, self.layout.entry_size)
-        return self._batch
+        """Batch-lookup buffers of the calling thread (the metrics server reads from its own)."""
+        b = getattr(self._local, "batch", None)
+        if b is None:
+            b = self._local.batch = Batch(self.flows.map_fd, self.layout.key_size,
+                                          self.layout.entry_size)
+        return b
 
-    def rows(self):
-        """Every entry of the table (expired ones included: see FlowRow.EXPIRES) as FlowRows."""
+    def rows(self, raw=False):
+        """Every entry of the table as rows (see RowLayout), expired ones included: an entry
+        whose row[layout.EXPIRES] <= the tracker's clock counts as absent. raw=True: each row
+        ends with the entry's raw bytes (entry_of)."""
         out = []
-        for count, keys, values in self.batch().lookup_all():
-            out.extend(self.layout.rows(count, keys, values))
+        # 100,000 new tuples would set off Python's cyclic collector several times over (they
+        # hold no cycles): hold it off for the read, which halves the time
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            for count, keys, values in self.batch().lookup_all():
+                out.extend(self.layout.rows(count, keys, values, raw))
+        finally:
+            if was:
+                gc.enable()
         return out
 
     def entries(self):
@@ -199,9 +204,13 @@ class Shared:
                 out.append((K.from_buffer_copy(keys, i * ks), E.from_buffer_copy(values, i * es)))
         return out
 
-    def key_of(self, raw):
-        """The ctypes key of a FlowRow's raw key bytes."""
-        return self.Key.from_buffer_copy(raw)
+    def key_of(self, row):
+        """The ctypes key (struct ct_key) of a row."""
+        return self.Key.from_buffer_copy(self.layout.key_bytes(row))
+
+    def entry_of(self, row):
+        """The ctypes entry (struct ct_entry) of a row read with raw=True."""
+        return self.Entry.from_buffer_copy(row[-1])
 
     def stats(self):
         """The tracker's global counters by name (ctrack.stats.decode_stats)."""

@@ -1,0 +1,89 @@
+"""`ctrack gc`: the collector on its own, for a tracker started with `ctrack run --no-gc`, or one
+pass on demand (--once) beside any tracker. See ctrack/gc.py for what a pass does."""
+import argparse
+import json
+import os
+import sys
+import threading
+
+from . import pins
+from .events import format_event
+from .flowfilter import positive_float
+from .gc import BACKOFF, MIN_FRACTION, QUIET_PASSES
+
+EXAMPLES = f"""examples:
+  ctrack gc --once                 # one pass now: remove what has expired, say how much
+  ctrack gc --once -v              # ... and print each flow removed
+  ctrack gc --name edge            # collect for tracker `edge` (started with --no-gc)
+  ctrack gc --interval 10 --json   # every 10 s at most, one JSON line per pass
+
+A pass visits every entry in the kernel (a BPF iterator over the pinned table), checks each
+expired one again under its lock just before removing it, and reports a flow that had not ended
+otherwise as `closed: timeout` (event stream, and the tracker's closed_timeout counter).
+Schedule: the next pass comes when the earliest remaining flow expires, at least every
+--interval, every {BACKOFF} x --interval once {QUIET_PASSES} passes found nothing while the table
+is under 90% full, never more often than --interval / {MIN_FRACTION}.
+`ctrack run` runs a collector itself unless --no-gc: only one runs per tracker (--once
+passes may run beside it).
+"""
+
+
+def add_parser(sub):
+    p = sub.add_parser("gc", help="remove expired flows from a running tracker's table",
+                       description="Remove expired flows from a running tracker's table.",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", help="tracker name (default: the only running tracker)")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument("--interval", type=positive_float, default=1.0, metavar="SECONDS",
+                   help="longest time between passes (default 1)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print each flow removed")
+    p.add_argument("--json", action="store_true", help="one JSON object per pass")
+    p.set_defaults(func=run)
+
+
+def _report(r, args, out):
+    if args.json:
+        d = r.json()
+        if args.verbose:
+            d["flows"] = r.flows
+        out.write(json.dumps(d) + "\n")
+    else:
+        if args.verbose:
+            for ev in r.flows:
+                out.write(format_event(ev) + "\n")
+        if args.once or r.removed:
+            out.write(f"scanned {r.scanned} entries in {r.duration_s * 1000:.1f} ms: removed "
+                      f"{r.removed} expired ({r.reported} reported closed: timeout), "
+                      f"{r.live} live\n")
+    out.flush()
+
+
+def run(args):
+    from .gc import Collector
+    from .shared import Shared
+    meta = pins.find(args.name)
+    out = sys.stdout
+    with Shared(meta) as sh:
+        gc = Collector(sh, args.interval)
+        if args.once:
+            _report(gc.scan(collect=args.verbose), args, out)
+            return 0
+        stop = threading.Event()
+        pid = int(meta["pid"])
+
+        def on_scan(r):
+            _report(r, args, out)
+            # stop with the tracker: its maps are gone, and a new one may take the name
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                print(f"ctrack: tracker {meta['name']!r} stopped", file=sys.stderr)
+                stop.set()
+
+        print(f"Collecting for tracker {meta['name']!r} every {args.interval:g} s at most. "
+              f"Hit Ctrl-C to end.", file=sys.stderr, flush=True)
+        try:
+            gc.run(stop, on_scan=on_scan, owner="ctrack gc")
+        except KeyboardInterrupt:
+            pass
+    return 0

@@ -1,0 +1,99 @@
+"""What `ctrack run` starts beside the tracker once its maps are pinned: the collector (unless
+--no-gc), the event bus that re-publishes the ring buffer's events to other readers, and the
+Prometheus endpoint (--metrics). Kept here so that cmd_run.py only wires it in.
+
+The collector and the metrics open the pinned maps through ctrack.shared like every other tool
+(one way to read); the collector runs in a thread of its own, sleeping between passes.
+"""
+import sys
+import threading
+
+from .errors import CtrackError
+from .eventbus import EventBus
+from .flowfilter import positive_float
+
+DEFAULT_GC_INTERVAL = 1.0
+
+
+def add_arguments(p):
+    g = p.add_argument_group("collector, events and metrics")
+    g.add_argument("--gc-interval", type=positive_float, default=DEFAULT_GC_INTERVAL,
+                   metavar="SECONDS",
+                   help="the collector removes idle expired flows at least this often "
+                        f"(default {DEFAULT_GC_INTERVAL:g}; adaptive, see `ctrack gc -h`)")
+    g.add_argument("--no-gc", action="store_true",
+                   help="no collector: expired flows leave only when a packet finds them "
+                        "(or run `ctrack gc` separately)")
+    g.add_argument("--metrics", metavar="[ADDR:]PORT",
+                   help="serve Prometheus metrics (127.0.0.1 unless ADDR is given)")
+
+
+class RunExtras:
+    def __init__(self, args, meta):
+        self.bus = None
+        self.shared = None
+        self.collector = None
+        self.metrics = None
+        self._stop = threading.Event()
+        self._thread = None
+        try:
+            self.bus = EventBus(meta["name"])
+            if not args.no_gc or args.metrics:
+                from .shared import Shared
+                self.shared = Shared(meta)
+            if not args.no_gc:
+                from .gc import Collector
+                c = Collector(self.shared, args.gc_interval)
+                try:
+                    c.acquire()
+                except CtrackError as exc:   # a `ctrack gc` already collects for this name
+                    print(f"ctrack: warning: {exc}; not starting another", file=sys.stderr)
+                else:
+                    self.collector = c
+                    self._thread = threading.Thread(target=self._collect, name="ctrack-gc",
+                                                    daemon=True)
+                    self._thread.start()
+            if args.metrics:
+                from .metrics import MetricsServer
+                self.metrics = MetricsServer(args.metrics, self.shared, self.bus)
+                print(f"Metrics on http://{self.metrics.address}/metrics", file=sys.stderr, flush=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def _collect(self):
+        c = self.collector
+        try:
+            while not self._stop.is_set():
+                r = c.scan(collect=False)
+                c.next_delay(r)
+                c.write_status("ctrack run")
+                self._stop.wait(c.delay)
+        except CtrackError as exc:
+            print(f"ctrack: collector stopped: {exc}", file=sys.stderr)
+        except OSError as exc:
+            if not self._stop.is_set():
+                print(f"ctrack: collector stopped: {exc}", file=sys.stderr)
+
+    def publish(self, ev):
+        if self.bus is not None:
+            self.bus.publish(ev)
+
+    def close(self):
+        """Stop everything; harmless to call twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+        if self.collector is not None:
+            self.collector.release()
+            self.collector = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        if self.bus is not None:
+            self.bus.close()
+            self.bus = None
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None
