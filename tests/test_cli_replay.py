@@ -8,8 +8,11 @@ a reader that goes away (no traceback). Captures are written with scapy's wrpcap
 import json
 import os
 import shutil
+import signal
+import struct
 import subprocess
 import tempfile
+import time
 
 import pytest
 from scapy.layers.l2 import ARP, Ether
@@ -283,3 +286,58 @@ def test_without_root_says_so_in_one_line(session_pcap):
         assert r.stdout == ""
     finally:
         shutil.rmtree(d)
+
+
+def test_interrupt_mid_replay_is_quiet(tmp_path):
+    """Ctrl-C (SIGINT) or SIGTERM while replaying a long capture: exit 130, nothing on stderr."""
+    f = udp_frame("10.1.0.1", 5353, "10.2.0.2", 53, b"q")
+    # 200k packets (about 4 s of replay), written directly: scapy is too slow for this many
+    head = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    recs = b"".join(struct.pack("<IIII", 1_700_000_000 + i // 1000, i % 1000 * 1000, len(f),
+                                len(f)) + f for i in range(200_000))
+    cap = tmp_path / "long.pcap"
+    cap.write_bytes(head + recs)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        p = subprocess.Popen([CTRACK, "replay", str(cap)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(2)                # compiled (about 1 s), replaying
+        p.send_signal(sig)           # our own child, by its pid
+        err = p.stderr.read()
+        assert p.wait(30) == 130
+        assert err == "", err
+
+
+def two_udp_packets(tmp_path, gap):
+    rec, clock = Recorder(), Clock()
+    f = udp_frame("10.1.0.1", 5353, "10.2.0.2", 53, b"q")
+    rec.run(f, clock.now)
+    rec.run(f, clock.advance(gap))
+    return write_capture(tmp_path / "udp2.pcap", rec.frames)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: --timeout has no upper bound; UDP_NEW=18446744074 "
+                   "overflows the kernel's ns arithmetic (x 1e9 wraps 2^64) and the flow expires "
+                   "at once, silently")
+def test_absurd_timeout_is_refused_or_honoured(tmp_path):
+    cap = two_udp_packets(tmp_path, 1.0)
+    r = ctrack("replay", "--timeout", "UDP_NEW=18446744074", cap)
+    if r.returncode != 0:
+        one_line_error(r, "--timeout")
+    else:
+        assert "pass ESTABLISHED" in r.stdout.splitlines()[1], r.stdout
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: --table-size has no upper bound; 2^32+1 is "
+                   "truncated to a 1-entry u32 max_entries, exit 0, with ~40 lines of clang "
+                   "warnings on stderr")
+def test_table_size_beyond_u32_is_refused(tmp_path):
+    one_line_error(ctrack("replay", "--table-size", str(2**32 + 1), two_udp_packets(tmp_path, 1)),
+                   "table size")
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a table too big to allocate is reported as 'the "
+                   "tracker failed to compile', after BCC's own 'could not open bpf map' line")
+def test_table_size_too_big_to_allocate_is_one_clear_line(tmp_path):
+    line = one_line_error(ctrack("replay", "--table-size", "2000000000",
+                                 two_udp_packets(tmp_path, 1)))
+    assert "compile" not in line and ("memory" in line or "table" in line), line
