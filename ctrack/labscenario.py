@@ -327,6 +327,19 @@ class Sniffer:
         self.proc.stop(timeout=2)
 
 
+def wait_listening(lab, host, port, udp=False, timeout=5.0):
+    """Wait until something in HOST listens on PORT (ss), so a client's first SYN is answered:
+    a client retrying after a refused connect would leave an extra, reset flow in the tracker."""
+    end = time.monotonic() + timeout
+    flag = "-Hlun" if udp else "-Hltn"
+    while time.monotonic() < end:
+        res = lab.exec(host, ["ss", flag, f"sport = :{port}"], check=False, timeout=5)
+        if res.stdout.strip():
+            return True
+        time.sleep(0.05)
+    raise CtrackError(f"nothing listens on {'udp' if udp else 'tcp'} port {port} in {host} after {timeout:g} s")
+
+
 class EchoConnection:
     """A live TCP connection through the lab: socat echo server (EXEC:cat) in one host, socat
     client in the other fed through a pipe, so the scenario decides when data moves."""
@@ -335,9 +348,8 @@ class EchoConnection:
         self.lab, self.port = lab, port
         self.server = lab.spawn(server, ["socat", f"-T{timeout}", f"TCP-LISTEN:{port},reuseaddr", "EXEC:cat"])
         addr = lab.addr(server)
-        # the listener needs a moment; the client retries its connect meanwhile
-        self.client = lab.spawn(client, ["socat", f"-T{timeout}", "-",
-                                         f"TCP:{addr}:{port},retry=20,interval=0.05"],
+        wait_listening(lab, server, port)
+        self.client = lab.spawn(client, ["socat", f"-T{timeout}", "-", f"TCP:{addr}:{port}"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def exchange(self, payload=b"ping\n", timeout=3.0):
@@ -418,6 +430,9 @@ class Scenario:
         """Run fn() at teardown (newest first), whatever happened."""
         self._undo.append(fn)
         return fn
+
+    def wait_listening(self, host, port, udp=False):
+        return wait_listening(self.lab, host, port, udp)
 
     def sniff(self, host, port=0, seconds=30, ctl_only=False):
         """A capture on HOST's lab interface (TCP/UDP to or from PORT, 0: any); ctl_only keeps

@@ -36,6 +36,7 @@ def run(s):
     cap = s.sniff("ns1", PORT, seconds=30, ctl_only=True)
     srv = lab.spawn("ns2", ["iperf3", "-s", "-1"])
     s.cleanup(srv.stop)
+    s.wait_listening("ns2", PORT)
     res = lab.exec("ns1", ["iperf3", "-c", lab.addr("ns2"), "-t", "2", "--json", "--connect-timeout", "3000"],
                    check=False, timeout=30)
     try:

@@ -28,8 +28,9 @@ def run(s):
     srv = lab.spawn("ns2", ["socat", "-T5", f"TCP-LISTEN:{PORT},reuseaddr",
                             "SYSTEM:cat >/dev/null; sleep 0.3; echo bye"])
     s.cleanup(srv.stop)
+    s.wait_listening("ns2", PORT)
     # -t 3: after its own end of file, the client keeps reading the server's half for up to 3 s
-    res = lab.exec("ns1", ["socat", "-t3", "-T5", "-", f"TCP:{lab.addr('ns2')}:{PORT},retry=20,interval=0.05"],
+    res = lab.exec("ns1", ["socat", "-t3", "-T5", "-", f"TCP:{lab.addr('ns2')}:{PORT}"],
                    input="hello\n", check=False, timeout=15)
     s.check("data after the client's FIN reaches it (half-close)", "bye", res.stdout.strip())
     s.tracker.wait_for(lambda e: e["type"] == "closed", 3)

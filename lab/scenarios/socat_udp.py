@@ -41,7 +41,7 @@ def run(s):
     # UDP-RECVFROM,fork: each datagram gets its own echo child, so any later peer is answered too
     srv = lab.spawn("ns2", ["socat", "-T2", f"UDP-RECVFROM:{PORT},fork,reuseaddr", "EXEC:cat"])
     s.cleanup(srv.stop)
-    time.sleep(0.2)
+    s.wait_listening("ns2", PORT, udp=True)
     s.check("first datagram echoed", "one", send(lab, "one\n").strip())
     flows = s.flows("udp", PORT)
     first = flows[0][1] if flows else []
