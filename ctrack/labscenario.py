@@ -459,6 +459,18 @@ class Scenario:
         self.lab.exec(host, ["iptables", "-A", *rule])
         self.cleanup(lambda: self.lab.exec(host, ["iptables", "-D", *rule], check=False))
 
+    def list_flows(self):
+        """The tracker's table now, from `ctrack list --json` (flow objects as `ctrack replay
+        --json` prints them), or None when this ctrack has no `list`."""
+        res = subprocess.run(["ctrack", "list", "--name", self.tracker_name, "--json"], capture_output=True,
+                             text=True, timeout=30)
+        if res.returncode != 0:
+            return None
+        try:
+            return json.loads(res.stdout)
+        except ValueError:
+            return None
+
     def stop_tracker(self):
         """Stop the tracker; its summary (dict of counters)."""
         summary = self.tracker.stop()
