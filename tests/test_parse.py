@@ -697,3 +697,30 @@ def test_snaplen_cut_frame_is_judged_by_its_wire_length(rp, caplen, klass, reaso
     rp.tracker.reset()
     r = rp.run(full[:caplen], conv.clock.advance(0.001))
     assert (r.klass, r.reason) == ("INVALID", "ip_truncated")
+
+
+def test_big_tcp_ipv6_payload_length_zero(rp):
+    """IPv6 BIG TCP / jumbogram: payload length 0 on a packet over 64 KiB; the packet's length
+    stands in for it."""
+    conv = TcpConv(rp, client=C6, server=S6)
+    conv.handshake()
+    size = 100_000
+    pkt, _ = conv.build(conv.cli, "PA", b"x" * 2000)
+    frame = poke(bytes(pkt), ETH + 4, b"\x00\x00")
+    r = rp.run(frame, conv.clock.advance(0.001), wire_len=ETH + size)
+    assert (r.klass, r.reason) == ("ESTABLISHED", None)
+    assert conv.flow()["bytes"][0] == 80 + 60 + size
+    r = conv.s("A", ack=conv.cli.nxt + size - 60, advance=False)
+    assert (r.klass, r.reason) == ("ESTABLISHED", None)
+
+
+@pytest.mark.parametrize("nops", [0, 5, 11])
+def test_syn_options_read_up_to_the_item_bound(rp, nops):
+    """The option walk is bounded at CT_MAX_TCP_OPTIONS (12) items, NOPs included: a window
+    scale that is the 12th item is still read. (A 13th item is not: a SYN padded with more
+    NOPs, as middleboxes leave them after blanking options they strip, loses its scale.)"""
+    conv = TcpConv(rp)
+    r = conv.c("S", options=[("NOP", None)] * nops + [("WScale", 7), ("MSS", 1400)])
+    assert r.klass == "NEW"
+    e = entry_of(rp)
+    assert (e.dir[0].wscale, e.dir[0].mss) == (7, 1400 if nops < 11 else 0)
