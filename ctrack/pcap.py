@@ -120,6 +120,10 @@ def _tsresol(r):
     return (10 ** (9 - r), 1) if r <= 9 else (1, 10 ** (r - 9))
 
 
+# Smallest body (after type and length, before the trailing length) of the blocks read here.
+_MIN_BODY = {1: 8, 2: 20, 3: 4, 6: 20}
+
+
 def _read_pcapng(f, head):
     endian = "<"
     interfaces = []   # (linktype, (ns per tick as numerator, denominator), offset ns)
@@ -132,11 +136,18 @@ def _read_pcapng(f, head):
         if len(hdr) < 8:
             return
         btype = struct.unpack(endian + "I", hdr[:4])[0]
-        if btype == 0x0A0D0D0A:
+        if btype == 0x0A0D0D0A:   # Section Header Block: its byte order applies to the section
             bom = f.read(4)
+            if len(bom) < 4:
+                return
+            if bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
+                raise CtrackError("corrupt pcapng section header (byte-order magic)")
             endian = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
             blen = struct.unpack(endian + "I", hdr[4:8])[0]
-            f.read(blen - 12)
+            if blen < 28 or blen > MAX_RECORD or blen % 4:
+                raise CtrackError(f"corrupt pcapng section header length {blen}")
+            if len(f.read(blen - 12)) < blen - 12:
+                return
             interfaces = []
             continue
         blen = struct.unpack(endian + "I", hdr[4:8])[0]
@@ -144,8 +155,10 @@ def _read_pcapng(f, head):
             raise CtrackError(f"corrupt pcapng block length {blen}")
         body = f.read(blen - 8)
         if len(body) < blen - 8:
-            return
+            return   # a capture cut mid-block: stop at the last whole packet
         body = body[:-4]
+        if len(body) < _MIN_BODY.get(btype, 0):
+            raise CtrackError(f"corrupt pcapng block of type {btype}: {len(body)} bytes of body")
         if btype == 1:   # Interface Description Block
             linktype = struct.unpack_from(endian + "H", body, 0)[0]
             tick = (1000, 1)   # default resolution: microseconds
@@ -174,7 +187,7 @@ def _read_pcapng(f, head):
             ts = ((tsh << 32) | tsl) * num // den + offset_ns
             last_ts = ts
             data = body[20:20 + caplen]
-            conv = to_ethernet(linktype, data, max(orig, caplen))
+            conv = to_ethernet(linktype, data, max(orig, len(data)))
             if conv is not None:
                 yield Frame(index, ts, conv[0], conv[1])
             index += 1
@@ -183,7 +196,7 @@ def _read_pcapng(f, head):
                 raise CtrackError("pcapng packet before any interface description")
             orig = struct.unpack_from(endian + "I", body, 0)[0]
             data = body[4:4 + orig]
-            conv = to_ethernet(interfaces[0][0], data, orig)
+            conv = to_ethernet(interfaces[0][0], data, max(orig, len(data)))
             if conv is not None:
                 yield Frame(index, last_ts, conv[0], conv[1])
             index += 1

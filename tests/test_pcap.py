@@ -374,6 +374,34 @@ def test_corrupt_record_length_is_an_error_not_an_allocation(tmp_path, fmt):
     one_line_error(ctrack("replay", p), "corrupt")
 
 
+CORRUPT_NG = {
+    "epb-without-body": lambda: ng_shb("<") + ng_idb("<", 1) + ng_block("<", 6, b""),
+    "idb-without-body": lambda: ng_shb("<") + ng_block("<", 1, b""),
+    "spb-without-body": lambda: ng_shb("<") + ng_idb("<", 1) + ng_block("<", 3, b""),
+    "packet-block-short": lambda: ng_shb("<") + ng_idb("<", 1) + ng_block("<", 2, bytes(8)),
+    "shb-length-0": lambda: struct.pack("<III", 0x0A0D0D0A, 0, 0x1A2B3C4D) + bytes(40),
+    "shb-length-huge": lambda: struct.pack("<III", 0x0A0D0D0A, 0xFFFFFFF0, 0x1A2B3C4D)
+    + bytes(40),
+    "shb-bad-byte-order-magic": lambda: struct.pack("<II", 0x0A0D0D0A, 28) + b"abcd" + bytes(40),
+}
+
+
+@pytest.mark.parametrize("make", list(CORRUPT_NG.values()), ids=list(CORRUPT_NG))
+def test_corrupt_pcapng_blocks_are_errors(tmp_path, make):
+    """Blocks too short for their own fixed fields are corruption: a one-line CtrackError, never
+    a struct.error traceback (nor a silently empty replay)."""
+    p = tmp_path / "corrupt.pcapng"
+    p.write_bytes(make())
+    with pytest.raises(CtrackError, match="corrupt"):
+        list(read_capture(p))
+
+
+def test_corrupt_pcapng_block_on_the_command_line(tmp_path):
+    p = tmp_path / "corrupt.pcapng"
+    p.write_bytes(CORRUPT_NG["epb-without-body"]())
+    one_line_error(ctrack("replay", "--json", p), "corrupt")
+
+
 # ---- ctrack replay: every container and link type replays like the Ethernet pcap ----------------
 @pytest.mark.parametrize("lt, kw", list(LINKS.values()), ids=list(LINKS))
 def test_replay_link_type_matches_ethernet(tmp_path, reference, lt, kw):
