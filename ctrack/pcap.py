@@ -90,7 +90,9 @@ def _read_pcap(f, head):
     rest = f.read(20)
     if len(rest) < 20:
         raise CtrackError("truncated pcap file header")
-    linktype = struct.unpack(endian + "I", rest[16:20])[0] & 0x0FFFFFFF
+    # The link type is the low 16 bits; the top bits may say an FCS follows each frame
+    # (harmless here: the tracker goes by the IP length, as with Ethernet padding).
+    linktype = struct.unpack(endian + "I", rest[16:20])[0] & 0xFFFF
     if linktype not in SUPPORTED:
         to_ethernet(linktype, b"", 0)   # raises the one-line error
     rec = struct.Struct(endian + "IIII")

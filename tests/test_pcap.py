@@ -241,6 +241,16 @@ def test_pcap_magic_and_byte_order(tmp_path, nanos, endian):
     assert [f.ts_ns for f in got] == want
 
 
+def test_pcap_link_type_with_fcs_bits(tmp_path):
+    """The header's link type field carries FCS information above its 16 bits (P flag, length
+    in 16-bit words): Ethernet with a 4-byte FCS on every frame is still Ethernet."""
+    p = tmp_path / "fcs.pcap"
+    recs = [(ts, f + b"\xde\xad\xbe\xef", len(f) + 4) for ts, f in FRAMES]
+    p.write_bytes(pcap_file(recs, linktype=(2 << 28) | (1 << 26) | 1))
+    got = list(read_capture(p))
+    assert [f.data for f in got] == [f for _, f, _ in recs]
+
+
 NG_VARIANTS = {
     "le-usec-default": ("<", None),
     "le-nsec": ("<", 9),
@@ -490,6 +500,13 @@ def test_damaged_captures_read_or_fail_in_one_line(tmp_path, data):
 def test_replay_link_type_matches_ethernet(tmp_path, reference, lt, kw):
     p = tmp_path / "c.pcap"
     p.write_bytes(pcap_file(link_records(lt, **kw), linktype=lt))
+    assert replay_json(p) == reference
+
+
+def test_replay_ethernet_with_fcs_matches_ethernet(tmp_path, reference):
+    p = tmp_path / "fcs.pcap"
+    recs = [(ts, f + b"\xde\xad\xbe\xef", len(f) + 4) for ts, f in FRAMES]
+    p.write_bytes(pcap_file(recs, linktype=(2 << 28) | (1 << 26) | 1))
     assert replay_json(p) == reference
 
 
