@@ -511,9 +511,6 @@ def test_ipv4_first_fragment_is_tracked_by_its_header(rp):
     assert (r.klass, r.reason) == ("ESTABLISHED", None)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a fragmented TCP segment is tracked by its first "
-                   "fragment's length, so the peer's ACK of the whole segment is INVALID "
-                   "tcp_ack_window (dropped when enforcing: the connection stalls)")
 @pytest.mark.parametrize("family", [4, 6])
 def test_ack_of_fragmented_tcp_segment(rp, family):
     client, server = (C4, S4) if family == 4 else (C6, S6)
@@ -724,3 +721,21 @@ def test_syn_options_read_up_to_the_item_bound(rp, nops):
     assert r.klass == "NEW"
     e = entry_of(rp)
     assert (e.dir[0].wscale, e.dir[0].mss) == (7, 1400 if nops < 11 else 0)
+
+
+def test_ecn_and_accecn_flags_are_valid(rp):
+    """ECN negotiation sets ECE/CWR in the SYN and ECE in the SYN/ACK (RFC 3168); AccECN also
+    sets AE, the bit before CWR in byte 12 (RFC 9768). None of them makes a combination
+    invalid; URG with ACK and PSH is a valid data segment too."""
+    conv = TcpConv(rp)
+    assert conv.c("SEC").klass == "NEW"
+    syn, _ = conv.sent[-1]
+    assert bytes(syn[TCP])[13] == 0xC2
+    r = conv.s("SAE")
+    assert (r.klass, r.reason) == ("ESTABLISHED", None)
+    pkt, _ = conv.build(conv.cli, "A")
+    ae = poke(bytes(pkt), ETH + 20 + 12, bytes([bytes(pkt)[ETH + 20 + 12] | 0x01]))
+    r = rp.run(ae, conv.clock.advance(0.001))
+    assert (r.klass, r.reason, states(r)) == ("ESTABLISHED", None, EST)
+    r = conv.c("PAU", b"!")
+    assert (r.klass, r.reason) == ("ESTABLISHED", None)
