@@ -49,10 +49,10 @@ class TrackerConfig:
         for name, secs in self.timeouts:
             if name not in d.timeouts:
                 raise CtrackError(f"unknown timeout {name!r}: known are {', '.join(d.timeouts)}")
-            flags.append(f"-DCT_TIMEOUT_{name}={int(secs)}")
+            check_timeout(name, secs)
+            flags.append(f"-DCT_TIMEOUT_{name}={int(secs)}ULL")
         if self.table_size is not None:
-            if self.table_size < 1:
-                raise CtrackError("the table size must be at least 1")
+            check_table_size(self.table_size)
             flags.append(f"-DCT_TABLE_SIZE={int(self.table_size)}")
         if self.redirect:
             a, b = self.redirect
@@ -71,6 +71,22 @@ class TrackerConfig:
         return t
 
 
+# Bounds that keep the kernel's u64 nanosecond arithmetic exact (capture clocks start near
+# 1.7e18 ns; 2^64 is 1.8e19) and the preallocated table within reach of real memory.
+MAX_TIMEOUT = 10 * 365 * 24 * 3600   # ten years
+MAX_TABLE_SIZE = 1 << 24             # 16M entries, about 4 GiB preallocated
+
+
+def check_timeout(name, secs):
+    if not 1 <= int(secs) <= MAX_TIMEOUT:
+        raise CtrackError(f"bad --timeout {name}={secs}: seconds must be from 1 to {MAX_TIMEOUT} (ten years)")
+
+
+def check_table_size(n):
+    if not 1 <= int(n) <= MAX_TABLE_SIZE:
+        raise CtrackError(f"bad table size {n}: must be from 1 to {MAX_TABLE_SIZE}")
+
+
 def parse_timeouts(specs):
     """['ESTABLISHED=30', 'udp_new=5'] -> (('ESTABLISHED', 30), ('UDP_NEW', 5)); CtrackError on
     a malformed item or an unknown name."""
@@ -83,6 +99,7 @@ def parse_timeouts(specs):
             raise CtrackError(f"bad --timeout {spec!r}: expected STATE=SECONDS, e.g. ESTABLISHED=300")
         if name not in known:
             raise CtrackError(f"bad --timeout {spec!r}: unknown state {name}; known: {', '.join(known)}")
+        check_timeout(name, int(val))
         out[name] = int(val)
     return tuple(sorted(out.items()))
 
@@ -97,10 +114,17 @@ class Tracker:
         bcc = preflight.require_bcc()
         self.config = config
         self.defs = defs()
-        try:
-            self.bpf = bcc.BPF(src_file=SOURCE.encode(), cflags=config.cflags())
-        except Exception as exc:  # BCC raises bare Exception on compile failures
-            raise CtrackError(f"the tracker failed to compile ({exc}); the compiler's messages are above") from None
+        cflags = config.cflags()
+        with _StderrCapture() as cap:
+            try:
+                self.bpf = bcc.BPF(src_file=SOURCE.encode(), cflags=cflags)
+                failure = None
+            except Exception as exc:  # BCC raises a bare Exception on any failure
+                failure = exc
+        if failure is not None:
+            raise CtrackError(_explain_bcc_failure(cap.text, failure)) from None
+        if os.environ.get("CTRACK_DEBUG") and cap.text:
+            os.write(2, cap.text.encode())
         self._fns = {}
 
     def fn(self, name="ct_xdp"):
@@ -149,3 +173,34 @@ class Tracker:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _StderrCapture:
+    """Collects what BCC and clang write to fd 2 while compiling (warnings, libbcc's messages),
+    so a user sees one line, not forty; CTRACK_DEBUG=1 shows it all."""
+
+    def __enter__(self):
+        import tempfile
+        self._tmp = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._tmp.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._tmp.seek(0)
+        self.text = self._tmp.read().decode(errors="replace")
+        self._tmp.close()
+
+
+def _explain_bcc_failure(text, exc):
+    import re
+    m = re.search(r"could not open bpf map: (\w+), error: ([^\n]+)", text)
+    if m:
+        hint = " (try a smaller --table-size)" if "memory" in m.group(2).lower() or "big" in m.group(2).lower() else ""
+        return f"cannot create the tracker's {m.group(1)} map: {m.group(2).strip()}{hint}"
+    for line in text.splitlines():
+        if "error:" in line:
+            return f"the tracker failed to compile: {line.strip()} (CTRACK_DEBUG=1 shows everything)"
+    return f"the tracker failed to load: {exc}"

@@ -148,6 +148,9 @@ struct ct_stats {
 #define CT_DF_MAXACK_SET   0x20  /* td_maxack holds an ACK this side sent */
 #define CT_DF_UNACKED      0x40  /* this side has sent data the peer has not acknowledged */
 #define CT_DF_TIMESTAMPS   0x80  /* this side sent TCP timestamps in its SYN */
+/* Per direction, second byte (struct ct_dir.flags2). */
+#define CT_DF2_FRAGMENTED  0x01  /* it sent a fragmented segment whose end is unknown: the peer's
+                                  * ACK, up to the window edge, tells where it ended */
 
 /* Per flow (struct ct_entry.flags). */
 #define CT_F_SEEN_REPLY    0x01  /* a packet went the reply way */
@@ -161,6 +164,8 @@ struct ct_stats {
 #ifndef CT_TABLE_SIZE
 #define CT_TABLE_SIZE 65536
 #endif
+/* The eviction queue holds recent candidates, not one slot per entry: bounded memory. */
+#define CT_EVICT_QUEUE_SIZE (CT_TABLE_SIZE < 262144 ? CT_TABLE_SIZE : 262144)
 #ifndef CT_RINGBUF_PAGES
 #define CT_RINGBUF_PAGES 64
 #endif
@@ -239,7 +244,7 @@ struct ct_dir {
 	__u8 wscale;      /* its window scale shift, 0 unless both SYNs offered scaling */
 	__u8 flags;       /* CT_DF_* */
 	__u8 state;       /* this endpoint's TCP state, enum ct_tcp_endpoint */
-	__u8 pad;
+	__u8 flags2;      /* CT_DF2_* */
 	__u16 mss;        /* MSS it announced (0 unknown) */
 	__u16 pad2;
 	__u64 packets;

@@ -38,7 +38,7 @@ BPF_TABLE("hash", struct ct_key, struct ct_entry, flows, CT_TABLE_SIZE);
 BPF_PERCPU_ARRAY(stats, struct ct_stats, 1);
 /* Keys of flows that may be evicted when the table is full: pushed when a flow is created
  * (unassured) and when it starts closing; checked again when popped. Oldest overwritten. */
-BPF_QUEUE(evict_queue, struct ct_key, CT_TABLE_SIZE);
+BPF_QUEUE(evict_queue, struct ct_key, CT_EVICT_QUEUE_SIZE);
 #ifndef CT_NO_EVENTS
 BPF_RINGBUF_OUTPUT(events, CT_RINGBUF_PAGES);
 #endif
@@ -97,6 +97,8 @@ struct ct_pkt {
 	__u8 tcp_flags;   /* FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 URG 0x20 */
 	__u8 wscale;
 	__u8 opt_flags;   /* CT_DF_WSCALE | CT_DF_SACK_PERM | CT_DF_TIMESTAMPS seen in a SYN */
+	__u8 fragmented;  /* a first fragment: the segment is longer than what we see */
+	__u8 pad[3];
 };
 
 /* Per-CPU working memory. The parsed packet lives here rather than on the stack on purpose: the
@@ -361,6 +363,7 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 		p->ack = ntohl(th->ack_seq);
 		p->win = ntohs(th->window);
 		p->datalen = l4len - doff;
+		p->fragmented = first_fragment;
 		sport = th->source;
 		dport = th->dest;
 		/* Options matter only in SYNs (MSS, scale, SACK, timestamps); parsing them on every
@@ -629,9 +632,15 @@ static __always_inline __u8 ct_tcp_window(struct ct_entry *e, struct ct_pkt *p, 
 		/* II: does not end more than the receiver's window behind what was already sent. */
 		if (!seq_after(end, snd->td_end - rcv->td_maxwin - 1))
 			return CT_REASON_TCP_SEQ_WINDOW;
-		/* III: acknowledges nothing the receiver has not sent. */
-		if (seq_after(ack, rcv->td_end))
-			return CT_REASON_TCP_ACK_WINDOW;
+		/* III: acknowledges nothing the receiver has not sent. A receiver that sent a
+		 * fragmented segment sent more than we saw: its peer's ACK, within the window,
+		 * says how much. */
+		if (seq_after(ack, rcv->td_end)) {
+			if (!(rcv->flags2 & CT_DF2_FRAGMENTED) || seq_after(ack, rcv->td_maxend))
+				return CT_REASON_TCP_ACK_WINDOW;
+			rcv->td_end = ack;
+			rcv->flags2 &= ~CT_DF2_FRAGMENTED;
+		}
 		/* IV: is not an acknowledgement from far in the past. */
 		if (!seq_after(ack, rcv->td_end - maxackwin))
 			return CT_REASON_TCP_ACK_WINDOW;
@@ -645,6 +654,8 @@ static __always_inline __u8 ct_tcp_window(struct ct_entry *e, struct ct_pkt *p, 
 		snd->td_end = end;
 		snd->flags |= CT_DF_UNACKED;
 	}
+	if (p->fragmented)
+		snd->flags2 |= CT_DF2_FRAGMENTED;
 	if (f & TH_ACK) {
 		if (!(snd->flags & CT_DF_MAXACK_SET) || seq_after(ack, snd->td_maxack))
 			snd->td_maxack = ack;
