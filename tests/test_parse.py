@@ -511,27 +511,66 @@ def test_ipv4_first_fragment_is_tracked_by_its_header(rp):
     assert (r.klass, r.reason) == ("ESTABLISHED", None)
 
 
-@pytest.mark.parametrize("family", [4, 6])
-def test_ack_of_fragmented_tcp_segment(rp, family):
-    client, server = (C4, S4) if family == 4 else (C6, S6)
-    conv = TcpConv(rp, client=client, server=server)
-    conv.handshake()
-    pkt, _ = conv.build(conv.cli, "PA", b"x" * 2000)
+def send_fragmented(conv, family, flags="PA", size=2000):
+    """The client's next segment of `size` bytes, in two IP fragments (the tracker sees the
+    first, tracked by its TCP header, and passes the second untracked)."""
+    client, server = (conv.cli.addr, conv.srv.addr)
+    pkt, _ = conv.build(conv.cli, flags, b"x" * size)
     if family == 4:
         frags = [eth(f) for f in fragment(pkt[IP], fragsize=1480)]
     else:
         tcp = bytes(pkt[TCP])
-        hdr = IPv6(src=client[0], dst=server[0])
+        hdr = IPv6(src=client, dst=server)
         frags = [eth(hdr / IPv6ExtHdrFragment(nh=6, offset=0, m=1, id=77) / Raw(tcp[:1448])),
                  eth(hdr / IPv6ExtHdrFragment(nh=6, offset=1448 // 8, m=0, id=77)
                      / Raw(tcp[1448:]))]
     assert len(frags) == 2
-    r = rp.run(frags[0], conv.clock.advance(0.001))
+    r = conv.rp.run(frags[0], conv.clock.advance(0.001))
     assert (r.klass, r.reason) == ("ESTABLISHED", None)
-    assert rp.run(frags[1], conv.clock.advance(0.001)).klass == "UNTRACKED"
-    conv.cli.nxt += 2000
+    assert conv.rp.run(frags[1], conv.clock.advance(0.001)).klass == "UNTRACKED"
+    conv.cli.nxt += size + ("F" in flags)
+    return r
+
+
+def fragmented_conv(rp, family):
+    client, server = (C4, S4) if family == 4 else (C6, S6)
+    conv = TcpConv(rp, client=client, server=server)
+    conv.handshake()
+    return conv
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_ack_of_fragmented_tcp_segment(rp, family):
+    """No reassembly: the tracker sees only the first fragment's part of the segment, yet the
+    peer's ACK of all of it must be valid."""
+    conv = fragmented_conv(rp, family)
+    send_fragmented(conv, family)
     r = conv.s("A")   # acknowledges the 2000 bytes the client sent
     assert (r.klass, r.reason) == ("ESTABLISHED", None)
+    # That ACK settled where the segment ended: acknowledging one byte more is invalid again.
+    r = conv.s("A", ack=conv.cli.nxt + 1, advance=False)
+    assert (r.klass, r.reason) == ("INVALID", "tcp_ack_window")
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_fragmented_segment_does_not_open_the_ack_window_wide(rp, family):
+    """After a fragmented segment the peer's ACK may go past what the tracker saw, but not past
+    the window the peer itself offered (8 MiB here: 65535 scaled by 7)."""
+    conv = fragmented_conv(rp, family)
+    send_fragmented(conv, family)
+    r = conv.s("A", ack=conv.cli.nxt + 20_000_000, advance=False)
+    assert (r.klass, r.reason) == ("INVALID", "tcp_ack_window")
+    assert conv.s("A").klass == "ESTABLISHED"
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_fragmented_segment_with_fin_closes_normally(rp, family):
+    conv = fragmented_conv(rp, family)
+    send_fragmented(conv, family, flags="FPA")
+    r = conv.s("FA")   # acknowledges data and FIN, sends its own FIN
+    assert (r.klass, r.reason, states(r)) == ("ESTABLISHED", None,
+                                              ("LAST_ACK", "TIME_WAIT", "LAST_ACK"))
+    assert states(conv.c("A")) == ("TIME_WAIT", "TIME_WAIT", "CLOSE")
 
 
 @pytest.mark.parametrize("family", [4, 6])
