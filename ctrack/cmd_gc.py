@@ -80,6 +80,7 @@ def run(args):
                 print(f"ctrack: tracker {meta['name']!r} stopped", file=sys.stderr)
                 stop.set()
 
+        gc.acquire()   # before saying anything: a refusal is the only line printed
         print(f"Collecting for tracker {meta['name']!r} every {args.interval:g} s at most. "
               f"Hit Ctrl-C to end.", file=sys.stderr, flush=True)
         try:

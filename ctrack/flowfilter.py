@@ -159,20 +159,25 @@ class FlowFilter:
         def addr_test(net):
             fam = net.version
             n = 4 if fam == 4 else 16
+            if net.prefixlen % 8 == 0:
+                # whole bytes (the usual /8, /16, /24, /32): a bytes compare is cheapest
+                k = net.prefixlen // 8
+                head = net.network_address.packed[:k]
+                return lambda raw, f: f == fam and raw[:k] == head
             lo, mask = int(net.network_address), int(net.netmask)
             return lambda raw, f: f == fam and int.from_bytes(raw[:n], "big") & mask == lo
 
         sides = (L.ADDR0, L.ADDR1), (L.PORT0, L.PORT1)
         (a0, a1), (p0, p1) = sides
         if "src" in sp:
-            t = addr_test(sp["src"])
-            tests.append(lambda r: t(r[a1] if r[L.ORIG_SIDE] else r[a0], r[L.FAMILY]))
+            ts = addr_test(sp["src"])
+            tests.append(lambda r: ts(r[a1] if r[L.ORIG_SIDE] else r[a0], r[L.FAMILY]))
         if "dst" in sp:
-            t = addr_test(sp["dst"])
-            tests.append(lambda r: t(r[a0] if r[L.ORIG_SIDE] else r[a1], r[L.FAMILY]))
+            td = addr_test(sp["dst"])
+            tests.append(lambda r: td(r[a0] if r[L.ORIG_SIDE] else r[a1], r[L.FAMILY]))
         if "addr" in sp:
-            t = addr_test(sp["addr"])
-            tests.append(lambda r: t(r[a0], r[L.FAMILY]) or t(r[a1], r[L.FAMILY]))
+            ta = addr_test(sp["addr"])
+            tests.append(lambda r: ta(r[a0], r[L.FAMILY]) or ta(r[a1], r[L.FAMILY]))
         if "sport" in sp:
             v = sp["sport"]
             tests.append(lambda r: (r[p1] if r[L.ORIG_SIDE] else r[p0]) == v)
@@ -184,9 +189,10 @@ class FlowFilter:
             tests.append(lambda r: r[p0] == v or r[p1] == v)
         if not tests:
             return lambda r: True
-        if len(tests) == 1:
-            return tests[0]
-        return lambda r: all(t(r) for t in tests)
+        pred = tests[0]
+        for nxt in tests[1:]:   # plain `and` chains: no generator per row
+            pred = (lambda a, b: lambda r: a(r) and b(r))(pred, nxt)
+        return pred
 
     def match_event(self, ev):
         """Does an event dict (ctrack.events.decode_event) match?"""

@@ -185,6 +185,8 @@ class Collector:
 
     def acquire(self):
         """Become the tracker's only collector, or CtrackError naming the one running."""
+        if self._lock_fd is not None:
+            return
         os.makedirs(pins.RUN_DIR, exist_ok=True)
         fd = os.open(lock_path(self.sh.name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
