@@ -182,7 +182,8 @@ def _read_pcapng(f, head):
             if btype == 6:
                 ifid, tsh, tsl, caplen, orig = struct.unpack_from(endian + "IIIII", body, 0)
             else:
-                ifid, _drops, tsh, tsl, caplen, orig = struct.unpack_from(endian + "HHIIII", body, 0)
+                ifid, _drops, tsh, tsl, caplen, orig = struct.unpack_from(endian + "HHIIII", body,
+                                                                          0)
             if ifid >= len(interfaces):
                 raise CtrackError(f"pcapng packet for undeclared interface {ifid}")
             linktype, (num, den), offset_ns = interfaces[ifid]
@@ -218,7 +219,8 @@ def read_capture(path):
         raise CtrackError(f"{path}: permission denied") from None
     with f:
         head = f.read(4)
-        if head in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"):
+        if head in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
+                    b"\xa1\xb2\x3c\x4d"):
             yield from _read_pcap(f, head)
         elif head == b"\x0a\x0d\x0d\x0a":
             yield from _read_pcapng(f, head + f.read(4))

@@ -96,7 +96,7 @@ def session_pcap(tmp_path_factory):
     return write_capture(tmp_path_factory.mktemp("cli") / "session.pcap", rec.frames)
 
 
-# ---- help ------------------------------------------------------------------------------------------
+# ---- help ----------------------------------------------------------------------------------------
 def test_top_level_help_shows_examples():
     out = ok("-h")
     assert out.startswith("usage: ctrack")
@@ -115,7 +115,7 @@ def test_no_command_prints_help_and_fails():
     assert r.returncode == 2 and "usage: ctrack" in r.stdout and "Traceback" not in r.stderr
 
 
-# ---- outputs ---------------------------------------------------------------------------------------
+# ---- outputs -------------------------------------------------------------------------------------
 def test_text_output(session_pcap):
     lines = ok("replay", session_pcap).splitlines()
     assert lines[0].split()[:2] == ["0", "0.000000"]
@@ -227,7 +227,7 @@ def test_reader_going_away_is_quiet(tmp_path):
     assert rc == 0
 
 
-# ---- wrong usage ------------------------------------------------------------------------------------
+# ---- wrong usage ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("args, words", [
     (["replay", "--bogus"], ["--bogus"]),
     (["replay", "--policy", "nope"], ["--policy", "nope"]),

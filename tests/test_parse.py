@@ -232,8 +232,10 @@ def _l4_truncated(b):
     return [
         ("tcp4-header-cut", eth(IP(src=C4[0], dst=S4[0], proto=6) / Raw(tcp4[:10])), g4),
         ("tcp6-header-cut", eth(IPv6(src=C6[0], dst=S6[0], nh=6) / Raw(tcp6[:19])), g6),
-        ("udp4-header-cut", eth(IP(src=U4[0], dst=U4S[0], proto=17) / Raw(u4[ETH + 20:ETH + 24])), u4),
-        ("udp6-header-cut", eth(IPv6(src=U6[0], dst=U6S[0], nh=17) / Raw(u6[ETH + 40:ETH + 44])), u6),
+        ("udp4-header-cut",
+         eth(IP(src=U4[0], dst=U4S[0], proto=17) / Raw(u4[ETH + 20:ETH + 24])), u4),
+        ("udp6-header-cut",
+         eth(IPv6(src=U6[0], dst=U6S[0], nh=17) / Raw(u6[ETH + 40:ETH + 44])), u6),
         ("tiny-first-fragment-ipv4", eth(first_frag / Raw(tcp4[:8])), g4),
         ("tiny-first-fragment-ipv6", eth(IPv6(src=C6[0], dst=S6[0]) / frag6 / Raw(tcp6[:8])), g6),
         ("icmp-4-bytes", eth(IP(src=C4[0], dst=S4[0], proto=1) / Raw(b"\x08\x00\x00\x00")), g4),
@@ -386,7 +388,7 @@ def test_frame_shorter_than_ethernet(replayer, policy, verdict, length):
     assert rp.tracker.stats() == stats_before
 
 
-# ---- valid frames the parser must accept -----------------------------------------------------------
+# ---- valid frames the parser must accept ---------------------------------------------------------
 @pytest.mark.parametrize("ihl", range(6, 16), ids=lambda n: f"ihl-{n}")
 def test_ipv4_options_are_skipped(rp, ihl):
     conv = TcpConv(Rewriting(rp, add_ipv4_options(ihl - 5)))

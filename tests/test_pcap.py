@@ -637,7 +637,7 @@ def test_tcp_idle_timeout_then_pickup(tmp_path):
     assert doc["packets"][3]["reason"] is None and doc["flows"][0]["packets"] == [3, 1]
 
 
-# ---- real kernel TCP, captured on loopback ---------------------------------------------------------
+# ---- real kernel TCP, captured on loopback -------------------------------------------------------
 def _free_port(family=socket.AF_INET):
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
