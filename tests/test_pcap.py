@@ -682,15 +682,25 @@ def _tcp_exchange(host, port, family, payload, rst=False):
     th.join(5)
 
 
+def _pcapng_first_linktype(path):
+    data = open(path, "rb").read(4096)
+    shb_len = struct.unpack_from("<I", data, 4)[0]
+    assert struct.unpack_from("<I", data, shb_len)[0] == 1   # an Interface Description Block
+    return struct.unpack_from("<H", data, shb_len + 8)[0]
+
+
 @pytest.mark.skipif(not DUMPCAP, reason="dumpcap not installed")
-def test_real_loopback_capture(tmp_path):
-    """dumpcap on lo while this process talks to itself over 127.0.0.1 and ::1 (traffic on
-    loopback only, bounded to a few seconds): what the kernel really sends, replayed."""
+@pytest.mark.parametrize("iface, linktype", [("lo", 1), ("any", 113)],
+                         ids=["lo-ethernet", "any-linux-cooked"])
+def test_real_loopback_capture(tmp_path, iface, linktype):
+    """dumpcap on lo (Ethernet framing) or on `any` (Linux cooked framing) while this process
+    talks to itself over 127.0.0.1 and ::1 (the filter keeps only this test's ports; traffic
+    on loopback only, bounded to a few seconds): what the kernel really sends, replayed."""
     ports = [_free_port(), _free_port(), _free_port(socket.AF_INET6), _free_port()]
     probe_port = _free_port()
     capfilter = " or ".join(f"port {p}" for p in ports + [probe_port])
     path = tmp_path / "lo.pcapng"
-    cap = subprocess.Popen([DUMPCAP, "-i", "lo", "-f", capfilter, "-a", "duration:30",
+    cap = subprocess.Popen([DUMPCAP, "-i", iface, "-f", capfilter, "-a", "duration:30",
                             "-w", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # dumpcap announces "Capturing on" before its socket sees anything: probe with UDP
@@ -725,6 +735,7 @@ def test_real_loopback_capture(tmp_path):
         except subprocess.TimeoutExpired:
             cap.kill()
             cap.wait()
+    assert _pcapng_first_linktype(path) == linktype
     frames = list(read_capture(path))
     assert len(frames) > 20
     assert any(f.wire_len > 3000 for f in frames), "no GSO-sized segment was captured"
