@@ -239,13 +239,20 @@ def path(evs, endpoints=False):
 # before the traffic it watches starts. Bounded by its seconds argument.
 _SNIFF = r"""
 import ctypes, json, socket, struct, sys, time
-iface, port, seconds, ctl = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "ctl"
+iface, port, seconds, mode = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-if ctl:
-    # Only TCP segments with SYN, FIN or RST (a classic BPF socket filter): a bulk transfer
-    # would otherwise flood this reader and the kernel would drop what matters.
-    code = [(0x28, 0, 0, 12), (0x15, 0, 6, 0x800), (0x30, 0, 0, 23), (0x15, 0, 4, 6),
-            (0xb1, 0, 0, 14), (0x50, 0, 0, 27), (0x45, 0, 1, 7), (0x06, 0, 0, 65535), (0x06, 0, 0, 0)]
+if mode != "all":
+    # A classic BPF socket filter: TCP segments with SYN, FIN or RST always; other segments only
+    # when neither port is the quiet one ("q:PORT"), or never ("ctl"). A bulk transfer would
+    # otherwise flood this reader and the kernel would drop what matters.
+    quiet = int(mode[2:]) if mode.startswith("q:") else None
+    code = [(0x28, 0, 0, 12), (0x15, 0, 10, 0x800), (0x30, 0, 0, 23), (0x15, 0, 8, 6),
+            (0xb1, 0, 0, 14), (0x50, 0, 0, 27), (0x45, 4, 0, 7)]
+    if quiet is None:
+        code += [(0x06, 0, 0, 0)] * 4
+    else:
+        code += [(0x48, 0, 0, 14), (0x15, 3, 0, quiet), (0x48, 0, 0, 16), (0x15, 1, 0, quiet)]
+    code += [(0x06, 0, 0, 65535), (0x06, 0, 0, 0)]
     insns = b"".join(struct.pack("HBBI", *c) for c in code)
     buf = ctypes.create_string_buffer(insns, len(insns))
     prog = struct.pack("HxxxxxxP", len(code), ctypes.addressof(buf))
@@ -294,9 +301,9 @@ while time.monotonic() < end:
 class Sniffer:
     """Packets seen on a host's interface (both directions), collected by a thread."""
 
-    def __init__(self, lab, host, port=0, seconds=30, ctl_only=False):
-        self.proc = lab.spawn(host, [PY, "-c", _SNIFF, lab.ifname(host), str(port), str(seconds),
-                                     "ctl" if ctl_only else "all"],
+    def __init__(self, lab, host, port=0, seconds=30, ctl_only=False, quiet_port=None):
+        mode = "ctl" if ctl_only else f"q:{quiet_port}" if quiet_port else "all"
+        self.proc = lab.spawn(host, [PY, "-c", _SNIFF, lab.ifname(host), str(port), str(seconds), mode],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.packets = []
         self._lock = threading.Lock()
@@ -434,11 +441,12 @@ class Scenario:
     def wait_listening(self, host, port, udp=False):
         return wait_listening(self.lab, host, port, udp)
 
-    def sniff(self, host, port=0, seconds=30, ctl_only=False):
+    def sniff(self, host, port=0, seconds=30, ctl_only=False, quiet_port=None):
         """A capture on HOST's lab interface (TCP/UDP to or from PORT, 0: any); ctl_only keeps
-        only SYN/FIN/RST segments. Records: t, out, src, dst, sport, dport, ipid, proto, and for
-        TCP seq, ack, win, len, flags ("S", "SA", "FA", "RA", ...)."""
-        sn = Sniffer(self.lab, host, port, seconds, ctl_only)
+        only SYN/FIN/RST segments, quiet_port only those for connections using that port (a
+        bulk transfer's). Records: t, out, src, dst, sport, dport, ipid, proto, and for TCP seq,
+        ack, win, len, flags ("S", "SA", "FA", "RA", ...)."""
+        sn = Sniffer(self.lab, host, port, seconds, ctl_only, quiet_port)
         self.cleanup(sn.stop)
         return sn
 
