@@ -24,8 +24,19 @@ def add_arguments(p):
     g.add_argument("--no-gc", action="store_true",
                    help="no collector: expired flows leave only when a packet finds them "
                         "(or run `ctrack gc` separately)")
-    g.add_argument("--metrics", metavar="[ADDR:]PORT",
+    g.add_argument("--metrics", metavar="[ADDR:]PORT", type=_listen,
                    help="serve Prometheus metrics (127.0.0.1 unless ADDR is given)")
+
+
+def _listen(text):
+    """argparse type of --metrics: checked before anything is loaded or attached."""
+    import argparse
+    from .metrics import parse_listen
+    try:
+        parse_listen(text)
+    except CtrackError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 class RunExtras:

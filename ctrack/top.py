@@ -265,6 +265,12 @@ def run_screen(top, args):
                 if top.events_on and top.poll_events(0):
                     dirty = True
                 if dirty:
+                    # the terminal's own size, each frame: follows resizes, and never trusts
+                    # COLUMNS/LINES left in the environment by whoever started us
+                    try:
+                        console.size = os.get_terminal_size(sys.stdout.fileno())
+                    except OSError:
+                        pass
                     frame, table_h = top.render(console.size.height)
                     live.update(frame, refresh=True)
                     dirty = False

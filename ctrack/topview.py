@@ -191,7 +191,9 @@ def event_line(ev, meta):
 
 
 def events_panel(ctx, height):
-    evs = list(ctx.events)[-height:][::-1]   # newest first
+    flt = ctx.view.flt
+    evs = [e for e in ctx.events if flt.match_event(e)] if flt else list(ctx.events)
+    evs = evs[-height:][::-1]   # newest first; the flow filter applies here too
     lines = [event_line(ev, ctx.meta) for ev in evs] or [Text("no events yet", style="bright_black")]
     title = "recent events"
     if ctx.events_note:
@@ -225,7 +227,8 @@ def frame(ctx, height, rows, fit=False):
     parts = header(ctx)
     parts.append(flow_table(ctx, rows))
     if ctx.events_on:
-        ev_h = max(1, min(10, len(ctx.events))) if fit else layout_heights(height, True)[1]
+        n = sum(1 for e in ctx.events if ctx.view.flt.match_event(e)) if ctx.view.flt else len(ctx.events)
+        ev_h = max(1, min(10, n)) if fit else layout_heights(height, True)[1]
         parts.append(events_panel(ctx, ev_h))
     if not fit:
         parts.append(footer(ctx))

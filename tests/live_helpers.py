@@ -63,11 +63,17 @@ class LiveTracker:
             self.proc.kill()
             rest = self.proc.communicate()[1]
             raise AssertionError(f"ctrack run did not start: {line}{rest}")
-        # the event bus and the collector come up right after the attach
+        # the event bus, the collector and the metrics come up right after the attach
         deadline = time.monotonic() + 10
         from ctrack.eventbus import sock_path
-        while not os.path.exists(sock_path(name)) and time.monotonic() < deadline:
+        from ctrack.gc import status_path
+        while time.monotonic() < deadline and not (
+                os.path.exists(sock_path(name))
+                and ("--no-gc" in args or os.path.exists(status_path(name)))):
             time.sleep(0.05)
+        if "--metrics" in args:
+            line = self.proc.stderr.readline()
+            assert "Metrics on" in line, line
         lab.flush_neighbours()
 
     def ctrack(self, *args, check=True, timeout=30):
@@ -182,7 +188,12 @@ conn.close()
 
 TCP_CLIENT = """
 import socket, sys, time
-c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+for attempt in range(50):   # the server may still be starting
+    try:
+        c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+        break
+    except ConnectionRefusedError:
+        time.sleep(0.1)
 c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 for i in range(int(sys.argv[3])):
     c.sendall(b"hello" * 20)
@@ -220,7 +231,7 @@ class TcpConnection:
 
     def __init__(self, lab, port, rounds=3, hold=5.0):
         self.server = lab.spawn("ns2", [PY, "-c", TCP_SERVER, str(port), str(hold + 10)])
-        time.sleep(0.3)
+        time.sleep(0.1)
         self.client = lab.spawn("ns1", [PY, "-c", TCP_CLIENT, lab.addr("ns2"), str(port),
                                         str(rounds), str(hold)])
 

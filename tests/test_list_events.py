@@ -67,6 +67,7 @@ def test_tcp_flow_listed_with_states_and_counters(live):
     finally:
         conn.client.stop()   # its process ends: the kernel closes the socket with a FIN
         conn.server.wait(15)
+        conn.server.stop()
     # after the client's close the flow ends orderly
     closed = wait_for(lambda: [f for f in _flow(t.flows(), 7101) if f["state"] == "TIME_WAIT"], 5)
     assert closed

@@ -1,0 +1,172 @@
+"""ctrack-top against a real `ctrack run` in a real lab: one frame (--once), plain frames without
+a terminal, and the full-screen view driven in tmux (keys for sort, filter, scroll, quit; the
+terminal restored after q and after Ctrl-C)."""
+import os
+import shlex
+import subprocess
+import time
+
+import pytest
+
+from live_helpers import TAG, TcpConnection, make_lab, trackers, udp_send, wait_for  # noqa: F401
+
+SESSION = f"ctrack-top-test-{TAG}"
+
+
+@pytest.fixture(scope="module")
+def live(make_lab, trackers):  # noqa: F811
+    lab = make_lab("tt")
+    t = trackers(lab, "tt", ["--timeout", "UDP_NEW=300"])
+    return lab, t
+
+
+@pytest.fixture
+def conn(live):
+    lab, t = live
+    t.ctrack("flush", "-q")   # earlier tests' flows (TIME_WAIT for 2 minutes) out of the way
+    c = TcpConnection(lab, 7951, rounds=3, hold=30)
+    assert wait_for(lambda: [f for f in t.flows("--dport", "7951") if f["state"] == "ESTABLISHED"], 8)
+    udp_send(lab, 7952, sport=40952, echo=False)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def top(*args, timeout=20):
+    return subprocess.run(["ctrack-top", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_once_shows_flows_and_header(live, conn):
+    lab, t = live
+    res = top("--once", "--name", t.name, "-n", "0", "--width", "220")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    lines = out.splitlines()
+    v1, v2 = lab.tracker_ifaces
+    assert f"tracker {t.name!r} on {v1} <-> {v2} (tc, observe)" in lines[0]
+    assert "tcp ESTABLISHED 1" in lines[1] and "udp NEW 1" in lines[1]
+    assert "table 2/65,536" in lines[1]
+    assert lines[2].startswith("packets/s new ") and "tracked" in lines[2]
+    assert lines[3] == "invalid none"
+    assert lines[4].startswith("collector ctrack run every 1s")
+    assert "sort rate" in lines[5] and "showing 1-2 of 2" in lines[5]
+    flows = [x for x in lines if x.startswith(("tcp ", "udp "))]
+    assert len(flows) == 2
+    tcp = [x for x in flows if "10.0.0.2:7951" in x][0].split()
+    assert tcp[:2] == ["tcp", "ESTABLISHED"] and tcp[2].startswith("10.0.0.1:")
+    assert tcp[4:6] == ["ESTABLISHED", "ESTABLISHED"]
+    assert tcp[9].count("/") == 1 and int(tcp[9].split("/")[0]) >= 5   # packets each way
+    udp = [x for x in flows if "10.0.0.2:7952" in x][0].split()
+    assert udp[:3] == ["udp", "NEW", "10.0.0.1:40952"] and udp[4:6] == ["-", "-"]
+    assert udp[9] == "1/0"
+    # the recent-events pane: the flows' NEW events
+    assert "recent events" in out and "NEW" in out and "10.0.0.2:7951" in out
+
+    # command-line filters and sort
+    res = top("--once", "--name", t.name, "-p", "udp", "--sort", "bytes", "--no-events")
+    assert "filter udp" in res.stdout and "showing 1-1 of 1" in res.stdout
+    assert "recent events" not in res.stdout
+    assert [x for x in res.stdout.splitlines() if x.startswith("tcp ")] == []
+    res = top("--once", "--name", t.name, "--state", "bogus")
+    assert res.returncode == 1 and res.stderr.startswith("ctrack-top: bad state 'bogus'")
+
+
+def test_plain_frames_without_a_terminal(live, conn):
+    lab, t = live
+    res = top("--name", t.name, "-c", "2", "-i", "0.3", "--no-events")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("ctrack-top tracker") == 2
+    # the second frame has rates: the TCP connection is quiet (0b/s), not unknown
+    second = res.stdout.split("ctrack-top tracker")[2]
+    assert "0b/s" in second
+
+
+def _tmux(*args):
+    return subprocess.run(["tmux", *args], capture_output=True, text=True)
+
+
+def _screen():
+    return _tmux("capture-pane", "-p", "-t", SESSION).stdout
+
+
+def _wait_screen(pred, timeout=8.0):
+    return wait_for(lambda: (lambda s: s if pred(s) else None)(_screen()), timeout, 0.1)
+
+
+@pytest.fixture
+def tmux():
+    _tmux("kill-session", "-t", SESSION)
+    try:
+        yield
+    finally:
+        _tmux("kill-session", "-t", SESSION)
+
+
+def _start(t, extra=""):
+    # after ctrack-top exits, the shell prints its status and the terminal's modes
+    cmd = (f"ctrack-top --name {shlex.quote(t.name)} -i 0.5 {extra}; echo EXITED $?; "
+           f"stty -a | tr ' ;' '\\n\\n' | grep -Ex -- '-?(icanon|echo)' | tr '\\n' ' '; "
+           f"echo; sleep 60")
+    r = _tmux("new-session", "-d", "-s", SESSION, "-x", "170", "-y", "40", "sleep 0.3; " + cmd)
+    assert r.returncode == 0, r.stderr
+    # a detached session may be sized by the tmux server's other clients: insist
+    _tmux("set-option", "-t", SESSION, "window-size", "manual")
+    _tmux("resize-window", "-t", SESSION, "-x", "170", "-y", "40")
+    assert _wait_screen(lambda s: "ctrack-top tracker" in s and "showing" in s), _screen()
+
+
+def test_screen_keys_sort_filter_quit(live, conn, tmux):
+    lab, t = live
+    _start(t)
+    s = _screen()
+    lines = s.splitlines()
+    assert lines[0].startswith("ctrack-top tracker")
+    assert "sort rate" in s and "filter none" in s and "q quit" in s
+    assert "10.0.0.2:7951" in s and "10.0.0.2:7952" in s
+
+    _tmux("send-keys", "-t", SESSION, "s")
+    assert _wait_screen(lambda s: "sort bytes" in s), _screen()
+    _tmux("send-keys", "-t", SESSION, "r")
+    assert _wait_screen(lambda s: "sort bytes \u2191" in s), _screen()
+    # (each check waits for a whole matching screen: a capture can catch a redraw half done)
+    _tmux("send-keys", "-t", SESSION, "p")   # protocol: tcp
+    assert _wait_screen(lambda s: "filter tcp" in s and "showing 1-1 of 1" in s
+                        and "10.0.0.2:7951" in s and "10.0.0.2:7952" not in s), _screen()
+    _tmux("send-keys", "-t", SESSION, "p")   # udp
+    assert _wait_screen(lambda s: "filter udp" in s and "10.0.0.2:7952" in s
+                        and "10.0.0.2:7951" not in s), _screen()
+    _tmux("send-keys", "-t", SESSION, "c")
+    assert _wait_screen(lambda s: "filter none" in s and "showing 1-2 of 2" in s), _screen()
+
+    # the filter prompt
+    _tmux("send-keys", "-t", SESSION, "/")
+    assert _wait_screen(lambda s: "filter: " in s and "Enter apply" in s), _screen()
+    _tmux("send-keys", "-t", SESSION, "-l", "dport=7951")
+    assert _wait_screen(lambda s: "filter: dport=7951" in s), _screen()
+    _tmux("send-keys", "-t", SESSION, "Enter")
+    assert _wait_screen(lambda s: "filter dport=7951" in s and "showing 1-1 of 1" in s
+                        and "10.0.0.2:7952" not in s), _screen()
+    _tmux("send-keys", "-t", SESSION, "/")
+    _tmux("send-keys", "-t", SESSION, "-l", "state=nosuch")
+    _tmux("send-keys", "-t", SESSION, "Enter")
+    assert _wait_screen(lambda s: "bad state 'nosuch'" in s), _screen()
+    _tmux("send-keys", "-t", SESSION, "t")   # state: the first present (ESTABLISHED or NEW)
+    assert _wait_screen(lambda s: "filter state=" in s), _screen()
+    _tmux("send-keys", "-t", SESSION, "c", "Down", "Up", "NPage", "Home", " ")
+    assert _wait_screen(lambda s: "PAUSED" in s), _screen()
+
+    _tmux("send-keys", "-t", SESSION, "q")
+    s = _wait_screen(lambda s: "EXITED" in s)
+    assert s and "EXITED 0" in s, _screen()
+    assert "ctrack-top tracker" not in s   # the alternate screen is gone
+    assert "icanon" in s.split() and "echo" in s.split(), s   # and the terminal modes are back
+
+
+def test_screen_ctrl_c_restores_terminal(live, tmux):
+    lab, t = live
+    _start(t, "--no-events")
+    assert "recent events" not in _screen()
+    _tmux("send-keys", "-t", SESSION, "C-c")
+    s = _wait_screen(lambda s: "EXITED" in s)
+    assert s and "EXITED 0" in s and "icanon" in s.split() and "echo" in s.split(), _screen()
