@@ -1,0 +1,367 @@
+#!/usr/bin/python3
+"""Throughput through the lab: the tracker against an empty pass-through in the same hook, and
+netfilter conntrack against plain forwarding, measured with iperf3 in one run.
+
+Paths (each in a fresh lab, torn down after):
+  tc-pass      wire lab, bench/passthrough.c's pt_tc on both veths' TC ingress: bpf_redirect
+               to the other veth, nothing else (the tracker's path without the tracker)
+  tc-tracker   wire lab, `ctrack run --mode tc` (observe, collector on, events at -l 0)
+  xdp-pass     wire lab, pt_xdp (multi-buffer XDP, as ctrack loads its own), hosts' eth0 at
+               `ethtool -K eth0 tx off gro on`: XDP redirect on veth needs that (without GRO the
+               redirected frames are dropped, with TX checksum offload TCP stalls)
+  xdp-tracker  wire lab, `ctrack run --mode xdp`, hosts at tx off gro on too
+  routed       routed lab: nsr forwards, no netfilter conntrack (its own baseline)
+  routed-ct    routed lab with --conntrack: nsr forwards with netfilter conntrack active
+Tests per path: iperf3 TCP with 1 and 4 streams, and UDP offered at 1 Gbit/s (-b 1G), each -t
+SECONDS, from ns1 to ns2. Reported: Gbit/s received, TCP retransmits, UDP loss, and each path's
+ratio to its baseline (tracker / pass-through of the same hook, conntrack / routed). With
+--profile (default on) a further 3 s TCP run per BPF path measures the program's own cost from
+the kernel's run-time statistics (BPF_ENABLE_STATS, on for that run only: nothing is left
+changed), in ns per program run and runs per second.
+"""
+import argparse
+import ctypes
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ctrack.errors import CtrackError  # noqa: E402
+from ctrack.lab import Lab  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PASSTHROUGH_C = os.path.join(HERE, "passthrough.c")
+TARGET = 0.90
+
+PATHS = {
+    # name: (topology, lab options, what sits in the path, hosts need XDP offloads, baseline)
+    "tc-pass": ("wire", {}, "pass-tc", False, None),
+    "tc-tracker": ("wire", {}, "tracker-tc", False, "tc-pass"),
+    "xdp-pass": ("wire", {}, "pass-xdp", True, None),
+    "xdp-tracker": ("wire", {}, "tracker-xdp", True, "xdp-pass"),
+    "routed": ("routed", {}, None, False, None),
+    "routed-ct": ("routed", {"conntrack": True}, None, False, "routed"),
+}
+LABELS = {
+    "tc-pass": "TC pass-through (bpf_redirect)",
+    "tc-tracker": "ctrack, TC",
+    "xdp-pass": "XDP pass-through (bpf_redirect)*",
+    "xdp-tracker": "ctrack, XDP*",
+    "routed": "routed, forwarding only",
+    "routed-ct": "routed, netfilter conntrack",
+}
+TESTS = ("tcp1", "tcp4", "udp")
+
+EXAMPLES = """examples:
+  sudo /usr/bin/python3 bench/throughput.py                  # all paths, -t 5: about 2.5 minutes
+  sudo /usr/bin/python3 bench/throughput.py --repeat 3       # median of 3 runs per cell
+  sudo /usr/bin/python3 bench/throughput.py --paths tc-pass,tc-tracker --seconds 3
+  sudo /usr/bin/python3 bench/throughput.py --json > throughput.json
+
+Traffic stays inside the lab's namespaces; every iperf3 run is bounded (-t SECONDS, and a
+timeout); labs, programs and the tracker are removed on exit, Ctrl-C included."""
+
+
+# ---- BPF programs in the path ------------------------------------------------------------------
+
+_NR_BPF = 321 if platform.machine() == "x86_64" else 280
+_BPF_PROG_GET_FD_BY_ID = 13
+
+
+def prog_fd_by_id(prog_id):
+    class Attr(ctypes.Structure):
+        _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32), ("open_flags", ctypes.c_uint32)]
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(_NR_BPF, _BPF_PROG_GET_FD_BY_ID, ctypes.byref(Attr(prog_id, 0, 0)), ctypes.sizeof(Attr))
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), f"no BPF program with id {prog_id}")
+    return fd
+
+
+def attached_prog_ids(ifaces):
+    """Ids of the XDP and TC-ingress programs on these interfaces (root namespace), deduplicated."""
+    from pyroute2 import IPRoute
+    from ctrack.attach import TC_INGRESS, tc_filters, xdp_prog_id
+    ids = []
+    with IPRoute() as ipr:
+        for name in ifaces:
+            idx = ipr.link_lookup(ifname=name)[0]
+            pid = xdp_prog_id(ipr, idx)
+            if pid:
+                ids.append(pid)
+            if tc_filters(ipr, idx, TC_INGRESS):
+                # pyroute2 leaves TCA_BPF_ID undecoded; tc(8) prints it ("... id 42 tag ...")
+                res = subprocess.run(["tc", "filter", "show", "dev", name, "ingress"], capture_output=True,
+                                     text=True, timeout=10)
+                ids += [int(m) for m in re.findall(r"\bid (\d+)", res.stdout)]
+    return sorted(set(ids))
+
+
+class PassThrough:
+    """bench/passthrough.c attached to both tracker interfaces of a wire lab, as TC or XDP."""
+
+    def __init__(self, ifaces, mode):
+        from bcc import BPF
+        from pyroute2 import IPRoute
+        from ctrack.attach import Attachments
+        with IPRoute() as ipr:
+            a, b = (ipr.link_lookup(ifname=n)[0] for n in ifaces)
+        self.bpf = BPF(src_file=PASSTHROUGH_C.encode(), cflags=[f"-DPEER_A={a}", f"-DPEER_B={b}"])
+        self.atts = Attachments()
+        self.fd = None
+        try:
+            if mode == "xdp":
+                # multi-buffer, like `ctrack run --mode xdp`, so both see the same frames
+                from ctrack.bpfsys import load_xdp_with_frags
+                self.fd = load_xdp_with_frags(self.bpf.dump_func("pt_xdp"), "pt_xdp")
+                for n in ifaces:
+                    self.atts.attach_xdp(n, self.fd)
+            else:
+                fd = self.bpf.load_func("pt_tc", BPF.SCHED_CLS).fd
+                for n in ifaces:
+                    self.atts.attach_tc(n, fd, ("ingress",))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        self.atts.detach_all()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.bpf.cleanup()
+
+
+class TrackerRun:
+    """`ctrack run` in the lab's wire, as a user would start it (observe, collector on)."""
+
+    def __init__(self, ifaces, mode, name):
+        self.proc = subprocess.Popen(["ctrack", "run", "-1", ifaces[0], "-2", ifaces[1], "--mode", mode,
+                                      "--name", name, "-l", "0", "--json", "-d", "900"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()
+        if "Tracking" not in line:
+            self.proc.kill()
+            raise CtrackError(f"ctrack run did not start: {line.strip() or self.proc.stderr.read().strip()}")
+        self.summary = None
+
+    def close(self):
+        if self.proc.poll() is None:
+            time.sleep(0.5)   # ctrack run's start-up window (see ctrack/labscenario.py)
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        for line in out.splitlines():
+            if line.startswith('{"summary"'):
+                self.summary = json.loads(line)["summary"]
+
+
+# ---- iperf3 ------------------------------------------------------------------------------------
+
+def iperf(lab, test, seconds):
+    args = ["iperf3", "-c", lab.addr("ns2"), "-t", str(seconds), "--json", "--connect-timeout", "3000"]
+    if test == "tcp4":
+        args += ["-P", "4"]
+    elif test == "udp":
+        args += ["-u", "-b", "1G"]
+    res = lab.exec("ns1", args, check=False, timeout=seconds + 30)
+    try:
+        end = json.loads(res.stdout)["end"]
+    except (ValueError, KeyError):
+        err = (res.stdout + res.stderr).strip().splitlines()
+        raise CtrackError(f"iperf3 {test} failed: {err[-1] if err else 'no output'}")
+    recv = end["sum_received"]
+    out = {"gbps": recv["bits_per_second"] / 1e9}
+    if test == "udp":
+        out["loss_pct"] = end["sum"]["lost_percent"]
+        out["offered_gbps"] = end["sum_sent"]["bits_per_second"] / 1e9
+    else:
+        out["retransmits"] = end["sum_sent"].get("retransmits", 0)
+    return out
+
+
+def median_run(runs):
+    """The run with the median throughput (its loss/retransmits go with it), plus the spread."""
+    ordered = sorted(runs, key=lambda r: r["gbps"])
+    mid = dict(ordered[len(ordered) // 2])
+    if len(runs) > 1:
+        mid["gbps_all"] = [round(r["gbps"], 3) for r in runs]
+    return mid
+
+
+def profile(lab, ifaces, seconds=3):
+    """ns per program run and runs per second of the BPF program(s) on the path, during one TCP
+    stream (BPF_ENABLE_STATS for that run only)."""
+    from ctrack.observers import enable_stats
+    from ctrack.observers.program import prog_stats
+    fds = [prog_fd_by_id(i) for i in attached_prog_ids(ifaces)]
+    try:
+        with enable_stats():
+            before = [prog_stats(fd) for fd in fds]
+            t0 = time.monotonic()
+            iperf(lab, "tcp1", seconds)
+            wall = time.monotonic() - t0
+            after = [prog_stats(fd) for fd in fds]
+    finally:
+        for fd in fds:
+            os.close(fd)
+    ns = sum(a[1] - b[1] for a, b in zip(after, before))
+    runs = sum(a[2] - b[2] for a, b in zip(after, before))
+    return {"prog_ids": [a[0] for a in after], "runs": runs, "ns_per_run": ns / runs if runs else None,
+            "runs_per_s": runs / wall, "cpu_pct_of_one_core": 100.0 * ns / 1e9 / wall}
+
+
+# ---- one path ----------------------------------------------------------------------------------
+
+def measure_path(name, seconds, repeat, want_profile, log):
+    topology, lab_kw, what, xdp_hosts, _ = PATHS[name]
+    lab_name = f"{'bt' if topology == 'wire' else 'br'}{os.getpid() % 10000}"
+    lab = Lab(lab_name, topology, **lab_kw)
+    lab.down()
+    lab.up()
+    thing = None
+    result = {"path": name, "label": LABELS[name]}
+    try:
+        if xdp_hosts:
+            for h in ("ns1", "ns2"):
+                lab.exec(h, ["ethtool", "-K", lab.ifname(h), "tx", "off", "gro", "on"])
+        result["hosts"] = "tx off gro on" if xdp_hosts else "default offloads"
+        ifaces = lab.tracker_ifaces
+        if what and what.startswith("pass-"):
+            thing = PassThrough(ifaces, what[5:])
+        elif what and what.startswith("tracker-"):
+            thing = TrackerRun(ifaces, what[8:], f"bench-{lab_name}")
+        lab.flush_neighbours()
+        srv = lab.spawn("ns2", ["iperf3", "-s"])
+        _wait_port(lab, 5201)
+        for test in TESTS:
+            runs = []
+            for i in range(repeat):
+                runs.append(iperf(lab, test, seconds))
+                log(f"  {name} {test} run {i + 1}: {runs[-1]['gbps']:.3f} Gbit/s")
+            result[test] = median_run(runs)
+        if want_profile and what:
+            result["profile"] = profile(lab, ifaces)
+            log(f"  {name} profile: {result['profile']['ns_per_run']:.0f} ns/run, "
+                f"{result['profile']['runs_per_s']:.0f} runs/s")
+        srv.stop()
+    finally:
+        if thing is not None:
+            thing.close()
+            if isinstance(thing, TrackerRun):
+                result["tracker_summary"] = {k: thing.summary[k] for k in
+                                             ("packets", "class.invalid", "flows_created", "closed_fin",
+                                              "closed_rst", "events_lost")} if thing.summary else None
+        lab.down()
+    return result
+
+
+def _wait_port(lab, port, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if lab.exec("ns2", ["ss", "-Hltn", f"sport = :{port}"], check=False).stdout.strip():
+            return
+        time.sleep(0.05)
+    raise CtrackError("iperf3 server did not start in ns2")
+
+
+# ---- report --------------------------------------------------------------------------------------
+
+def add_ratios(results):
+    by = {r["path"]: r for r in results}
+    for r in results:
+        base = PATHS[r["path"]][4]
+        if base and base in by:
+            r["baseline"] = base
+            for t in TESTS:
+                r[t]["ratio"] = r[t]["gbps"] / by[base][t]["gbps"] if by[base][t]["gbps"] else None
+
+
+def table(results, seconds, repeat):
+    lines = ["| path | hosts | TCP 1 stream | TCP 4 streams | UDP 1G offered | vs baseline (TCP1 / TCP4 / UDP) |",
+             "|---|---|---:|---:|---:|---|"]
+    for r in results:
+        t1, t4, u = r["tcp1"], r["tcp4"], r["udp"]
+        if "baseline" in r:
+            ratio = " / ".join(f"{r[t]['ratio'] * 100:.0f}%" for t in TESTS) + f" of {r['baseline']}"
+        else:
+            ratio = "baseline"
+        lines.append(f"| {r['label']} | {r['hosts']} | {t1['gbps']:.2f} Gbit/s ({t1['retransmits']} retr) | "
+                     f"{t4['gbps']:.2f} Gbit/s ({t4['retransmits']} retr) | "
+                     f"{u['gbps'] * 1000:.0f} Mbit/s ({u['loss_pct']:.2f}% loss) | {ratio} |")
+    prof = [r for r in results if r.get("profile")]
+    if prof:
+        lines += ["", "| path | BPF ns per run | runs/s (1 TCP stream) | CPU (% of one core) |", "|---|---:|---:|---:|"]
+        for r in prof:
+            p = r["profile"]
+            lines.append(f"| {r['label']} | {p['ns_per_run']:.0f} | {p['runs_per_s']:,.0f} | "
+                         f"{p['cpu_pct_of_one_core']:.1f} |")
+    return "\n".join(lines)
+
+
+def verdicts(results):
+    out = []
+    for r in results:
+        if r["path"].endswith("-tracker") and "baseline" in r:
+            low = [t for t in TESTS if r[t]["ratio"] is not None and r[t]["ratio"] < TARGET]
+            out.append(f"{r['path']}: " + ("keeps >= 90% of its pass-through in every test" if not low else
+                                           f"BELOW 90% of its pass-through in {', '.join(low)}"))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated, from: " + ", ".join(PATHS))
+    ap.add_argument("--seconds", type=int, default=5, help="iperf3 -t per test (default 5)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per test; the median is reported (default 1)")
+    ap.add_argument("--no-profile", action="store_true", help="skip the BPF run-time statistics run")
+    ap.add_argument("--json", action="store_true", help="print the results as one JSON document")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    args = ap.parse_args(argv)
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    bad = [p for p in paths if p not in PATHS]
+    if bad:
+        ap.error(f"unknown path {bad[0]!r} (choose from {', '.join(PATHS)})")
+    if not 1 <= args.seconds <= 60 or not 1 <= args.repeat <= 10:
+        ap.error("--seconds must be 1-60 and --repeat 1-10")
+    if os.geteuid() != 0:
+        print("throughput.py: must run as root (namespaces, BPF)", file=sys.stderr)
+        return 1
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    results = []
+    try:
+        for p in paths:
+            log(f"{p}: {LABELS[p]}")
+            results.append(measure_path(p, args.seconds, args.repeat, not args.no_profile, log))
+    except CtrackError as exc:
+        print(f"throughput.py: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    add_ratios(results)
+    cmd = "bench/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.json:
+        print(json.dumps({"command": cmd.strip(), "seconds": args.seconds, "repeat": args.repeat,
+                          "kernel": platform.release(), "cpus": os.cpu_count(), "results": results,
+                          "verdicts": verdicts(results)}, indent=1))
+    else:
+        print(table(results, args.seconds, args.repeat))
+        print("\n* hosts' eth0 at `ethtool -K eth0 tx off gro on` (XDP redirect on veth needs it)")
+        for v in verdicts(results):
+            print(v)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
