@@ -112,6 +112,7 @@ class Collector:
         c = ctl.Leaf()
         c.now = kernel_now_ns()
         c.mode = mode
+        c.quiet = 0 if collect else 1
         c.next_expiry = U64_MAX
         ctl[ctl.Key(0)] = c
         t0 = time.perf_counter()
