@@ -171,7 +171,7 @@ struct ct_stats {
 #endif
 #define CT_MAX_VLAN_TAGS 2
 #define CT_MAX_IP6_EXT 6
-#define CT_MAX_TCP_OPTIONS 12
+#define CT_MAX_TCP_OPTIONS 40   /* option walk steps: 40 one-byte items fill a header */
 #define CT_EVICT_TRIES 8
 /* netfilter's MAXACKWINDOW floor: how far back an ACK may lag behind the data it acknowledges. */
 #define CT_MAX_ACK_WINDOW_FLOOR 66000

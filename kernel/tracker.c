@@ -98,7 +98,9 @@ struct ct_pkt {
 	__u8 wscale;
 	__u8 opt_flags;   /* CT_DF_WSCALE | CT_DF_SACK_PERM | CT_DF_TIMESTAMPS seen in a SYN */
 	__u8 fragmented;  /* a first fragment: the segment is longer than what we see */
-	__u8 pad[3];
+	__u8 optpos;      /* SYN option walk: offset of the next option (see below) */
+	__u8 optcut;      /* SYN option walk: the frame ends inside the option block */
+	__u8 pad;
 };
 
 /* Per-CPU working memory. The parsed packet lives here rather than on the stack on purpose: the
@@ -140,31 +142,39 @@ static __always_inline int ct_endpoint_after(union ct_addr *a, __u16 pa, union c
  * (RFC 6994's 253/254, TFO cookies, MPTCP, ...) are skipped by their length; a length that runs
  * past the header is malformed. Known options of a wrong length are ignored, as Linux does.
  *
- * The option block is copied to the stack (the caller checked its bounds) and walked there, at
- * most CT_MAX_TCP_OPTIONS items: real SYNs carry five or six (Linux: MSS, SACK-permitted,
- * timestamps, NOP, window scale), and an unbounded walk over packet memory makes the verifier
- * follow every combination of lengths. Items past the bound are left unread, not an error.
- * (bpf_loop would lift the bound, but BCC 0.26 cannot relocate its callback.) */
-static __always_inline int ct_parse_syn_options(void *opt, void *data_end, __u32 optlen, struct ct_pkt *p)
+ * The option block (at most 40 bytes) is copied to the stack and walked there. The walk's
+ * position lives in p, i.e. in map memory, which the verifier does not track: every iteration
+ * then reaches the loop head in the same verifier state and the walk is verified about once,
+ * where a position kept in a register makes it follow every combination of option lengths (a
+ * 40-step walk then exceeds the verifier's budget). 40 steps cover any option block, one-byte
+ * NOPs included. (bpf_loop would do too, but BCC 0.26 cannot relocate its callback.) */
+static __always_inline int ct_parse_syn_options(void *opt, void *data_end, __u32 optlen,
+						 struct ct_pkt *p)
 {
 	__u8 buf[64];
 	__builtin_memset(buf, 0, sizeof(buf));
 	if (optlen == 0 || optlen > 40 || opt + optlen > data_end)
 		return CT_REASON_L4_TRUNCATED;
-	if (bpf_probe_read_kernel(buf, optlen & 63, opt))
+	/* Clang knows optlen <= 40 here and would drop the mask; the verifier needs to see it. */
+	__u32 n = optlen;
+	asm volatile("" : "+r"(n));
+	if (bpf_probe_read_kernel(buf, n & 63, opt))
 		return CT_REASON_L4_TRUNCATED;
-	__u32 i = 0;
+	p->optpos = 0;
 	for (int n = 0; n < CT_MAX_TCP_OPTIONS; n++) {
+		__u32 i = p->optpos;
 		if (i >= optlen)
 			break;
 		__u8 kind = buf[i & 63];
 		if (kind == 0)            /* end of option list */
 			break;
 		if (kind == 1) {          /* no-operation */
-			i++;
+			p->optpos = i + 1;
 			continue;
 		}
 		__u8 len = buf[(i + 1) & 63];
+		if (p->optcut && (i + 1 >= optlen || i + len > optlen))
+			break;   /* the capture cut the block here: keep what was read */
 		if (i + 1 >= optlen || len < 2 || i + len > optlen)
 			return CT_REASON_TCP_BAD_OPTIONS;
 		if (kind == 2 && len == 4) {
@@ -178,7 +188,7 @@ static __always_inline int ct_parse_syn_options(void *opt, void *data_end, __u32
 		} else if (kind == 8 && len == 10) {
 			p->opt_flags |= CT_DF_TIMESTAMPS;
 		}
-		i += len;
+		p->optpos = i + len;
 	}
 	return CT_REASON_NONE;
 }
@@ -370,11 +380,19 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 		 * segment would cost the fast path for nothing ctrack uses. */
 		if ((flags & TH_SYN) && doff > sizeof(*th)) {
 			void *opt = (void *)(th + 1);
-			if (opt + (doff - sizeof(*th)) > data_end) {
-				*reason = CT_REASON_L4_TRUNCATED;
-				return CT_CLASS_INVALID;
+			__u32 optlen = doff - sizeof(*th);
+			if (opt + optlen > data_end) {
+				/* Options beyond the frame: a malformed packet, unless the frame is known
+				 * to be cut short (a capture's snaplen: pkt_len is the packet's true
+				 * length); then read the options that are there. */
+				if (pkt_len <= (__u32)(data_end - data) || opt >= data_end) {
+					*reason = CT_REASON_L4_TRUNCATED;
+					return CT_CLASS_INVALID;
+				}
+				optlen = data_end - opt;
+				p->optcut = 1;   /* in map memory, like optpos: no verifier state */
 			}
-			__u8 r = ct_parse_syn_options(opt, data_end, doff - sizeof(*th), p);
+			__u8 r = ct_parse_syn_options(opt, data_end, optlen, p);
 			if (r) {
 				*reason = r;
 				return CT_CLASS_INVALID;

@@ -752,16 +752,16 @@ def test_big_tcp_ipv6_payload_length_zero(rp):
     assert (r.klass, r.reason) == ("ESTABLISHED", None)
 
 
-@pytest.mark.parametrize("nops", [0, 5, 11])
-def test_syn_options_read_up_to_the_item_bound(rp, nops):
-    """The option walk is bounded at CT_MAX_TCP_OPTIONS (12) items, NOPs included: a window
-    scale that is the 12th item is still read. (A 13th item is not: a SYN padded with more
-    NOPs, as middleboxes leave them after blanking options they strip, loses its scale.)"""
+@pytest.mark.parametrize("nops", [0, 5, 11, 33])
+def test_syn_options_read_whatever_their_number(rp, nops):
+    """The option walk reads every item of a 40-byte option block, NOPs included: a window scale
+    and an MSS behind 33 NOPs (as middleboxes leave them after blanking options they strip) are
+    still read."""
     conv = TcpConv(rp)
     r = conv.c("S", options=[("NOP", None)] * nops + [("WScale", 7), ("MSS", 1400)])
     assert r.klass == "NEW"
     e = entry_of(rp)
-    assert (e.dir[0].wscale, e.dir[0].mss) == (7, 1400 if nops < 11 else 0)
+    assert (e.dir[0].wscale, e.dir[0].mss) == (7, 1400)
 
 
 def test_ecn_and_accecn_flags_are_valid(rp):
@@ -780,3 +780,22 @@ def test_ecn_and_accecn_flags_are_valid(rp):
     assert (r.klass, r.reason, states(r)) == ("ESTABLISHED", None, EST)
     r = conv.c("PAU", b"!")
     assert (r.klass, r.reason) == ("ESTABLISHED", None)
+
+
+def test_syn_options_cut_by_snaplen_are_read_as_far_as_they_go(rp):
+    """An old capture cut at 68 bytes (tcpdump -s 68) holds only part of a SYN's options: the
+    replay reads what is there instead of calling the SYN truncated, and the flow is tracked."""
+    conv = TcpConv(rp)
+    pkt, _ = conv.build(conv.cli, "S", options=[("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)),
+                                                   ("NOP", None), ("WScale", 7)])
+    raw = bytes(pkt)
+    conv.cli.nxt += 1
+    r = rp.run(raw[:68], conv.clock.advance(0.001), wire_len=len(raw))
+    assert (r.klass, r.reason) == ("NEW", None)
+    e = entry_of(rp)
+    assert e.dir[0].mss == 1460
+    # a frame that is not known to be cut short stays malformed
+    other = TcpConv(rp, client=("10.1.0.7", 999))
+    pkt, _ = other.build(other.cli, "S")
+    r = rp.run(bytes(pkt)[:68], other.clock.advance(0.001))
+    assert r.reason in ("ip_truncated", "l4_truncated")
