@@ -43,12 +43,14 @@ def _flags_text(f):
 
 
 class Replayer:
-    def __init__(self, tracker):
+    def __init__(self, tracker, entry="ct_xdp"):
+        """entry: the program to run, ct_xdp (default) or ct_tc. Frames cut short by a capture
+        carry their true length only into ct_xdp (ct_tc takes skb->len)."""
         if not tracker.config.replay:
             raise ValueError("the tracker must be built with TrackerConfig(replay=True)")
         self.tracker = tracker
         self.defs = defs()
-        self.runner = TestRunner(tracker.fn("ct_xdp").fd)
+        self.runner = TestRunner(tracker.fn(entry).fd)
         self.trace = tracker.bpf["trace"]
         self.now_ns = 0
 

@@ -14,16 +14,21 @@ from ctrack.replay import Replayer  # noqa: E402
 _trackers = {}
 
 
-def get_replayer(**cfg):
+def get_replayer(entry="ct_xdp", **cfg):
     """A Replayer on a tracker built with these TrackerConfig fields (replay=True), compiled
-    once per session and reset (empty table, zero statistics) on every call."""
+    once per session and reset (empty table, zero statistics) on every call. entry: ct_xdp or
+    ct_tc, the entry point the frames run through."""
     cfg.setdefault("replay", True)
     if "timeouts" in cfg and isinstance(cfg["timeouts"], dict):
         cfg["timeouts"] = tuple(sorted(cfg["timeouts"].items()))
     config = TrackerConfig(**cfg)
     if config not in _trackers:
-        tracker = Tracker(config)
-        _trackers[config] = Replayer(tracker)
+        _trackers[config] = Replayer(Tracker(config))
+    if entry != "ct_xdp":
+        key = (config, entry)
+        if key not in _trackers:
+            _trackers[key] = Replayer(_trackers[config].tracker, entry)
+        config = key
     rp = _trackers[config]
     rp.tracker.reset()
     rp.now_ns = 0
@@ -43,6 +48,6 @@ def rp():
 
 
 def pytest_sessionfinish(session, exitstatus):
-    for r in _trackers.values():
+    for r in {id(r.tracker): r for r in _trackers.values()}.values():
         r.tracker.close()
     _trackers.clear()
