@@ -8,7 +8,8 @@ A real tracker is loaded and pinned (not attached) and its table filled by writi
 straight into the map; between refreshes 10% of the flows grow their byte counters, so rates are
 non-zero and the rate sort has work to do. Each scenario (sort order, filter) is timed over
 --refreshes refreshes after one warm-up; the figure is wall time per refresh (median, max),
-split into reading (batch lookups + decoding + rates) and the rest (select, sort, draw).
+split into reading (batch lookups + decoding + rates) and the rest (select, sort, draw), and the
+process's CPU time per refresh (less sensitive to other work on the machine than wall time).
 """
 import argparse
 import io
@@ -57,25 +58,28 @@ def main():
                           color_system="truecolor")
             top.refresh()
             grow()
-            times, reads = [], []
+            times, reads, cpu = [], [], []
             for _ in range(args.refreshes + 1):
                 grow()
+                c0 = time.process_time()
                 t0 = time.perf_counter()
                 top.refresh()
                 t1 = time.perf_counter()
                 frame, _ = top.render(50)
                 con.print(frame)
                 t2 = time.perf_counter()
+                cpu.append(time.process_time() - c0)
                 times.append(t2 - t0)
                 reads.append(t1 - t0)
                 con.file.seek(0)
                 con.file.truncate()
-            times, reads = times[1:], reads[1:]   # the first one warms allocations up
+            times, reads, cpu = times[1:], reads[1:], cpu[1:]   # the first warms allocations up
             sc = {"sort": sort, "filter": FlowFilter.from_args(targs).describe() or "none",
                   "matching": top.matching,
                   "refresh_ms_median": round(statistics.median(times) * 1000, 1),
                   "refresh_ms_max": round(max(times) * 1000, 1),
-                  "read_ms_median": round(statistics.median(reads) * 1000, 1)}
+                  "read_ms_median": round(statistics.median(reads) * 1000, 1),
+                  "cpu_ms_median": round(statistics.median(cpu) * 1000, 1)}
             out["scenarios"].append(sc)
     if args.json:
         print(json.dumps(out, indent=1))
@@ -84,7 +88,8 @@ def main():
     for sc in out["scenarios"]:
         print(f"  sort {sc['sort']:<7} filter {sc['filter']:<45} ({sc['matching']:>6,} match): "
               f"{sc['refresh_ms_median']:6.1f} ms median, {sc['refresh_ms_max']:6.1f} ms max "
-              f"(reading {sc['read_ms_median']:.1f} ms)")
+              f"(reading {sc['read_ms_median']:.1f} ms; CPU {sc['cpu_ms_median']:.1f} ms)")
+    print(f"load average during the run: {os.getloadavg()[0]:.2f} (other work slows the wall times)")
 
 
 if __name__ == "__main__":

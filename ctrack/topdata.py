@@ -108,7 +108,8 @@ class View:
         rate = sample.rate
         # every key sorts "most interesting first" unless reversed
         return {
-            "rate": lambda r: -rate.get(r[:nk], 0.0),
+            # equal rates (idle flows: 0) by bytes, so the order is stable between refreshes
+            "rate": lambda r: (-rate.get(r[:nk], 0.0), -(r[L.BYTES0] + r[L.BYTES1])),
             "bytes": lambda r: -(r[L.BYTES0] + r[L.BYTES1]),
             "packets": lambda r: -(r[L.PKTS0] + r[L.PKTS1]),
             "age": lambda r: r[L.FIRST],
