@@ -2,7 +2,7 @@
 """Throughput through the lab: the tracker against an empty pass-through in the same hook, and
 netfilter conntrack against plain forwarding, measured with iperf3 in one run.
 
-Paths (each in a fresh lab, torn down after):
+Paths (labs built for the run and torn down after it):
   tc-pass      wire lab, bench/passthrough.c's pt_tc on both veths' TC ingress: bpf_redirect
                to the other veth, nothing else (the tracker's path without the tracker)
   tc-tracker   wire lab, `ctrack run --mode tc` (observe, collector on, events at -l 0)
@@ -12,12 +12,20 @@ Paths (each in a fresh lab, torn down after):
   xdp-tracker  wire lab, `ctrack run --mode xdp`, hosts at tx off gro on too
   routed       routed lab: nsr forwards, no netfilter conntrack (its own baseline)
   routed-ct    routed lab with --conntrack: nsr forwards with netfilter conntrack active
-Tests per path: iperf3 TCP with 1 and 4 streams, and UDP offered at 1 Gbit/s (-b 1G), each -t
+The TC and XDP pairs share one wire lab each (programs attached in turn); the routed pair are two
+labs, up side by side. Tests per path: iperf3 TCP with 1 and 4 streams, and UDP offered at 1 Gbit/s (-b 1G), each -t
 SECONDS, from ns1 to ns2. Reported: Gbit/s received, TCP retransmits, UDP loss, and each path's
-ratio to its baseline (tracker / pass-through of the same hook, conntrack / routed). With
---profile (default on) a further 3 s TCP run per BPF path measures the program's own cost from
+ratio to its baseline (tracker / pass-through of the same hook, conntrack / routed). This
+machine is shared and noisy, so the paths compared take turns: a group's paths (tc-pass and
+tc-tracker, say) run one round of all tests each, --repeat times, interleaved; cells are the
+median over rounds (with min-max), ratios the median of the same-round ratios.
+
+Unless --no-profile, a further 3 s TCP run per BPF path measures the program's own cost from
 the kernel's run-time statistics (BPF_ENABLE_STATS, on for that run only: nothing is left
-changed), in ns per program run and runs per second.
+changed): ns per program run, runs per second, share of one core. For TC it also runs
+passthrough.c's pt_tc_pull (the pass-through plus the tracker's header pull) to tell what
+pulling a GSO super-packet's headers into its linear part costs from the tracker's own work.
+The tracker comes from kernel/ (CTRACK_KERNEL_DIR overrides, e.g. a clean `git show` copy).
 """
 import argparse
 import ctypes
@@ -60,8 +68,8 @@ LABELS = {
 TESTS = ("tcp1", "tcp4", "udp")
 
 EXAMPLES = """examples:
-  sudo /usr/bin/python3 bench/throughput.py                  # all paths, -t 5: about 2.5 minutes
-  sudo /usr/bin/python3 bench/throughput.py --repeat 3       # median of 3 runs per cell
+  sudo /usr/bin/python3 bench/throughput.py                  # all paths, 3 rounds of -t 5: ~6 minutes
+  sudo /usr/bin/python3 bench/throughput.py --repeat 1       # one round: ~2.5 minutes, noisier
   sudo /usr/bin/python3 bench/throughput.py --paths tc-pass,tc-tracker --seconds 3
   sudo /usr/bin/python3 bench/throughput.py --json > throughput.json
 
@@ -124,7 +132,7 @@ class PassThrough:
                 for n in ifaces:
                     self.atts.attach_xdp(n, self.fd)
             else:
-                fd = self.bpf.load_func("pt_tc", BPF.SCHED_CLS).fd
+                fd = self.bpf.load_func("pt_" + mode, BPF.SCHED_CLS).fd   # pt_tc, pt_tc_pull
                 for n in ifaces:
                     self.atts.attach_tc(n, fd, ("ingress",))
         except BaseException:
@@ -221,49 +229,108 @@ def profile(lab, ifaces, seconds=3):
             "runs_per_s": runs / wall, "cpu_pct_of_one_core": 100.0 * ns / 1e9 / wall}
 
 
-# ---- one path ----------------------------------------------------------------------------------
+# ---- the paths, measured in interleaved rounds -------------------------------------------------
 
-def measure_path(name, seconds, repeat, want_profile, log):
-    topology, lab_kw, what, xdp_hosts, _ = PATHS[name]
-    lab_name = f"{'bt' if topology == 'wire' else 'br'}{os.getpid() % 10000}"
-    lab = Lab(lab_name, topology, **lab_kw)
-    lab.down()
-    lab.up()
-    thing = None
-    result = {"path": name, "label": LABELS[name]}
-    try:
-        if xdp_hosts:
-            for h in ("ns1", "ns2"):
-                lab.exec(h, ["ethtool", "-K", lab.ifname(h), "tx", "off", "gro", "on"])
-        result["hosts"] = "tx off gro on" if xdp_hosts else "default offloads"
-        ifaces = lab.tracker_ifaces
-        if what and what.startswith("pass-"):
-            thing = PassThrough(ifaces, what[5:])
-        elif what and what.startswith("tracker-"):
-            thing = TrackerRun(ifaces, what[8:], f"bench-{lab_name}")
-        lab.flush_neighbours()
-        srv = lab.spawn("ns2", ["iperf3", "-s"])
-        _wait_port(lab, 5201)
-        for test in TESTS:
-            runs = []
-            for i in range(repeat):
-                runs.append(iperf(lab, test, seconds))
-                log(f"  {name} {test} run {i + 1}: {runs[-1]['gbps']:.3f} Gbit/s")
-            result[test] = median_run(runs)
-        if want_profile and what:
-            result["profile"] = profile(lab, ifaces)
-            log(f"  {name} profile: {result['profile']['ns_per_run']:.0f} ns/run, "
-                f"{result['profile']['runs_per_s']:.0f} runs/s")
-        srv.stop()
-    finally:
-        if thing is not None:
-            thing.close()
-            if isinstance(thing, TrackerRun):
-                result["tracker_summary"] = {k: thing.summary[k] for k in
-                                             ("packets", "class.invalid", "flows_created", "closed_fin",
-                                              "closed_rst", "events_lost")} if thing.summary else None
+# Paths compared with each other share a group: within a group the paths take turns, one round
+# of all tests each, `repeat` times (pass, tracker, pass, tracker, ...), so that whatever else
+# loads this shared machine meanwhile weighs on both sides of a ratio alike.
+GROUPS = (("tc", ("tc-pass", "tc-tracker")), ("xdp", ("xdp-pass", "xdp-tracker")),
+          ("routed", ("routed", "routed-ct")))
+
+
+class Group:
+    """The labs of one group: one wire lab shared by its paths (programs attached in turn), or
+    one routed lab per path (with and without --conntrack), each with an iperf3 server."""
+
+    def __init__(self, key, paths, log):
+        self.key, self.paths, self.log = key, paths, log
+        self.labs, self.servers = {}, []
+        tag = os.getpid() % 10000
+        try:
+            if key == "routed":
+                for i, p in enumerate(paths):
+                    self.labs[p] = self._lab(f"br{tag}{i}", "routed", **PATHS[p][1])
+            else:
+                lab = self._lab(f"bt{tag}", "wire")
+                if PATHS[paths[0]][3]:
+                    for h in ("ns1", "ns2"):
+                        lab.exec(h, ["ethtool", "-K", lab.ifname(h), "tx", "off", "gro", "on"])
+                for p in paths:
+                    self.labs[p] = lab
+        except BaseException:
+            self.close()
+            raise
+
+    def _lab(self, name, topology, **kw):
+        lab = Lab(name, topology, **kw)
         lab.down()
-    return result
+        lab.up()
+        self.servers.append((lab, lab.spawn("ns2", ["iperf3", "-s"])))
+        _wait_port(lab, 5201)
+        return lab
+
+    def attach(self, path, name=None):
+        """What sits in PATH (None for the routed ones); close() it afterwards."""
+        what = name or PATHS[path][2]
+        lab = self.labs[path]
+        thing = None
+        if what and what.startswith("pass-"):
+            thing = PassThrough(lab.tracker_ifaces, what[5:])
+        elif what and what.startswith("tracker-"):
+            thing = TrackerRun(lab.tracker_ifaces, what[8:], f"bench-{lab.name}")
+        lab.flush_neighbours()
+        return thing
+
+    def close(self):
+        for lab, srv in self.servers:
+            srv.stop()
+        for lab in {id(l): l for l in self.labs.values()}.values():
+            lab.down()
+        for lab, _ in self.servers:
+            lab.down()
+
+
+def measure_group(key, paths, seconds, repeat, want_profile, log):
+    g = Group(key, paths, log)
+    results = {p: {"path": p, "label": LABELS[p], "runs": {t: [] for t in TESTS},
+                   "hosts": "tx off gro on" if PATHS[p][3] else "default offloads"} for p in paths}
+    try:
+        for rnd in range(repeat):
+            for p in paths:
+                thing = g.attach(p)
+                try:
+                    for t in TESTS:
+                        r = iperf(g.labs[p], t, seconds)
+                        results[p]["runs"][t].append(r)
+                        log(f"  round {rnd + 1}/{repeat} {p:<12} {t:<5} {r['gbps']:7.3f} Gbit/s"
+                            + (f", {r['loss_pct']:.2f}% loss" if t == "udp" else f", {r['retransmits']} retr"))
+                finally:
+                    if thing is not None:
+                        thing.close()
+                        if isinstance(thing, TrackerRun):
+                            results[p].setdefault("tracker_summaries", []).append(
+                                {k: thing.summary.get(k) for k in ("packets", "class.invalid", "flows_created",
+                                                                   "events_lost")} if thing.summary else None)
+        if want_profile:
+            extra = [("tc-pass", "pass-tc_pull", "TC pass-through + the tracker's header pull")] \
+                if key == "tc" and "tc-pass" in paths else []
+            for p, what, label in [(p, None, None) for p in paths if PATHS[p][2]] + extra:
+                thing = g.attach(p, what)
+                try:
+                    prof = profile(g.labs[p], g.labs[p].tracker_ifaces)
+                finally:
+                    thing.close()
+                if what is None:
+                    results[p]["profile"] = prof
+                else:
+                    results[p].setdefault("profile_extra", []).append(dict(prof, label=label))
+                log(f"  profile {label or p}: {prof['ns_per_run']:.0f} ns/run, {prof['runs_per_s']:,.0f} runs/s")
+    finally:
+        g.close()
+    for r in results.values():
+        for t in TESTS:
+            r[t] = median_run(r["runs"][t])
+    return [results[p] for p in paths]
 
 
 def _wait_port(lab, port, timeout=5.0):
@@ -278,13 +345,17 @@ def _wait_port(lab, port, timeout=5.0):
 # ---- report --------------------------------------------------------------------------------------
 
 def add_ratios(results):
+    """Each path's ratio to its baseline: the median over rounds of (path / baseline) measured in
+    the same round, so a slow moment of the machine cancels out."""
     by = {r["path"]: r for r in results}
     for r in results:
         base = PATHS[r["path"]][4]
         if base and base in by:
             r["baseline"] = base
             for t in TESTS:
-                r[t]["ratio"] = r[t]["gbps"] / by[base][t]["gbps"] if by[base][t]["gbps"] else None
+                pairs = [a["gbps"] / b["gbps"] for a, b in zip(r["runs"][t], by[base]["runs"][t]) if b["gbps"]]
+                r[t]["ratio"] = statistics.median(pairs) if pairs else None
+                r[t]["ratios"] = [round(x, 3) for x in pairs]
 
 
 def table(results, seconds, repeat):
@@ -296,17 +367,27 @@ def table(results, seconds, repeat):
             ratio = " / ".join(f"{r[t]['ratio'] * 100:.0f}%" for t in TESTS) + f" of {r['baseline']}"
         else:
             ratio = "baseline"
-        lines.append(f"| {r['label']} | {r['hosts']} | {t1['gbps']:.2f} Gbit/s ({t1['retransmits']} retr) | "
-                     f"{t4['gbps']:.2f} Gbit/s ({t4['retransmits']} retr) | "
-                     f"{u['gbps'] * 1000:.0f} Mbit/s ({u['loss_pct']:.2f}% loss) | {ratio} |")
-    prof = [r for r in results if r.get("profile")]
+        lines.append(f"| {r['label']} | {r['hosts']} | {_cell(t1)} Gbit/s, {t1['retransmits']} retr | "
+                     f"{_cell(t4)} Gbit/s, {t4['retransmits']} retr | "
+                     f"{_cell(u, 1000, 0)} Mbit/s, {u['loss_pct']:.1f}% loss | {ratio} |")
+    prof = [(r["label"], r["profile"]) for r in results if r.get("profile")]
+    prof += [(p["label"], p) for r in results for p in r.get("profile_extra", [])]
     if prof:
-        lines += ["", "| path | BPF ns per run | runs/s (1 TCP stream) | CPU (% of one core) |", "|---|---:|---:|---:|"]
-        for r in prof:
-            p = r["profile"]
-            lines.append(f"| {r['label']} | {p['ns_per_run']:.0f} | {p['runs_per_s']:,.0f} | "
+        lines += ["", "| program (1 TCP stream, 3 s) | ns per run | runs/s | CPU, % of one core |",
+                  "|---|---:|---:|---:|"]
+        for label, p in prof:
+            lines.append(f"| {label} | {p['ns_per_run']:.0f} | {p['runs_per_s']:,.0f} | "
                          f"{p['cpu_pct_of_one_core']:.1f} |")
     return "\n".join(lines)
+
+
+def _cell(test, scale=1, digits=2):
+    """median (min-max) of a test's rounds."""
+    vals = [x * scale for x in test.get("gbps_all", [test["gbps"]])]
+    med = test["gbps"] * scale
+    if len(vals) < 2:
+        return f"{med:.{digits}f}"
+    return f"{med:.{digits}f} ({min(vals):.{digits}f}-{max(vals):.{digits}f})"
 
 
 def verdicts(results):
@@ -324,12 +405,14 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated, from: " + ", ".join(PATHS))
     ap.add_argument("--seconds", type=int, default=5, help="iperf3 -t per test (default 5)")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per test; the median is reported (default 1)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds per path, interleaved with the other paths of its group; medians are "
+                         "reported (default 3)")
     ap.add_argument("--no-profile", action="store_true", help="skip the BPF run-time statistics run")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON document")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     args = ap.parse_args(argv)
-    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    paths = list(dict.fromkeys(p.strip() for p in args.paths.split(",") if p.strip()))
     bad = [p for p in paths if p not in PATHS]
     if bad:
         ap.error(f"unknown path {bad[0]!r} (choose from {', '.join(PATHS)})")
@@ -341,9 +424,11 @@ def main(argv=None):
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     results = []
     try:
-        for p in paths:
-            log(f"{p}: {LABELS[p]}")
-            results.append(measure_path(p, args.seconds, args.repeat, not args.no_profile, log))
+        for key, members in GROUPS:
+            chosen = [p for p in members if p in paths]
+            if chosen:
+                log(f"{key}: {', '.join(chosen)}, {args.repeat} round(s) of {', '.join(TESTS)}, -t {args.seconds}")
+                results += measure_group(key, chosen, args.seconds, args.repeat, not args.no_profile, log)
     except CtrackError as exc:
         print(f"throughput.py: {exc}", file=sys.stderr)
         return 1
