@@ -118,6 +118,11 @@ def run(args):
             "interfaces": ifaces, "wire": wire, "mode": args.mode, "policy": args.policy,
             "pickup": args.pickup, "timeouts": cfg.effective_timeouts(),
             "table_size": args.table_size or tracker.defs.CT_TABLE_SIZE})
+        # the collector, the event bus (this process is the ring buffer's only reader and
+        # re-publishes each event to ctrack events / ctrack-top) and --metrics: all ready
+        # before "Tracking" is announced
+        extras = runextras.RunExtras(args, meta)
+        reader = EventReader(tracker.bpf)
         how = " <-> ".join(ifaces) if wire else ifaces[0] + " (observing)"
         note = ""
         if args.mode == "xdp" and not wire:
@@ -125,10 +130,6 @@ def run(args):
         print(f"Tracking {how}: {args.mode}, {args.policy}"
               f"{', pickup' if args.pickup else ''}, tracker {meta['name']!r}.{note} "
               f"Hit Ctrl-C to end.", file=sys.stderr, flush=True)
-        reader = EventReader(tracker.bpf)
-        # the collector, the event bus (this process is the ring buffer's only reader and
-        # re-publishes each event to ctrack events / ctrack-top) and --metrics
-        extras = runextras.RunExtras(args, meta)
         deadline = time.monotonic() + args.duration if args.duration else None
         try:
             while deadline is None or time.monotonic() < deadline:

@@ -4,8 +4,11 @@
      "state", "old_state", "orig_state", "reply_state", "reason" (closed only),
      "packets": [o, r], "bytes": [o, r]}
 """
+import contextlib
 import ctypes
+import signal
 import socket
+import threading
 
 from .defs import defs
 from .flows import PROTO_NAMES, orig_tuple
@@ -47,13 +50,46 @@ class EventReader:
         self.table.open_ring_buffer(self._on_event)
 
     def _on_event(self, ctx, data, size):
-        ev = ctypes.cast(data, ctypes.POINTER(self.event_type)).contents
-        self.pending.append(decode_event(ev))
+        # a copy only; decoding happens in poll(), outside the ctypes callback
+        self.pending.append(ctypes.string_at(data, min(size, ctypes.sizeof(self.event_type))))
+        return 0
 
     def poll(self, timeout_ms=0):
-        self.bpf.ring_buffer_poll(timeout_ms)
-        out, self.pending = self.pending, []
+        with _signals_deferred() as caught:
+            self.bpf.ring_buffer_poll(timeout_ms)
+        raw, self.pending = self.pending, []
+        E = self.event_type
+        out = [decode_event(E.from_buffer_copy(r.ljust(ctypes.sizeof(E), b"\0"))) for r in raw]
+        early, self._early = getattr(self, "_early", []), []
+        out = early + out
+        if caught:
+            self._early = out   # not lost: the next poll() returns them first
+            handler, signum = caught[0]
+            handler(signum, None)   # raises (KeyboardInterrupt) here, in ordinary code
         return out
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT/SIGTERM handlers off while BCC polls the ring buffer: a Python handler that
+    raises (Ctrl-C's KeyboardInterrupt, cli_main's SIGTERM) inside a ctypes callback is printed
+    and dropped by ctypes, and the tool would not stop. Yields a list that receives the
+    (original handler, signal) to run afterwards. Main thread only (elsewhere, a no-op)."""
+    caught = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    saved = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        h = signal.getsignal(sig)
+        if callable(h):
+            saved[sig] = h
+            signal.signal(sig, lambda signum, frame, h=h: caught.append((h, signum)))
+    try:
+        yield caught
+    finally:
+        for sig, h in saved.items():
+            signal.signal(sig, h)
 
 
 def format_event(e):

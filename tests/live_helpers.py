@@ -58,12 +58,18 @@ class LiveTracker:
                      "-d", str(duration), *args]
         self.out = open(f"/tmp/ctrack-test-{name}.out", "w+")
         self.proc = subprocess.Popen(self.argv, stdout=self.out, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stderr.readline()
-        if "Tracking" not in line:
-            self.proc.kill()
-            rest = self.proc.communicate()[1]
-            raise AssertionError(f"ctrack run did not start: {line}{rest}")
-        # the event bus, the collector and the metrics come up right after the attach
+        # "Tracking ..." comes once everything is up (the metrics' address line before it)
+        self.stderr_head = []
+        while True:
+            line = self.proc.stderr.readline()
+            self.stderr_head.append(line)
+            if "Tracking" in line:
+                break
+            if not line or "Metrics on" not in line:
+                self.proc.kill()
+                rest = self.proc.communicate()[1]
+                raise AssertionError(f"ctrack run did not start: {''.join(self.stderr_head)}{rest}")
+        # the collector's first status file follows its first pass
         deadline = time.monotonic() + 10
         from ctrack.eventbus import sock_path
         from ctrack.gc import status_path
@@ -72,8 +78,7 @@ class LiveTracker:
                 and ("--no-gc" in args or os.path.exists(status_path(name)))):
             time.sleep(0.05)
         if "--metrics" in args:
-            line = self.proc.stderr.readline()
-            assert "Metrics on" in line, line
+            assert "Metrics on" in self.stderr_head[0], self.stderr_head
         lab.flush_neighbours()
 
     def ctrack(self, *args, check=True, timeout=30):

@@ -1,10 +1,8 @@
 """ctrack-top against a real `ctrack run` in a real lab: one frame (--once), plain frames without
 a terminal, and the full-screen view driven in tmux (keys for sort, filter, scroll, quit; the
 terminal restored after q and after Ctrl-C)."""
-import os
 import shlex
 import subprocess
-import time
 
 import pytest
 
