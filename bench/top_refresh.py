@@ -38,6 +38,8 @@ def main():
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     from rich.console import Console
+    import gc
+    gc.disable()   # as ctrack-top's main() does (it collects every 30 refreshes)
 
     n = args.flows
     size = 1 << (n - 1).bit_length()

@@ -61,7 +61,7 @@ def select(sh, flt, include_expired=False, raw=False):
 
 def sort_rows(rows, L, how, now):
     keyf = {
-        "age": lambda r: (r[L.FIRST], r[:L.NKEY]),
+        "age": lambda r: (r[L.FIRST], r[L.KEY]),
         "idle": lambda r: r[L.LAST],
         "ttl": lambda r: r[L.EXPIRES],
         "bytes": lambda r: -(r[L.BYTES0] + r[L.BYTES1]),

@@ -67,7 +67,8 @@ class RowLayout:
         STATE ORIG_SIDE FLAGS CLOSE_REASON FIRST LAST EXPIRES
         STATE0 STATE1 PKTS0 PKTS1 BYTES0 BYTES1  -- per direction: 0 orig, 1 reply
 
-    row[:NKEY] is the key's identity (hashable); key_bytes(row) its raw bytes."""
+    and last KEY, the key's raw bytes: the entry's identity (a dict key whose hash Python
+    caches, unlike a tuple's), and what a removal or a ctypes view needs."""
 
     def __init__(self, Key, Entry):
         ks, es = ctypes.sizeof(Key), ctypes.sizeof(Entry)
@@ -94,24 +95,28 @@ class RowLayout:
                 eparts.append((f"{attr}{i}", dir_off + i * dsize + off, _code(ctypes.sizeof(ft))))
         self.entry, enames = _struct_of(eparts, es, "=")
         self.NKEY = len(knames)
-        for i, n in enumerate(knames + enames):
+        for i, n in enumerate(knames + enames + ["KEY"]):
             setattr(self, n, i)
+        self.RAW = self.KEY + 1   # rows read with raw=True: the entry's raw bytes
+        self._raw_key = struct.Struct(f"{ks}s")
         self.key_size, self.entry_size = ks, es
 
     def rows(self, count, keys, values, raw=False):
         """Rows of `count` entries in raw buffers; raw=True appends each entry's raw bytes
         (for its ctypes view, see Shared.entry_of)."""
-        kb = memoryview(keys)[:count * self.key_size]
-        vb = memoryview(values)[:count * self.entry_size]
+        ks, es = self.key_size, self.entry_size
+        kb = bytes(memoryview(keys)[:count * ks])
+        vb = memoryview(values)[:count * es]
         if raw:
-            es = self.entry_size
             vbytes = bytes(vb)
-            return [k + e + (vbytes[i:i + es],) for i, k, e in
-                    zip(range(0, count * es, es), self.key.iter_unpack(kb), self.entry.iter_unpack(vb))]
-        return [k + e for k, e in zip(self.key.iter_unpack(kb), self.entry.iter_unpack(vb))]
+            return [k + e + (kb[i * ks:(i + 1) * ks], vbytes[i * es:(i + 1) * es]) for i, k, e in
+                    zip(range(count), self.key.iter_unpack(kb), self.entry.iter_unpack(vb))]
+        # the raw key as a third struct's one field: cheaper than slicing in Python
+        return [k + e + r for k, e, r in
+                zip(self.key.iter_unpack(kb), self.entry.iter_unpack(vb), self._raw_key.iter_unpack(kb))]
 
     def key_bytes(self, row):
-        return self.key.pack(*row[:self.NKEY])
+        return row[self.KEY]
 
 
 class Shared:
@@ -210,7 +215,7 @@ class Shared:
 
     def entry_of(self, row):
         """The ctypes entry (struct ct_entry) of a row read with raw=True."""
-        return self.Entry.from_buffer_copy(row[-1])
+        return self.Entry.from_buffer_copy(row[self.layout.RAW])
 
     def stats(self):
         """The tracker's global counters by name (ctrack.stats.decode_stats)."""

@@ -30,7 +30,7 @@ class Sample:
         self.gc = gc_totals
         self.gc_status = gc_status
         self.live = []              # entries not expired
-        self.rate = {}              # key -> bits/s (live flows seen in the previous sample too)
+        self.rate = {}              # raw key -> bits/s (live flows seen in the previous sample too)
         self.by_state = collections.Counter()   # (proto, state value) -> live flows
         self.expired = 0
 
@@ -54,7 +54,7 @@ class Sampler:
         live = s.live = [r for r in rows if r[iE] > now]
         s.expired = len(rows) - len(live)
         s.by_state = collections.Counter(map(itemgetter(L.PROTO, L.STATE), live))
-        keys = list(map(itemgetter(slice(0, L.NKEY)), live))
+        keys = list(map(itemgetter(L.KEY), live))
         firsts = list(map(itemgetter(L.FIRST), live))
         totals = list(map(add, map(itemgetter(L.BYTES0), live), map(itemgetter(L.BYTES1), live)))
         dt = s.mono - self.cur.mono if self.cur else 0
@@ -104,17 +104,17 @@ class View:
 
     def _key(self, sample):
         L = self.L
-        nk = L.NKEY
+        ik = L.KEY
         rate = sample.rate
         # every key sorts "most interesting first" unless reversed
         return {
             # equal rates (idle flows: 0) by bytes, so the order is stable between refreshes
-            "rate": lambda r: (-rate.get(r[:nk], 0.0), -(r[L.BYTES0] + r[L.BYTES1])),
+            "rate": lambda r: (-rate.get(r[ik], 0.0), -(r[L.BYTES0] + r[L.BYTES1])),
             "bytes": lambda r: -(r[L.BYTES0] + r[L.BYTES1]),
             "packets": lambda r: -(r[L.PKTS0] + r[L.PKTS1]),
             "age": lambda r: r[L.FIRST],
             "idle": lambda r: r[L.LAST],
-            "state": lambda r: (r[L.STATE], -rate.get(r[:nk], 0.0)),
+            "state": lambda r: (r[L.STATE], -rate.get(r[ik], 0.0)),
         }[self.sort]
 
     def rows(self, sample, height):

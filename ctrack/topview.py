@@ -150,7 +150,7 @@ def flow_table(ctx, rows):
                     ("TTL", {"justify": "right"}), ("PKTS \u2192/\u2190", {"justify": "right"}),
                     ("BYTES \u2192/\u2190", {"justify": "right"}), ("RATE", {"justify": "right"})):
         tb.add_column(col, no_wrap=True, overflow="ellipsis", **kw)
-    nk = L.NKEY
+    ik = L.KEY
     tcp = names.tcp
     for r in rows:
         src, sport, dst, dport = orig(r, L)
@@ -158,7 +158,7 @@ def flow_table(ctx, rows):
         st = names.state(r[L.STATE])
         style = STATE_STYLE.get(st, "")
         is_tcp = r[L.PROTO] == tcp
-        bps = s.rate.get(r[:nk])
+        bps = s.rate.get(r[ik])
         tb.add_row(names.proto(r[L.PROTO]), st,
                    endpoint_text(src, sport, fam), endpoint_text(dst, dport, fam),
                    names.ep(r[L.STATE0]) if is_tcp else "-",
