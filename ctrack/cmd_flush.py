@@ -1,7 +1,7 @@
 """`ctrack flush` and `ctrack delete`: remove flows from a running tracker's table, like
 `conntrack -F` and `conntrack -D`, with the filters of `ctrack list`.
 
-The removal runs in the kernel (ctrack/shared.c, FLUSH mode): each entry is taken under its
+The removal runs in the kernel (kernel/collector.c, FLUSH mode): each entry is taken under its
 lock, removed, and -- if its flow had not ended already -- reported `closed: flushed` in the
 tracker's event stream. What was removed is printed with its final counters. A flow removed
 while its connection is alive is simply new again at its next packet (a UDP datagram or a TCP

@@ -1,7 +1,7 @@
 """The collector: removes expired flows from a running tracker's table without waiting for a packet.
 
 The tracker itself only notices that a flow expired when a packet of that flow arrives, so idle
-flows would stay in the table forever and fill it. A Collector runs ctrack/shared.c's iterator
+flows would stay in the table forever and fill it. A Collector runs kernel/collector.c's iterator
 over the pinned table: every entry is visited in the kernel, each expired one is checked again
 under its own lock, removed, and (if its flow had not ended by FIN/RST) reported as
 `closed: timeout` through the tracker's own ring buffer and CT_STAT_CLOSED_TIMEOUT counter.

@@ -7,7 +7,7 @@
         print(sh.stats())                      # the tracker's counters by name
         print(sh.gc_totals())                  # the collector's counters
 
-No second tracker is loaded: ctrack/shared.c declares the tracker's maps with BCC's
+No second tracker is loaded: kernel/collector.c declares the tracker's maps with BCC's
 BPF_TABLE_PINNED (BCC opens the pins) and includes kernel/ctrack.h, so the ctypes types are
 BCC's own, built from the header the tracker was built from. The pinned table's size comes from
 the kernel (map info) and its key and value sizes are checked against those types: a tracker
@@ -22,12 +22,14 @@ import os
 import struct
 import threading
 
+from . import KERNEL_DIR
+
 from . import pins
 from .defs import defs
 from .errors import CtrackError
 from .mapops import Batch, map_info, obj_get, MAP_TYPES
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shared.c")
+SOURCE = os.path.join(KERNEL_DIR, "collector.c")
 ITER_FN = "bpf_iter__bpf_map_elem"
 
 

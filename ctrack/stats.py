@@ -7,7 +7,8 @@ def decode_stats(stats_map, d):
     reason.<name>, and the flow counters (flows_created, closed_fin, ...)."""
     st = d.ct_stat
     bases = {"CLASS": (d.ct_class, st.CT_STAT_CLASS), "ACTION": (d.ct_action, st.CT_STAT_ACTION),
-             "REASON": (d.ct_reason, st.CT_STAT_REASON)}
+             "REASON": (d.ct_reason, st.CT_STAT_REASON),
+             "BYTES_CLASS": (d.ct_class, st.CT_STAT_BYTES_CLASS)}
     # one slot, a struct ct_stats per CPU: sum each counter over CPUs
     per_cpu = stats_map[stats_map.Key(0)]
     values = {i: sum(c.v[i] for c in per_cpu) for i in range(st.CT_STAT_MAX)}

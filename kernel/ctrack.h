@@ -130,7 +130,10 @@ enum ct_stat {
 	CT_STAT_EVENTS_LOST = 37,              /* ring buffer full: events not delivered */
 	CT_STAT_FRAGMENTS = 38,                /* non-first IP fragments (untracked) */
 	CT_STAT_IGNORED_SYN = 39,              /* SYNs in a live connection, remembered not applied */
-	CT_STAT_MAX = 40,
+	CT_STAT_BYTES_CLASS = 40,              /* + enum ct_class: bytes by class (IP length, frame
+	                                        * length for non-IP) */
+	CT_STAT_CLOSED_FLUSHED = 44,           /* removed by `ctrack flush` / `ctrack delete` */
+	CT_STAT_MAX = 45,
 };
 
 /* One slot of the per-CPU `stats` array: all counters together, so a packet costs one lookup. */

@@ -458,7 +458,8 @@ struct ct_result {
 	__u8 push_evict;     /* put the key in the eviction queue */
 	__u8 orig_side;
 	__u8 ignored_syn;
-	__u8 pad;
+	__u8 reopened;       /* an expired entry was reinitialised in place for this packet */
+	__u32 len;           /* bytes for the statistics: IP length, or the frame's for non-IP */
 	__u64 packets[2];
 	__u64 bytes[2];
 	__u64 prev_packets[2];
@@ -988,6 +989,7 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 		ct_flow_init(e, p, now);
 		r->klass = CT_CLASS_NEW;
 		r->created = 1;
+		r->reopened = 1;
 	} else {
 		__u32 d = (p->side == e->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY;
 		r->old_state = e->state;
@@ -1079,6 +1081,7 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 	__builtin_memset(p, 0, sizeof(*p));
 	__u8 reason = CT_REASON_NONE;
 	int cls = ct_parse(data, data_end, pkt_len, p, &reason);
+	r->len = p->ip_len ? p->ip_len : pkt_len;
 	if (cls != CT_CLASS_NEW) {
 		r->klass = cls;
 		r->reason = reason;
@@ -1145,6 +1148,18 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 		}
 	}
 	ct_update(e, p, now, r);
+	if (r->reopened && flows.lookup(&p->key) != e) {
+		/* The collector removed the expired entry between our lookup and our lock, or just
+		 * after: the flow this packet opened lives in memory no longer in the table. Insert
+		 * it afresh (the packet alone made it: the same state). */
+		struct ct_entry *ne = (struct ct_entry *)sc->entry;
+		ct_flow_init(ne, p, now);
+		ne->dir[CT_DIR_ORIG].packets = 1;
+		ne->dir[CT_DIR_ORIG].bytes = p->ip_len;
+		ne->last_seen = now;
+		ne->expires = now + ct_timeout_ns(ne);
+		flows.insert(&p->key, ne);
+	}
 	ct_after(&p->key, r, now);
 	return r->klass;
 }
@@ -1173,6 +1188,7 @@ static __always_inline __u8 ct_decide(struct ct_result *r, struct ct_key *key, _
 	if (st) {
 		st->v[CT_STAT_PACKETS] += 1;
 		st->v[CT_STAT_CLASS + (r->klass & 3)] += 1;
+		st->v[CT_STAT_BYTES_CLASS + (r->klass & 3)] += r->len;
 		st->v[CT_STAT_ACTION + (action < CT_ACTION_MAX ? action : 0)] += 1;
 		if (r->klass == CT_CLASS_INVALID && r->reason < CT_REASON_MAX)
 			st->v[CT_STAT_REASON + r->reason] += 1;

@@ -206,3 +206,12 @@ def test_events_rst_and_timeout(replayer):
     evs = [(e["type"], e["reason"]) for e in reader.poll()]
     assert ("closed", "rst") in evs
     assert evs[-2:] == [("closed", "timeout"), ("new", None)]
+
+
+def test_bytes_by_class(rp):
+    conv = TcpConv(rp)
+    conv.handshake()                       # SYN 60 (NEW), SYN/ACK 60 + ACK 40 (ESTABLISHED)
+    conv.c("PA", b"x" * 100)               # 140 ESTABLISHED
+    conv.c("PA", b"y", seq=conv.cli.nxt + 50_000_000, advance=False)   # 41 INVALID
+    st = rp.tracker.stats()
+    assert (st["bytes_class.new"], st["bytes_class.established"], st["bytes_class.invalid"]) == (60, 240, 41)

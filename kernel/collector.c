@@ -1,4 +1,4 @@
-/* shared.c: a running tracker's maps seen from another process, and its collector.
+/* collector.c: a running tracker's maps seen from another process, and its collector.
  *
  * Compiled by ctrack/shared.py with -DCT_PIN_DIR="/sys/fs/bpf/ctrack/<name>" and
  * -DCT_TABLE_SIZE=<the pinned table's max_entries>. Declaring the tracker's maps with
@@ -207,11 +207,13 @@ BPF_ITER(bpf_map_elem)
 	ev.pad = report != CT_CLOSE_NONE;
 	if (report != CT_CLOSE_NONE) {
 		c->reported += 1;
+		struct ct_stats *st = stats.lookup(&z);
 		if (report == CT_CLOSE_TIMEOUT) {
 			gc_count(1);
-			struct ct_stats *st = stats.lookup(&z);
 			if (st)
 				st->v[CT_STAT_CLOSED_TIMEOUT] += 1;
+		} else if (st) {
+			st->v[CT_STAT_CLOSED_FLUSHED] += 1;
 		}
 		struct ct_event *r = events.ringbuf_reserve(sizeof(struct ct_event));
 		if (r) {
