@@ -77,6 +77,8 @@ class TrackerCollector:
             return m
 
         yield by("class.", "ctrack_packets", "class", "Packets seen, by verdict class.")
+        yield by("bytes_class.", "ctrack_bytes", "class",
+                 "Bytes seen (IP length; frame length for non-IP), by verdict class.")
         yield by("action.", "ctrack_packet_actions", "action", "Packets by action taken.")
         yield by("reason.", "ctrack_invalid_packets", "reason", "INVALID packets by reason.")
         yield CounterMetricFamily("ctrack_flows_created", "Flows created.", value=st.get("flows_created", 0))

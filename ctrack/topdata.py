@@ -77,6 +77,16 @@ class Sampler:
         a, b = self.prev.stats, self.cur.stats
         return {k[6:]: (b[k] - a.get(k, 0)) / dt for k in b if k.startswith("class.") and dt > 0}
 
+    def class_bit_rates(self):
+        """{class name: bits/s} between the last two samples, from the tracker's byte counters
+        by class (IP length; frame length for non-IP). None before the second sample."""
+        if not self.prev:
+            return None
+        dt = self.cur.mono - self.prev.mono
+        a, b = self.prev.stats, self.cur.stats
+        return {k[12:]: 8 * (b[k] - a.get(k, 0)) / dt for k in b
+                if k.startswith("bytes_class.") and dt > 0}
+
     def tracked_bits_per_s(self):
         """Bits/s of all live flows (sum of their byte counters' growth)."""
         return sum(self.cur.rate.values()) if self.cur else 0.0

@@ -77,6 +77,16 @@ def header(ctx):
         t.append("-" if v is None else rate(v), style=style)
     t.append("   tracked ")
     t.append(rate(sampler.tracked_bits_per_s()) + "b/s" if cr is not None else "-")
+    lines.append(t)
+    t = Text()
+    t.append("bits/s    ", style="bold")
+    br = sampler.class_bit_rates()
+    for i, cls in enumerate(("new", "established", "invalid", "untracked")):
+        v = br.get(cls, 0.0) if br else None
+        if i:
+            t.append("  ")
+        t.append(f"{cls} ")
+        t.append("-" if v is None else rate(v), style="red" if cls == "invalid" and v else "")
     st = s.stats
     dropped = st.get("action.drop", 0)
     if dropped:

@@ -46,9 +46,10 @@ def test_once_shows_flows_and_header(live, conn):
     assert "tcp ESTABLISHED 1" in lines[1] and "udp NEW 1" in lines[1]
     assert "table 2/65,536" in lines[1]
     assert lines[2].startswith("packets/s new ") and "tracked" in lines[2]
-    assert lines[3] == "invalid none"
-    assert lines[4].startswith("collector ctrack run every 1s")
-    assert "sort rate" in lines[5] and "showing 1-2 of 2" in lines[5]
+    assert lines[3].startswith("bits/s    new ") and "untracked" in lines[3]
+    assert lines[4] == "invalid none"
+    assert lines[5].startswith("collector ctrack run every 1s")
+    assert "sort rate" in lines[6] and "showing 1-2 of 2" in lines[6]
     flows = [x for x in lines if x.startswith(("tcp ", "udp "))]
     assert len(flows) == 2
     tcp = [x for x in flows if "10.0.0.2:7951" in x][0].split()
