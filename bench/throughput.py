@@ -71,6 +71,7 @@ EXAMPLES = """examples:
   sudo /usr/bin/python3 bench/throughput.py                  # all paths, 3 rounds of -t 5: ~6 minutes
   sudo /usr/bin/python3 bench/throughput.py --repeat 1       # one round: ~2.5 minutes, noisier
   sudo /usr/bin/python3 bench/throughput.py --paths tc-pass,tc-tracker --seconds 3
+  sudo /usr/bin/python3 bench/throughput.py --paths tc-pass,tc-tracker --tests tcp4 --repeat 9
   sudo /usr/bin/python3 bench/throughput.py --json > throughput.json
 
 Traffic stays inside the lab's namespaces; every iperf3 run is bounded (-t SECONDS, and a
@@ -207,9 +208,9 @@ def median_run(runs):
     return mid
 
 
-def profile(lab, ifaces, seconds=3):
-    """ns per program run and runs per second of the BPF program(s) on the path, during one TCP
-    stream (BPF_ENABLE_STATS for that run only)."""
+def profile(lab, ifaces, seconds=3, test="tcp1"):
+    """ns per program run and runs per second of the BPF program(s) on the path, during one
+    iperf3 test (BPF_ENABLE_STATS for that run only)."""
     from ctrack.observers import enable_stats
     from ctrack.observers.program import prog_stats
     fds = [prog_fd_by_id(i) for i in attached_prog_ids(ifaces)]
@@ -217,7 +218,7 @@ def profile(lab, ifaces, seconds=3):
         with enable_stats():
             before = [prog_stats(fd) for fd in fds]
             t0 = time.monotonic()
-            iperf(lab, "tcp1", seconds)
+            iperf(lab, test, seconds)
             wall = time.monotonic() - t0
             after = [prog_stats(fd) for fd in fds]
     finally:
@@ -290,16 +291,16 @@ class Group:
             lab.down()
 
 
-def measure_group(key, paths, seconds, repeat, want_profile, log):
+def measure_group(key, paths, seconds, repeat, want_profile, log, tests=TESTS, profile_test="tcp1"):
     g = Group(key, paths, log)
-    results = {p: {"path": p, "label": LABELS[p], "runs": {t: [] for t in TESTS},
+    results = {p: {"path": p, "label": LABELS[p], "runs": {t: [] for t in tests},
                    "hosts": "tx off gro on" if PATHS[p][3] else "default offloads"} for p in paths}
     try:
         for rnd in range(repeat):
             for p in paths:
                 thing = g.attach(p)
                 try:
-                    for t in TESTS:
+                    for t in tests:
                         r = iperf(g.labs[p], t, seconds)
                         results[p]["runs"][t].append(r)
                         log(f"  round {rnd + 1}/{repeat} {p:<12} {t:<5} {r['gbps']:7.3f} Gbit/s"
@@ -317,7 +318,7 @@ def measure_group(key, paths, seconds, repeat, want_profile, log):
             for p, what, label in [(p, None, None) for p in paths if PATHS[p][2]] + extra:
                 thing = g.attach(p, what)
                 try:
-                    prof = profile(g.labs[p], g.labs[p].tracker_ifaces)
+                    prof = profile(g.labs[p], g.labs[p].tracker_ifaces, test=profile_test)
                 finally:
                     thing.close()
                 if what is None:
@@ -328,7 +329,7 @@ def measure_group(key, paths, seconds, repeat, want_profile, log):
     finally:
         g.close()
     for r in results.values():
-        for t in TESTS:
+        for t in tests:
             r[t] = median_run(r["runs"][t])
     return [results[p] for p in paths]
 
@@ -352,28 +353,33 @@ def add_ratios(results):
         base = PATHS[r["path"]][4]
         if base and base in by:
             r["baseline"] = base
-            for t in TESTS:
+            for t in r["runs"]:
                 pairs = [a["gbps"] / b["gbps"] for a, b in zip(r["runs"][t], by[base]["runs"][t]) if b["gbps"]]
                 r[t]["ratio"] = statistics.median(pairs) if pairs else None
                 r[t]["ratios"] = [round(x, 3) for x in pairs]
 
 
 def table(results, seconds, repeat):
-    lines = ["| path | hosts | TCP 1 stream | TCP 4 streams | UDP 1G offered | vs baseline (TCP1 / TCP4 / UDP) |",
-             "|---|---|---:|---:|---:|---|"]
+    heads = {"tcp1": "TCP 1 stream", "tcp4": "TCP 4 streams", "udp": "UDP 1G offered"}
+    tests = [t for t in TESTS if results and t in results[0]["runs"]]
+    lines = ["| path | hosts | " + " | ".join(heads[t] for t in tests)
+             + f" | vs baseline ({' / '.join(t.upper() for t in tests)}) |",
+             "|---|---|" + "---:|" * len(tests) + "---|"]
     for r in results:
-        t1, t4, u = r["tcp1"], r["tcp4"], r["udp"]
+        cells = []
+        for t in tests:
+            x = r[t]
+            cells.append(f"{_cell(x, 1000, 0)} Mbit/s, {x['loss_pct']:.1f}% loss" if t == "udp"
+                         else f"{_cell(x)} Gbit/s, {x['retransmits']} retr")
         if "baseline" in r:
-            ratio = " / ".join(f"{r[t]['ratio'] * 100:.0f}%" for t in TESTS) + f" of {r['baseline']}"
+            ratio = " / ".join(f"{r[t]['ratio'] * 100:.0f}%" for t in tests) + f" of {r['baseline']}"
         else:
             ratio = "baseline"
-        lines.append(f"| {r['label']} | {r['hosts']} | {_cell(t1)} Gbit/s, {t1['retransmits']} retr | "
-                     f"{_cell(t4)} Gbit/s, {t4['retransmits']} retr | "
-                     f"{_cell(u, 1000, 0)} Mbit/s, {u['loss_pct']:.1f}% loss | {ratio} |")
+        lines.append(f"| {r['label']} | {r['hosts']} | " + " | ".join(cells) + f" | {ratio} |")
     prof = [(r["label"], r["profile"]) for r in results if r.get("profile")]
     prof += [(p["label"], p) for r in results for p in r.get("profile_extra", [])]
     if prof:
-        lines += ["", "| program (1 TCP stream, 3 s) | ns per run | runs/s | CPU, % of one core |",
+        lines += ["", "| program (during the profile run) | ns per run | runs/s | CPU, % of one core |",
                   "|---|---:|---:|---:|"]
         for label, p in prof:
             lines.append(f"| {label} | {p['ns_per_run']:.0f} | {p['runs_per_s']:,.0f} | "
@@ -394,7 +400,7 @@ def verdicts(results):
     out = []
     for r in results:
         if r["path"].endswith("-tracker") and "baseline" in r:
-            low = [t for t in TESTS if r[t]["ratio"] is not None and r[t]["ratio"] < TARGET]
+            low = [t for t in r["runs"] if r[t]["ratio"] is not None and r[t]["ratio"] < TARGET]
             out.append(f"{r['path']}: " + ("keeps >= 90% of its pass-through in every test" if not low else
                                            f"BELOW 90% of its pass-through in {', '.join(low)}"))
     return out
@@ -408,7 +414,10 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3,
                     help="rounds per path, interleaved with the other paths of its group; medians are "
                          "reported (default 3)")
+    ap.add_argument("--tests", default=",".join(TESTS), help="comma-separated, from: " + ", ".join(TESTS))
     ap.add_argument("--no-profile", action="store_true", help="skip the BPF run-time statistics run")
+    ap.add_argument("--profile-test", choices=TESTS, default="tcp1",
+                    help="the iperf3 test the profile run uses (default tcp1, 3 s)")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON document")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     args = ap.parse_args(argv)
@@ -416,6 +425,9 @@ def main(argv=None):
     bad = [p for p in paths if p not in PATHS]
     if bad:
         ap.error(f"unknown path {bad[0]!r} (choose from {', '.join(PATHS)})")
+    tests = [t for t in TESTS if t in args.tests.split(",")]
+    if not tests or set(args.tests.split(",")) - set(TESTS):
+        ap.error(f"--tests takes a comma-separated list from {', '.join(TESTS)}")
     if not 1 <= args.seconds <= 60 or not 1 <= args.repeat <= 10:
         ap.error("--seconds must be 1-60 and --repeat 1-10")
     if os.geteuid() != 0:
@@ -427,8 +439,9 @@ def main(argv=None):
         for key, members in GROUPS:
             chosen = [p for p in members if p in paths]
             if chosen:
-                log(f"{key}: {', '.join(chosen)}, {args.repeat} round(s) of {', '.join(TESTS)}, -t {args.seconds}")
-                results += measure_group(key, chosen, args.seconds, args.repeat, not args.no_profile, log)
+                log(f"{key}: {', '.join(chosen)}, {args.repeat} round(s) of {', '.join(tests)}, -t {args.seconds}")
+                results += measure_group(key, chosen, args.seconds, args.repeat, not args.no_profile, log,
+                                         tests, args.profile_test)
     except CtrackError as exc:
         print(f"throughput.py: {exc}", file=sys.stderr)
         return 1

@@ -511,6 +511,8 @@ class Scenario:
             self.elapsed = time.monotonic() - self.started
         if self.error:
             self.checks.append(Check("scenario ran to the end", "no error", self.error, False))
+        if not self.passed and self.tracker is not None and self.tracker.stderr_tail:
+            self.notes.append("ctrack run said: " + " / ".join(self.tracker.stderr_tail))
         return self.passed
 
     @property
