@@ -428,8 +428,8 @@ def main(argv=None):
     tests = [t for t in TESTS if t in args.tests.split(",")]
     if not tests or set(args.tests.split(",")) - set(TESTS):
         ap.error(f"--tests takes a comma-separated list from {', '.join(TESTS)}")
-    if not 1 <= args.seconds <= 60 or not 1 <= args.repeat <= 10:
-        ap.error("--seconds must be 1-60 and --repeat 1-10")
+    if not 1 <= args.seconds <= 60 or not 1 <= args.repeat <= 20:
+        ap.error("--seconds must be 1-60 and --repeat 1-20")
     if os.geteuid() != 0:
         print("throughput.py: must run as root (namespaces, BPF)", file=sys.stderr)
         return 1
