@@ -309,9 +309,7 @@ def measure_group(key, paths, seconds, repeat, want_profile, log, tests=TESTS, p
                     if thing is not None:
                         thing.close()
                         if isinstance(thing, TrackerRun):
-                            results[p].setdefault("tracker_summaries", []).append(
-                                {k: thing.summary.get(k) for k in ("packets", "class.invalid", "flows_created",
-                                                                   "events_lost")} if thing.summary else None)
+                            results[p].setdefault("tracker_summaries", []).append(_summary(thing.summary))
         if want_profile:
             extra = [("tc-pass", "pass-tc_pull", "TC pass-through + the tracker's header pull")] \
                 if key == "tc" and "tc-pass" in paths else []
@@ -332,6 +330,15 @@ def measure_group(key, paths, seconds, repeat, want_profile, log, tests=TESTS, p
         for t in tests:
             r[t] = median_run(r["runs"][t])
     return [results[p] for p in paths]
+
+
+def _summary(st):
+    """The tracker's counters worth keeping from one round: packets, flows, INVALID by reason."""
+    if not st:
+        return None
+    out = {k: st.get(k) for k in ("packets", "class.invalid", "action.drop", "flows_created", "events_lost")}
+    out.update({k: v for k, v in st.items() if k.startswith("reason.") and v})
+    return out
 
 
 def _wait_port(lab, port, timeout=5.0):

@@ -3,7 +3,8 @@
 iperf3 3.12 opens two connections from the client (ns1) to 5201: control first, then the data
 stream (bound here to client port 45201 with --cport). Both handshakes must read
 SYN_SENT -> SYN_RECV -> ESTABLISHED with the endpoint states of each step, and no packet of
-either connection may be INVALID. How they end is up to iperf3 and timing; 12 runs here saw:
+either connection may be INVALID while it is open. How they end is up to iperf3 and timing;
+12 runs here saw:
   - control: usually the server's FIN first and the client's FIN piggybacked on the ACK of it
     (the responder then goes FIN_WAIT1 -> TIME_WAIT with no FIN_WAIT2, the opener CLOSE_WAIT ->
     LAST_ACK); sometimes the client's FIN first, answered the same way; once the two FINs
@@ -11,10 +12,13 @@ either connection may be INVALID. How they end is up to iperf3 and timing; 12 ru
   - data: usually the server's RST+ACK (it closes its socket with data unread), so the flow goes
     straight from ESTABLISHED to CLOSE, closed: rst; sometimes FINs like the control; once a FIN
     and then a RST from the server.
+Segments still in flight when a RST passes are INVALID tcp_closed by design (reported, not
+failed); no other INVALID is allowed.
+
 So the expected close of each connection is derived from a capture in ns1 (the referee): which
 FIN came first is told by the ACK numbers (a FIN that acknowledges the other's came second; if
-neither does, they crossed), a separate ACK of the first FIN adds the CLOSE_WAIT step, and a RST
-ends the flow in CLOSE. The control connection is captured whole, so its expected path is
+neither does, they crossed), a separate ACK of the first FIN adds the CLOSE_WAIT step, and a
+RST ends the flow in CLOSE. The control connection is captured whole, so its expected path is
 exact; of the data stream only SYN/FIN/RST segments are captured (a Python capture cannot keep
 up with the bulk), so whether the client's data acknowledged the server's FIN before the
 client's own FIN (the CLOSE_WAIT step) is left open there. Whatever the ending, nothing may
@@ -148,7 +152,16 @@ def run(s):
                 ok=1.0 <= got / received <= 1.05)
 
     summary = s.stop_tracker()
-    s.check("INVALID packets", 0, summary["class.invalid"])
+    others = {k[7:]: v for k, v in summary.items() if k.startswith("reason.") and v and k != "reason.tcp_closed"}
+    s.check("INVALID packets (any reason but tcp_closed)", "none",
+            ", ".join(f"{k}={v}" for k, v in others.items()) or "none")
+    # Segments already in flight when the server's RST passed belong to a reset connection:
+    # INVALID tcp_closed by design (none seen in 30 TC runs; hundreds with XDP's MTU frames).
+    closed = summary["reason.tcp_closed"]
+    if endings.get("data") == "rst" or endings.get("control") == "rst":
+        s.note(f"{closed} segment(s) were still in flight after the RST (INVALID tcp_closed, by design)")
+    else:
+        s.check("INVALID tcp_closed (no RST, so none)", 0, closed)
     fin_n = sum(1 for e in endings.values() if e == "fin")
     s.check("flows created / closed by fin / closed by rst", f"2 / {fin_n} / {2 - fin_n}",
             f"{summary['flows_created']} / {summary['closed_fin']} / {summary['closed_rst']}")
