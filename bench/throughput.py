@@ -13,10 +13,10 @@ Paths (labs built for the run and torn down after it):
   routed       routed lab: nsr forwards, no netfilter conntrack (its own baseline)
   routed-ct    routed lab with --conntrack: nsr forwards with netfilter conntrack active
 The TC and XDP pairs share one wire lab each (programs attached in turn); the routed pair are two
-labs, up side by side. Tests per path: iperf3 TCP with 1 and 4 streams, and UDP offered at 1 Gbit/s (-b 1G), each -t
-SECONDS, from ns1 to ns2. Reported: Gbit/s received, TCP retransmits, UDP loss, and each path's
-ratio to its baseline (tracker / pass-through of the same hook, conntrack / routed). This
-machine is shared and noisy, so the paths compared take turns: a group's paths (tc-pass and
+labs, up side by side. Tests per path: iperf3 TCP with 1 and 4 streams, and UDP offered at
+1 Gbit/s (-b 1G), each -t SECONDS, from ns1 to ns2. Reported: Gbit/s received, TCP
+retransmits, UDP loss, and each path's ratio to its baseline (tracker / pass-through of the
+same hook, conntrack / routed). This machine is shared and noisy, so the paths compared take turns: a group's paths (tc-pass and
 tc-tracker, say) run one round of all tests each, --repeat times, interleaved; cells are the
 median over rounds (with min-max), ratios the median of the same-round ratios.
 
@@ -68,8 +68,8 @@ LABELS = {
 TESTS = ("tcp1", "tcp4", "udp")
 
 EXAMPLES = """examples:
-  sudo /usr/bin/python3 bench/throughput.py                  # all paths, 3 rounds of -t 5: ~6 minutes
-  sudo /usr/bin/python3 bench/throughput.py --repeat 1       # one round: ~2.5 minutes, noisier
+  sudo /usr/bin/python3 bench/throughput.py                  # all paths, 3 rounds of -t 5: ~5 minutes
+  sudo /usr/bin/python3 bench/throughput.py --repeat 1       # one round: ~2 minutes, noisier
   sudo /usr/bin/python3 bench/throughput.py --paths tc-pass,tc-tracker --seconds 3
   sudo /usr/bin/python3 bench/throughput.py --paths tc-pass,tc-tracker --tests tcp4 --repeat 9
   sudo /usr/bin/python3 bench/throughput.py --json > throughput.json
@@ -441,6 +441,10 @@ def main(argv=None):
         print("throughput.py: must run as root (namespaces, BPF)", file=sys.stderr)
         return 1
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+
+    def on_term(signum, frame):   # SIGTERM unwinds like Ctrl-C: labs and programs are removed
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
     results = []
     try:
         for key, members in GROUPS:

@@ -623,9 +623,8 @@ must happen, and removes the lab, the tracker and any rule it added, also on fai
 Scenarios live in lab/scenarios/ (one module each; see ctrack/labscenario.py)."""
 
 
-def add_parser(sub, formatter, add_name=None):
+def add_parser(sub, formatter):
     """The `run` subcommand of ctrack-lab."""
-    import argparse
     p = sub.add_parser("run", help="run validation scenarios (--list shows them)", formatter_class=formatter,
                        description="Run validation scenarios: real traffic through a tracker in a "
                                    "lab, checked against what must happen.", epilog=RUN_EXAMPLES)

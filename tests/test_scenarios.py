@@ -61,7 +61,8 @@ def test_scenario_with_xdp_tracker(name):
     lab = f"tx{PID}{SCENARIOS.index(name)}"
     try:
         res, results = run_scenario(name, lab, "--mode", "xdp")
-        assert results and results[0]["passed"] and res.returncode == 0, failures(results[0]) if results else res.stderr
+        assert results and results[0]["passed"] and res.returncode == 0, \
+            failures(results[0]) if results else res.stderr
         assert results[0]["mode"] == "xdp"
     finally:
         Lab(lab).down()

@@ -57,4 +57,5 @@ def run(s):
     summary = s.stop_tracker()
     s.check("INVALID tcp_no_flow (the line, its echo, ACKs)", ">= 2", summary["reason.tcp_no_flow"],
             ok=summary["reason.tcp_no_flow"] >= 2)
-    s.check("flows created / closed by timeout", "3 / 3", f"{summary['flows_created']} / {summary['closed_timeout']}")
+    s.check("flows created / closed by timeout", "3 / 3",
+            f"{summary['flows_created']} / {summary['closed_timeout']}")

@@ -80,8 +80,10 @@ def expected_closes(segs, complete):
     options = [[wait2]] if acked else ([[]] if complete else [[], [wait2]])
     if other in fin:
         tail = [f"LAST_ACK {states(first, 'TIME_WAIT', 'LAST_ACK')}"]
-        tail += ["CLOSE (CLOSE/CLOSE)", "closed:rst"] if rst else [f"TIME_WAIT {states(first, 'TIME_WAIT', 'CLOSE')}",
-                                                                    "closed:fin"]
+        if rst:
+            tail += ["CLOSE (CLOSE/CLOSE)", "closed:rst"]
+        else:
+            tail += [f"TIME_WAIT {states(first, 'TIME_WAIT', 'CLOSE')}", "closed:fin"]
     else:
         tail = ["CLOSE (CLOSE/CLOSE)", "closed:rst"] if rst else ["(no second FIN captured)"]
     return [head + o + tail for o in options]
@@ -119,7 +121,8 @@ def run(s):
     (cid, control), (did, data) = flows
     s.check("the second connection is the data stream (client port)", DATA_CPORT, did[2])
     s.check("it carries the data", "data bytes > control bytes",
-            f"{data[-1]['bytes'][0]} > {control[-1]['bytes'][0]}", ok=data[-1]["bytes"][0] > control[-1]["bytes"][0])
+            f"{data[-1]['bytes'][0]} > {control[-1]['bytes'][0]}",
+            ok=data[-1]["bytes"][0] > control[-1]["bytes"][0])
 
     endings = {}
     for label, (fid, evs), complete in (("control", flows[0], True), ("data", flows[1], False)):
@@ -130,18 +133,21 @@ def run(s):
         options = expected_closes(segs, complete)
         want = next((o for o in options if o == seen[3:]), options[0])
         s.check(f"{label}: close (capture: {how(segs)})"
-                + (f", 1 of {len(options)} allowed" if len(options) > 1 else ""), want, seen[3:], ok=seen[3:] in options)
+                + (f", 1 of {len(options)} allowed" if len(options) > 1 else ""),
+                want, seen[3:], ok=seen[3:] in options)
         endings[label] = "rst" if any("R" in p["flags"] for p in segs) else "fin"
 
     # the scenario's point for the control connection: a FIN riding on an ACK
-    segs = [dict(p, by="c" if p["sport"] == cid[2] else "s") for p in cap.seen(lambda p: cid[2] in (p["sport"], p["dport"]))]
+    segs = [dict(p, by="c" if p["sport"] == cid[2] else "s")
+            for p in cap.seen(lambda p: cid[2] in (p["sport"], p["dport"]))]
     fins = [p for p in segs if "F" in p["flags"]]
     second = fins[1] if len(fins) == 2 else None
     if second:
         first = fins[0]
         piggy = "A" in second["flags"] and not _after(_fin_end(first), second["ack"])
         s.note(f"control: the {'client' if second['by'] == 'c' else 'server'}'s FIN "
-               + ("acknowledged the other's FIN (piggybacked)" if piggy else "did not acknowledge the other's: they crossed"))
+               + ("acknowledged the other's FIN (piggybacked)" if piggy
+                  else "did not acknowledge the other's: they crossed"))
 
     # bytes: the tracker counts at the IP layer, so at least the payload the server read, plus
     # headers (iperf3's "sent" counts writes, and a reset socket drops what it had not sent yet)

@@ -43,7 +43,8 @@ def run(s):
         # opener: SYN, ACK, hello, FIN, then its ACKs of bye and of the FIN (one if delayed);
         # responder: SYN/ACK, ACK of hello, ACK of FIN, bye, FIN
         s.check("packets opener / responder at close", ">=5 / >=5",
-                f"{last['packets'][0]} / {last['packets'][1]}", ok=last["packets"][0] >= 5 and last["packets"][1] >= 5)
+                f"{last['packets'][0]} / {last['packets'][1]}",
+                ok=last["packets"][0] >= 5 and last["packets"][1] >= 5)
     summary = s.stop_tracker()
     s.check("INVALID packets", 0, summary["class.invalid"])
     s.check("flows created / closed by fin", "1 / 1", f"{summary['flows_created']} / {summary['closed_fin']}")
