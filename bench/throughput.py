@@ -163,7 +163,6 @@ class TrackerRun:
 
     def close(self):
         if self.proc.poll() is None:
-            time.sleep(0.5)   # ctrack run's start-up window (see ctrack/labscenario.py)
             self.proc.send_signal(signal.SIGINT)
         try:
             out, _ = self.proc.communicate(timeout=30)

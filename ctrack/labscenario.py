@@ -94,7 +94,6 @@ class TrackerProcess:
         self.events = []
         self.summary = None
         self.proc = None
-        self.ready_at = 0.0
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._stderr = []
@@ -113,7 +112,6 @@ class TrackerProcess:
         if "Tracking" not in line:
             self.kill()
             raise CtrackError(f"ctrack run did not start: {line.strip() or 'no output'}")
-        self.ready_at = time.monotonic()
         threading.Thread(target=self._read_stdout, daemon=True).start()
         return self
 
@@ -163,10 +161,6 @@ class TrackerProcess:
         if self.proc is None:
             return self.summary
         if self.proc.poll() is None:
-            # `ctrack run` says "Tracking ..." a moment before it is inside the loop that turns
-            # Ctrl-C into the summary; a SIGINT in that window (measured: 50 ms after the line)
-            # ends it with status 130 and no summary. Give it half a second.
-            time.sleep(max(0.0, self.ready_at + 0.5 - time.monotonic()))
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout)
