@@ -1237,15 +1237,59 @@ int ct_xdp(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
+/* How many bytes the parser will read, as far as the linear part tells: the plain cases
+ * (Ethernet, IPv4 or IPv6, TCP or UDP) exactly; anything else (VLAN tags, IPv6 extension
+ * headers, headers cut by the linear part's end) as a generous 256. Non-IP: nothing. */
+static __always_inline __u32 ct_tc_headers_len(void *data, void *data_end)
+{
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return 256;
+	__u32 off = sizeof(*eth), l4;
+	__u8 proto;
+	if (eth->h_proto == htons(ETH_P_IP)) {
+		struct iphdr *iph = data + off;
+		if ((void *)(iph + 1) > data_end)
+			return 256;
+		l4 = off + iph->ihl * 4;
+		proto = iph->protocol;
+	} else if (eth->h_proto == htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + off;
+		if ((void *)(ip6 + 1) > data_end)
+			return 256;
+		l4 = off + sizeof(*ip6);
+		proto = ip6->nexthdr;
+	} else if (eth->h_proto == htons(ETH_P_8021Q) || eth->h_proto == htons(ETH_P_8021AD_)) {
+		return 256;
+	} else {
+		return 0;
+	}
+	if (proto == IPPROTO_UDP || proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)
+		return l4 + 8;
+	if (proto != IPPROTO_TCP)
+		return proto == IPPROTO_HOPOPTS || proto == IPPROTO_ROUTING || proto == IPPROTO_DSTOPTS ||
+		       proto == IPPROTO_FRAGMENT || proto == IPPROTO_AH ? 256 : l4;
+	if (l4 > 128)
+		return 256;
+	__u8 *th = data + l4;
+	if ((void *)(th + 13) > data_end)
+		return l4 + 60;           /* the data offset is not even visible: the longest header */
+	return l4 + ((th[12] >> 4) * 4);
+}
+
 int ct_tc(struct __sk_buff *skb)
 {
 	struct ct_result r = {};
 	struct ct_key key = {};
 	__u32 redirect_to = 0;
-	/* Headers may sit beyond the linear part (GSO, some drivers): pull enough for the
-	 * deepest header ctrack reads, once, only when they are not there already. */
-	__u32 want = skb->len < 256 ? skb->len : 256;
-	if (skb->data_end - skb->data < want)
+	/* Headers beyond the linear part (some drivers) must be pulled in before parsing; but a
+	 * pull into a GSO super-packet whose headers are all there copies payload for nothing
+	 * (measured: 150 ns of a 418 ns run). So pull only what the headers need. */
+	__u32 linear = skb->data_end - skb->data;
+	__u32 want = ct_tc_headers_len((void *)(long)skb->data, (void *)(long)skb->data_end);
+	if (want > skb->len)
+		want = skb->len;
+	if (want > linear)
 		bpf_skb_pull_data(skb, want);
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
