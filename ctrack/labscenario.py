@@ -322,6 +322,17 @@ class Sniffer:
             with self._lock:
                 self.packets.append(rec)
 
+    def next_seq(self, sport, dport):
+        """What the sport side sends next, as captured: the furthest seq + len (+1 for SYN and
+        FIN) of its segments, modulo 2^32; RSTs are left out (scenarios spoof them)."""
+        best = None
+        for p in self.seen(lambda p: p["proto"] == "tcp" and p["sport"] == sport
+                           and p["dport"] == dport and "R" not in p["flags"]):
+            end = (p["seq"] + p["len"] + ("S" in p["flags"]) + ("F" in p["flags"])) % 2**32
+            if best is None or (end - best) % 2**32 < 2**31:
+                best = end
+        return best
+
     def seen(self, pred=lambda p: True):
         with self._lock:
             return [p for p in self.packets if pred(p)]

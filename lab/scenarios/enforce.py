@@ -17,17 +17,6 @@ PORT, NOPORT = 7300, 9
 TRACKER = {"policy": "enforce"}
 
 
-def next_seq(cap, sport, dport):
-    """What sport's side sends next: max(seq + len (+1 for SYN/FIN)), RSTs left out."""
-    best = None
-    for p in cap.seen(lambda p: p["proto"] == "tcp" and p["sport"] == sport and p["dport"] == dport
-                      and "R" not in p["flags"]):
-        end = (p["seq"] + p["len"] + ("S" in p["flags"]) + ("F" in p["flags"])) % 2**32
-        if best is None or (end - best) % 2**32 < 2**31:
-            best = end
-    return best
-
-
 def run(s):
     from ctrack.labscenario import steps
     lab = s.lab
@@ -50,7 +39,7 @@ def run(s):
     if not s.check("flow tracked", 1, len(flows)):
         return
     cport = flows[0][0][2]
-    nxt, ack = next_seq(sent, cport, PORT), next_seq(arrived, PORT, cport)
+    nxt, ack = sent.next_seq(cport, PORT), arrived.next_seq(PORT, cport)
     bad = (nxt + 2**30) % 2**32
     s.hping("ns1", ["-A", "-s", str(cport), "-k", "-p", str(PORT), "-M", str(bad), "-L", str(ack),
                     "-d", "100", "-c", "1", lab.addr("ns2")])

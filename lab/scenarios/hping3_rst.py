@@ -17,18 +17,6 @@ CODE = "rs"
 PORT = 7200
 
 
-def client_next(cap, cport):
-    """The client's next sequence number: max(seq + len (+1 for SYN/FIN)) of what it sent
-    (RSTs left out: ours are spoofed from the client's port, and one is far off on purpose)."""
-    best = None
-    for p in cap.seen(lambda p: p["proto"] == "tcp" and p["sport"] == cport and p["dport"] == PORT
-                      and "R" not in p["flags"]):
-        end = (p["seq"] + p["len"] + ("S" in p["flags"]) + ("F" in p["flags"])) % 2**32
-        if best is None or (end - best) % 2**32 < 2**31:
-            best = end
-    return best
-
-
 def run(s):
     from ctrack.labscenario import steps
     lab = s.lab
@@ -41,7 +29,7 @@ def run(s):
         return
     fid, _ = flows[0]
     cport = fid[2]
-    nxt = client_next(cap, cport)
+    nxt = cap.next_seq(cport, PORT)
     s.note(f"client port {cport}, its next sequence number {nxt} (from the capture)")
 
     # 1: out of window
@@ -56,7 +44,7 @@ def run(s):
     time.sleep(0.3)
 
     # 2: exactly at the server's expected sequence number
-    nxt = client_next(cap, cport)
+    nxt = cap.next_seq(cport, PORT)
     s.hping("ns1", ["-R", "-s", str(cport), "-k", "-p", str(PORT), "-M", str(nxt), "-c", "1", lab.addr("ns2")])
     closed = s.tracker.wait_for(lambda e: e["type"] == "closed" and e["orig"]["dport"] == PORT, 3)
     evs = s.flows("tcp", PORT)[0][1]
