@@ -163,13 +163,26 @@ def test_full_table_evicts_expired_flow(replayer):
     convs[1].c("PA", b"keep alive")
     convs[2].c("PA", b"keep alive")
     clock.advance(30)   # convs[0] idle 60 s > 50 s; the others 30 s
-    # convs[0] was popped from the queue while alive; expiry makes it evictable only when it is
-    # still queued. A new flow then either evicts an expired or closing flow, or is refused;
-    # never a live one.
+    # every key was queued at creation, convs[0]'s first: the new flow's insert fails, the queue
+    # yields convs[0], which has expired, so it goes; the live flows stay
     r = TcpConv(rp, client=("10.1.0.1", 20000), clock=clock).c("S")
-    assert r.klass in ("NEW", "INVALID")
+    assert r.klass == "NEW"
+    assert rp.tracker.stats()["evicted"] == 1
+    rp.now_ns = clock.now
+    assert convs[0].flow() is None
     for c in convs[1:]:
         assert c.flow()["state"] == "ESTABLISHED"
+
+
+def test_full_table_never_evicts_live_assured_flows(replayer):
+    rp = replayer(table_size=3)
+    clock = Clock()
+    convs = _fill(rp, 3, clock)
+    for i in range(10):   # many candidates offered, every queued key is live and assured
+        r = TcpConv(rp, client=("10.1.0.1", 30000 + i), clock=clock).c("S")
+        assert (r.klass, r.reason) == ("INVALID", "table_full")
+    assert rp.tracker.stats()["evicted"] == 0
+    assert all(c.flow()["state"] == "ESTABLISHED" for c in convs)
 
 
 def test_events_for_a_connection(rp):
