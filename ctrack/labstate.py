@@ -68,22 +68,35 @@ def list_names():
 
 @contextlib.contextmanager
 def locked(name, timeout=30.0):
-    """Hold lab NAME's lock: two `up`s of one lab at once would each see it missing."""
+    """Hold lab NAME's lock: two `up`s of one lab at once would each see it missing. The lock
+    file goes when the lab does (no lab, no file left behind); a waiter that then wakes on the
+    removed file sees it is no longer the one at the path and takes the new one."""
     os.makedirs(STATE_DIR, exist_ok=True)
     path = state_path(name)[:-5] + ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            if time.monotonic() > deadline:
+                raise CtrackError(f"lab {name!r} is busy (another ctrack-lab holds {path})") from None
+            time.sleep(0.05)
+            continue
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)   # locked a file someone removed meanwhile: take the current one
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-                if time.monotonic() > deadline:
-                    raise CtrackError(f"lab {name!r} is busy (another ctrack-lab holds {path})") from None
-                time.sleep(0.05)
         yield
     finally:
+        if not os.path.exists(state_path(name)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         os.close(fd)

@@ -119,7 +119,15 @@ def _has_list():
     return res.returncode == 0
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    # SIGTERM and SIGHUP (a closed terminal, `timeout`) take the Ctrl-C path, so the finally
+    # blocks tear the lab down instead of the process vanishing with it still up.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     try:
         sys.exit(main())
     except CtrackError as exc:
