@@ -184,7 +184,7 @@ def _summary(tracker, args, out):
     st = tracker.stats()
     keys = ["packets", "class.new", "class.established", "class.invalid", "class.untracked",
             "action.drop", "flows_created", "closed_fin", "closed_rst", "closed_timeout",
-            "evicted", "table_full", "events_lost"]
+            "closed_flushed", "evicted", "table_full", "events_lost"]
     if args.json:
         import json
         out.write(json.dumps({"summary": st}) + "\n")
