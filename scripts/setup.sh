@@ -64,7 +64,8 @@ missing_tool=""
 for t in "$here"/tools/*; do
     [ -f "$t" ] && [ -x "$t" ] && ! command -v "$(basename "$t")" >/dev/null && missing_tool=$t
 done
-if ! /usr/bin/python3 -c 'import ctrack, sys; sys.exit(0 if ctrack.__file__.startswith(sys.argv[1]) else 1)' "$here" 2>/dev/null \
+# (checked from /: run from the checkout, `import ctrack` would find the checkout itself)
+if ! (cd / && /usr/bin/python3 -c 'import ctrack, sys; sys.exit(0 if ctrack.__file__.startswith(sys.argv[1] + "/") else 1)' "$here") 2>/dev/null \
    || [ -n "$missing_tool" ]; then
     say "installing the ctrack package"
     (cd "$here" && /usr/bin/python3 -m pip install --no-deps --no-build-isolation --break-system-packages -e . >/dev/null 2>&1) \
