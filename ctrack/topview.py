@@ -5,6 +5,7 @@ frame costs the same with 100 flows or 100,000. Colours follow the flow's overal
 """
 import time
 
+from .defs import defs
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
@@ -23,6 +24,10 @@ EVENT_TAG = {"new": "NEW", "state": "UPDATE", "closed": "DESTROY"}
 HEADER_LINES = 6
 KEYS = ("q quit  space pause  s sort  r reverse  / filter  p proto  t state  c clear  "
         "\u2191\u2193 PgUp PgDn Home End scroll  e events")
+
+# verdict classes as kernel/ctrack.h names them (enum ct_class), untracked (value 0) shown last
+_CLASSES = tuple(n.lower() for n in sorted(
+    defs().ct_class.names(), key=lambda n: defs().ct_class.value(n) == defs().ct_class.CT_CLASS_UNTRACKED))
 
 
 def _n(v):
@@ -68,7 +73,7 @@ def header(ctx):
     t = Text()
     t.append("packets/s ", style="bold")
     cr = sampler.class_rates()
-    for i, cls in enumerate(("new", "established", "invalid", "untracked")):
+    for i, cls in enumerate(_CLASSES):
         v = cr.get(cls, 0.0) if cr else None
         if i:
             t.append("  ")
@@ -81,7 +86,7 @@ def header(ctx):
     t = Text()
     t.append("bits/s    ", style="bold")
     br = sampler.class_bit_rates()
-    for i, cls in enumerate(("new", "established", "invalid", "untracked")):
+    for i, cls in enumerate(_CLASSES):
         v = br.get(cls, 0.0) if br else None
         if i:
             t.append("  ")
