@@ -5,12 +5,12 @@ frame costs the same with 100 flows or 100,000. Colours follow the flow's overal
 """
 import time
 
-from .defs import defs
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from .defs import defs
 from .flowview import duration, endpoint_text, orig, rate, size
 
 STATE_STYLE = {
@@ -28,6 +28,20 @@ KEYS = ("q quit  space pause  s sort  r reverse  / filter  p proto  t state  c c
 # verdict classes as kernel/ctrack.h names them (enum ct_class), untracked (value 0) shown last
 _CLASSES = tuple(n.lower() for n in sorted(
     defs().ct_class.names(), key=lambda n: defs().ct_class.value(n) == defs().ct_class.CT_CLASS_UNTRACKED))
+
+
+def _class_rates_line(label, rates):
+    """One header line: LABEL then each verdict class's rate ('-' before the second sample),
+    invalid in red when not zero."""
+    t = Text()
+    t.append(label, style="bold")
+    for i, cls in enumerate(_CLASSES):
+        v = rates.get(cls, 0.0) if rates else None
+        if i:
+            t.append("  ")
+        t.append(f"{cls} ")
+        t.append("-" if v is None else rate(v), style="red" if cls == "invalid" and v else "")
+    return t
 
 
 def _n(v):
@@ -70,28 +84,12 @@ def header(ctx):
         t.append(f", {_n(s.expired)} expired awaiting the collector", style="bright_black")
     lines.append(t)
 
-    t = Text()
-    t.append("packets/s ", style="bold")
     cr = sampler.class_rates()
-    for i, cls in enumerate(_CLASSES):
-        v = cr.get(cls, 0.0) if cr else None
-        if i:
-            t.append("  ")
-        t.append(f"{cls} ")
-        style = "red" if cls == "invalid" and v else ""
-        t.append("-" if v is None else rate(v), style=style)
+    t = _class_rates_line("packets/s ", cr)
     t.append("   tracked ")
     t.append(rate(sampler.tracked_bits_per_s()) + "b/s" if cr is not None else "-")
     lines.append(t)
-    t = Text()
-    t.append("bits/s    ", style="bold")
-    br = sampler.class_bit_rates()
-    for i, cls in enumerate(_CLASSES):
-        v = br.get(cls, 0.0) if br else None
-        if i:
-            t.append("  ")
-        t.append(f"{cls} ")
-        t.append("-" if v is None else rate(v), style="red" if cls == "invalid" and v else "")
+    t = _class_rates_line("bits/s    ", sampler.class_bit_rates())
     st = s.stats
     dropped = st.get("action.drop", 0)
     if dropped:

@@ -580,6 +580,16 @@ static __always_inline void ct_flow_init(struct ct_entry *e, struct ct_pkt *p, _
 	}
 }
 
+/* A new entry for the flow packet p opens: its state, the packet's counters and times. */
+static __always_inline void ct_entry_build(struct ct_entry *ne, struct ct_pkt *p, __u64 now)
+{
+	ct_flow_init(ne, p, now);
+	ne->dir[CT_DIR_ORIG].packets = 1;
+	ne->dir[CT_DIR_ORIG].bytes = p->ip_len;
+	ne->last_seen = now;
+	ne->expires = now + ct_timeout_ns(ne);
+}
+
 /* Can this packet open a flow? */
 static __always_inline int ct_can_open(struct ct_pkt *p)
 {
@@ -1111,11 +1121,7 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 			return r->klass;
 		}
 		struct ct_entry *ne = (struct ct_entry *)sc->entry;
-		ct_flow_init(ne, p, now);
-		ne->dir[CT_DIR_ORIG].packets = 1;
-		ne->dir[CT_DIR_ORIG].bytes = p->ip_len;
-		ne->last_seen = now;
-		ne->expires = now + ct_timeout_ns(ne);
+		ct_entry_build(ne, p, now);
 
 		/* Insert only if absent: another CPU may have created the flow since our lookup. */
 		int err = flows.insert(&p->key, ne);
@@ -1153,11 +1159,7 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 		 * after: the flow this packet opened lives in memory no longer in the table. Insert
 		 * it afresh (the packet alone made it: the same state). */
 		struct ct_entry *ne = (struct ct_entry *)sc->entry;
-		ct_flow_init(ne, p, now);
-		ne->dir[CT_DIR_ORIG].packets = 1;
-		ne->dir[CT_DIR_ORIG].bytes = p->ip_len;
-		ne->last_seen = now;
-		ne->expires = now + ct_timeout_ns(ne);
+		ct_entry_build(ne, p, now);
 		flows.insert(&p->key, ne);
 	}
 	ct_after(&p->key, r, now);
