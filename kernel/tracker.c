@@ -617,6 +617,13 @@ static __always_inline int ct_rst_ok(struct ct_entry *e, struct ct_pkt *p, __u32
 		return (p->tcp_flags & TH_ACK) && !seq_before(p->ack, rcv->isn + 1) &&
 		       !seq_after(p->ack, rcv->td_end);
 	}
+	/* A RST answering a segment that had not yet acknowledged the sender's FIN carries the
+	 * FIN's own sequence number, one below what the receiver expects; Linux accepts it from a
+	 * receiver in CLOSE_WAIT, LAST_ACK or CLOSING (tcp_reset_check), so it is in the window. */
+	if ((snd->flags & CT_DF_FIN) && p->seq == snd->fin_seq &&
+	    (rcv->state == CT_TCP_CLOSE_WAIT || rcv->state == CT_TCP_LAST_ACK ||
+	     rcv->state == CT_TCP_CLOSING))
+		return 1;
 	/* Left edge: what the receiver has acknowledged (or, if it never has, what the sender has
 	 * sent); right edge: the furthest the receiver's window reached. */
 	__u32 left = (rcv->flags & CT_DF_MAXACK_SET) ? rcv->td_maxack : snd->td_end;
