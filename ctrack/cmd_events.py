@@ -14,6 +14,7 @@ from .errors import CtrackError
 from .eventbus import Subscription
 from .events import format_event
 from .flowfilter import FlowFilter
+from .stopsignal import StopOnSignal
 
 EXAMPLES = """examples:
   ctrack events                             # every event of the only running tracker
@@ -74,34 +75,34 @@ def run(args):
     seen = 0
     lost_reported = 0
     deadline = time.monotonic() + args.duration if args.duration else None
+    # Ctrl-C/SIGTERM stop between batches, so a batch already read is printed whole
     try:
-        while not sub.closed:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if deadline is not None and wait <= 0:
-                break
-            for ev in sub.read(min(wait, 0.5) if wait is not None else 0.5):
-                if ev["type"] not in types or not flt.match_event(ev):
-                    continue
-                if args.json:
-                    line = json.dumps(ev)
-                else:
-                    line = format_event(ev)
-                    if args.timestamp:
-                        line = f"[{wall_time(ev, meta):.6f}] " + line
-                out.write(line + "\n")
-                seen += 1
-                if args.count and seen >= args.count:
-                    out.flush()
-                    return 0
-            out.flush()
-            if sub.lost > lost_reported:
-                print(f"ctrack: {sub.lost - lost_reported} events lost (reading too slowly)",
-                      file=sys.stderr)
-                lost_reported = sub.lost
-        if sub.closed:
-            print(f"ctrack: tracker {meta['name']!r} stopped", file=sys.stderr)
-    except KeyboardInterrupt:
-        pass
+        with StopOnSignal() as stop:
+            while not sub.closed and not stop():
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if deadline is not None and wait <= 0:
+                    break
+                for ev in sub.read(min(wait, 0.5) if wait is not None else 0.5):
+                    if ev["type"] not in types or not flt.match_event(ev):
+                        continue
+                    if args.json:
+                        line = json.dumps(ev)
+                    else:
+                        line = format_event(ev)
+                        if args.timestamp:
+                            line = f"[{wall_time(ev, meta):.6f}] " + line
+                    out.write(line + "\n")
+                    seen += 1
+                    if args.count and seen >= args.count:
+                        out.flush()
+                        return 0
+                out.flush()
+                if sub.lost > lost_reported:
+                    print(f"ctrack: {sub.lost - lost_reported} events lost (reading too slowly)",
+                          file=sys.stderr)
+                    lost_reported = sub.lost
+            if sub.closed:
+                print(f"ctrack: tracker {meta['name']!r} stopped", file=sys.stderr)
     finally:
         sub.close()
     return 0

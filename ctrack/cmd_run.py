@@ -9,6 +9,7 @@ from . import pins, preflight, runextras
 from .attach import Attachments, ifindex
 from .errors import CtrackError
 from .events import EventReader, format_event
+from .stopsignal import StopOnSignal
 from .tracker import Tracker, TrackerConfig, parse_timeouts
 
 EXAMPLES = """examples:
@@ -131,13 +132,13 @@ def run(args):
               f"{', pickup' if args.pickup else ''}, tracker {meta['name']!r}.{note} "
               f"Hit Ctrl-C to end.", file=sys.stderr, flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None
-        try:
-            while deadline is None or time.monotonic() < deadline:
+        # Ctrl-C/SIGTERM end the loop between batches: a batch is always printed whole, and
+        # what the ring buffer still holds is drained below, before the summary that counts it
+        with StopOnSignal() as stop:
+            while not stop() and (deadline is None or time.monotonic() < deadline):
                 for ev in reader.poll(200):
                     _print_event(ev, args, out)
                     extras.publish(ev)
-        except KeyboardInterrupt:
-            pass
         for ev in reader.poll(0):
             _print_event(ev, args, out)
             extras.publish(ev)

@@ -1,6 +1,5 @@
 """What both observers share: loading one tracepoint program, its ring buffer, lost-event count,
 clock conversion and run-time statistics. Subclasses say which program and how to decode."""
-import signal
 import time
 
 from .program import Filters, check_environment, load, percpu_sum, program_text, prog_stats
@@ -84,29 +83,3 @@ class Observer:
         self.bpf.ring_buffer_consume()
         out, self._pending = self._pending, []
         return out
-
-
-class StopOnSignal:
-    """Context manager for the tools: Ctrl-C and SIGTERM set a flag instead of raising.
-
-    A KeyboardInterrupt raised while BCC is inside a ring-buffer callback would be swallowed by
-    ctypes (printed as "Exception ignored"), so the tools poll with a short timeout and look at
-    this flag; the signal also cuts the poll's wait short (EINTR)."""
-
-    def __init__(self):
-        self.stopped = False
-
-    def __call__(self):
-        return self.stopped
-
-    def _set(self, signum, frame):
-        self.stopped = True
-
-    def __enter__(self):
-        self._old = {s: signal.signal(s, self._set) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-        return False

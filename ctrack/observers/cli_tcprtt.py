@@ -6,7 +6,7 @@ import sys
 import time
 
 from ..errors import CtrackError, cli_main
-from .base import StopOnSignal
+from ..stopsignal import StopOnSignal
 from .program import Filters
 from .tcprtt import RttObserver
 
