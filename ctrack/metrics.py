@@ -10,7 +10,8 @@ A custom collector reads the pinned maps at scrape time (nothing is sampled in b
     ctrack_flows_closed_total{reason}      fin, rst, timeout, evicted, reopened, flushed
     ctrack_table_full_total                new flows refused, table full
     ctrack_events_lost_total               ring buffer full
-    ctrack_fragments_total, ctrack_ignored_syn_total
+    ctrack_fragments_total, ctrack_ignored_syn_total,
+    ctrack_rst_challenged_total
     ctrack_flows{proto,state}              live flows now (gauge; expired entries not counted)
     ctrack_table_entries                   entries in the table, expired ones awaiting removal included
     ctrack_table_expired_entries           of which expired
@@ -96,7 +97,9 @@ class TrackerCollector:
         for key, doc in (("table_full", "New flows refused: table full, nothing evictable."),
                          ("events_lost", "Events lost: ring buffer full."),
                          ("fragments", "Non-first IP fragments (untracked)."),
-                         ("ignored_syn", "SYNs inside live connections, remembered not applied.")):
+                         ("ignored_syn", "SYNs inside live connections, remembered not applied."),
+                         ("rst_challenged", "In-window RSTs off the receiver's RCV.NXT: passed, "
+                                            "connection kept (RFC 5961).")):
             yield CounterMetricFamily("ctrack_" + key, doc, value=st.get(key, 0))
 
         now = kernel_now_ns()

@@ -73,7 +73,7 @@ enum ct_action {
 enum ct_reason {
 	CT_REASON_NONE = 0,
 	CT_REASON_L2_TRUNCATED = 1,       /* Ethernet or VLAN header cut short */
-	CT_REASON_L2_TOO_MANY_TAGS = 2,   /* more VLAN tags than CT_MAX_VLAN_TAGS */
+	CT_REASON_L2_TOO_MANY_TAGS = 2,   /* IP under more VLAN tags than CT_MAX_VLAN_TAGS */
 	CT_REASON_IP_TRUNCATED = 3,       /* IP header, or total length, beyond the frame */
 	CT_REASON_IP_BAD_VERSION = 4,     /* version field disagrees with the EtherType */
 	CT_REASON_IP_BAD_IHL = 5,         /* IPv4 header length < 20 */
@@ -133,7 +133,9 @@ enum ct_stat {
 	CT_STAT_BYTES_CLASS = 40,              /* + enum ct_class: bytes by class (IP length, frame
 	                                        * length for non-IP) */
 	CT_STAT_CLOSED_FLUSHED = 44,           /* removed by `ctrack flush` / `ctrack delete` */
-	CT_STAT_MAX = 45,
+	CT_STAT_RST_CHALLENGED = 45,           /* in-window RSTs off the receiver's RCV.NXT: passed,
+	                                        * the connection kept (RFC 5961 challenge ACK) */
+	CT_STAT_MAX = 46,
 };
 
 /* One slot of the per-CPU `stats` array: all counters together, so a packet costs one lookup. */
@@ -173,6 +175,7 @@ struct ct_stats {
 #define CT_RINGBUF_PAGES 64
 #endif
 #define CT_MAX_VLAN_TAGS 2
+#define CT_MAX_VLAN_PEEK 6      /* further tags looked through to find a non-IP payload */
 #define CT_MAX_IP6_EXT 6
 #define CT_MAX_TCP_OPTIONS 40   /* option walk steps: 40 one-byte items fill a header */
 #define CT_EVICT_TRIES 8

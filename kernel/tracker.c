@@ -219,8 +219,26 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 		off += 4;
 	}
 	if (proto == htons(ETH_P_8021Q) || proto == htons(ETH_P_8021AD_)) {
-		*reason = CT_REASON_L2_TOO_MANY_TAGS;
-		return CT_CLASS_INVALID;
+		/* Deeper than we track: look further only to learn what is inside. IP we cannot
+		 * follow is INVALID; anything else is not ours and passes untouched, however many
+		 * tags wrap it. */
+#pragma unroll
+		for (int i = 0; i < CT_MAX_VLAN_PEEK; i++) {
+			if (proto != htons(ETH_P_8021Q) && proto != htons(ETH_P_8021AD_))
+				break;
+			if (data + off + 4 > data_end) {
+				*reason = CT_REASON_L2_TRUNCATED;
+				return CT_CLASS_INVALID;
+			}
+			proto = *(__be16 *)(data + off + 2);
+			off += 4;
+		}
+		if (proto == htons(ETH_P_IP) || proto == htons(ETH_P_IPV6) ||
+		    proto == htons(ETH_P_8021Q) || proto == htons(ETH_P_8021AD_)) {
+			*reason = CT_REASON_L2_TOO_MANY_TAGS;
+			return CT_CLASS_INVALID;
+		}
+		return CT_CLASS_UNTRACKED;
 	}
 
 	/* memset, not "= {}": an initialiser zeroes only a union's first member, and the rest of
@@ -458,6 +476,7 @@ struct ct_result {
 	__u8 push_evict;     /* put the key in the eviction queue */
 	__u8 orig_side;
 	__u8 ignored_syn;
+	__u8 rst_challenged; /* an in-window RST off the receiver's RCV.NXT: passed, nothing closed */
 	__u8 reopened;       /* an expired entry was reinitialised in place for this packet */
 	__u32 len;           /* bytes for the statistics: IP length, or the frame's for non-IP */
 	__u64 packets[2];
@@ -605,32 +624,53 @@ static __always_inline int ct_can_open(struct ct_pkt *p)
 	return 0;
 }
 
-/* Is the RST from direction d acceptable (RFC 5961 section 3: its sequence number must lie in
- * the receiver's window; RFC 9293 3.10.7.3: in SYN-SENT it must acknowledge the SYN)? */
-static __always_inline int ct_rst_ok(struct ct_entry *e, struct ct_pkt *p, __u32 d)
+/* What a RST from direction d does (RFC 5961 section 3, RFC 9293 3.10.7):
+ *   CT_RST_CLOSE      it resets the connection;
+ *   CT_RST_CHALLENGE  it is inside the receiver's window but not exactly at its RCV.NXT: an
+ *                     established receiver answers it with a challenge ACK and carries on (Linux
+ *                     tcp_validate_incoming); the real sender then resets with the exact number;
+ *   CT_RST_OUTSIDE    outside the window (or, in SYN-SENT, not acknowledging the SYN): ignored.
+ * The receiver's RCV.NXT is not on the wire; assuming what passed was delivered, it is what the
+ * sender has sent (td_end) or, after a loss downstream, what the receiver last acknowledged
+ * (td_maxack): either counts as exact. */
+#define CT_RST_OUTSIDE 0
+#define CT_RST_CLOSE 1
+#define CT_RST_CHALLENGE 2
+static __always_inline int ct_rst_check(struct ct_entry *e, struct ct_pkt *p, __u32 d)
 {
 	struct ct_dir *snd = &e->dir[d & 1], *rcv = &e->dir[(d ^ 1) & 1];
+	__u32 seq = p->seq;
 	if (e->flags & CT_F_PICKED_UP)
-		return 1;   /* windows unknown: nothing to check against */
+		return CT_RST_CLOSE;   /* windows unknown: nothing to check against */
 	if (e->state == CT_STATE_SYN_SENT && d == CT_DIR_REPLY) {
 		/* The answer to our SYN: sequence number ignored, ACK must cover the SYN. */
-		return (p->tcp_flags & TH_ACK) && !seq_before(p->ack, rcv->isn + 1) &&
-		       !seq_after(p->ack, rcv->td_end);
+		return ((p->tcp_flags & TH_ACK) && !seq_before(p->ack, rcv->isn + 1) &&
+			!seq_after(p->ack, rcv->td_end)) ? CT_RST_CLOSE : CT_RST_OUTSIDE;
 	}
 	/* A RST answering a segment that had not yet acknowledged the sender's FIN carries the
 	 * FIN's own sequence number, one below what the receiver expects; Linux accepts it from a
-	 * receiver in CLOSE_WAIT, LAST_ACK or CLOSING (tcp_reset_check), so it is in the window. */
-	if ((snd->flags & CT_DF_FIN) && p->seq == snd->fin_seq &&
+	 * receiver in CLOSE_WAIT, LAST_ACK or CLOSING (tcp_reset_check). */
+	if ((snd->flags & CT_DF_FIN) && seq == snd->fin_seq &&
 	    (rcv->state == CT_TCP_CLOSE_WAIT || rcv->state == CT_TCP_LAST_ACK ||
 	     rcv->state == CT_TCP_CLOSING))
-		return 1;
-	/* Left edge: what the receiver has acknowledged (or, if it never has, what the sender has
-	 * sent); right edge: the furthest the receiver's window reached. */
+		return CT_RST_CLOSE;
+	int exact = seq == snd->td_end ||
+		    ((rcv->flags & CT_DF_MAXACK_SET) && seq == rcv->td_maxack);
+	/* The window: from what the receiver has acknowledged (or, if it never has, what the
+	 * sender has sent) up to, not including, the right edge its window reached. */
 	__u32 left = (rcv->flags & CT_DF_MAXACK_SET) ? rcv->td_maxack : snd->td_end;
 	__u32 right = seq_after(snd->td_maxend, snd->td_end) ? snd->td_maxend : snd->td_end;
 	if (seq_after(left, snd->td_end))
 		left = snd->td_end;
-	return !seq_before(p->seq, left) && !seq_after(p->seq, right);
+	int inside = exact || (!seq_before(seq, left) && seq_before(seq, right));
+	if (!inside)
+		return CT_RST_OUTSIDE;
+	/* A receiver still in the handshake (a request socket in SYN_RECV) or already gone
+	 * (CLOSE) resets on any in-window RST; the others want the exact number. */
+	if (exact || rcv->state == CT_TCP_SYN_RECV || rcv->state == CT_TCP_SYN_SENT ||
+	    rcv->state == CT_TCP_CLOSE)
+		return CT_RST_CLOSE;
+	return CT_RST_CHALLENGE;
 }
 
 /* netfilter's window rules for a segment from direction d. Returns a reason when the segment
@@ -810,9 +850,16 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 	}
 
 	if (f & TH_RST) {
-		if (!ct_rst_ok(e, p, d)) {
+		int rst = ct_rst_check(e, p, d);
+		if (rst == CT_RST_OUTSIDE) {
 			r->klass = CT_CLASS_INVALID;
 			r->reason = CT_REASON_TCP_RST_WINDOW;
+			return;
+		}
+		if (rst == CT_RST_CHALLENGE) {
+			/* Passed (the receiver's challenge ACK is what exposes a blind RST, and what a
+			 * genuine sender answers); the connection stands, as netfilter keeps it. */
+			r->rst_challenged = 1;
 			return;
 		}
 		snd->state = CT_TCP_CLOSE;
@@ -970,6 +1017,8 @@ static __always_inline void ct_after(struct ct_key *key, struct ct_result *r, __
 		evict_queue.push(key, BPF_EXIST);
 	if (r->ignored_syn)
 		stat_inc(CT_STAT_IGNORED_SYN);
+	if (r->rst_challenged)
+		stat_inc(CT_STAT_RST_CHALLENGED);
 }
 
 static __always_inline int ct_closing_state(__u8 s)

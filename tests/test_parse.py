@@ -161,6 +161,9 @@ def _tags(b):
         ("three-8021q-tags", eth(Dot1Q(vlan=10) / Dot1Q(vlan=20) / Dot1Q(vlan=30) / tcp), good),
         ("8021ad-plus-two-8021q", eth(Dot1Q(vlan=10) / Dot1Q(vlan=20) / Dot1Q(vlan=30) / tcp,
                                       0x88A8), good),
+        ("nine-tags", eth(Dot1Q(vlan=1) / Dot1Q(vlan=2) / Dot1Q(vlan=3) / Dot1Q(vlan=4)
+                          / Dot1Q(vlan=5) / Dot1Q(vlan=6) / Dot1Q(vlan=7) / Dot1Q(vlan=8) / tcp),
+         good),
     ]
 
 
@@ -620,6 +623,9 @@ def test_non_first_fragment_passes_when_enforcing(replayer):
 NON_IP = {
     "arp": eth(ARP(psrc="10.1.0.1", pdst="10.2.0.2")),
     "arp-in-vlan": eth(Dot1Q(vlan=5) / ARP(psrc="10.1.0.1", pdst="10.2.0.2")),
+    # deeper than the tracker follows IP, but not IP: still not ours
+    "arp-in-three-tags": eth(Dot1Q(vlan=5) / Dot1Q(vlan=6) / Dot1Q(vlan=7)
+                             / ARP(psrc="10.1.0.1", pdst="10.2.0.2"), 0x88A8),
     "lldp": MACS[:6] + b"\x01\x80\xc2\x00\x00\x0e" + b"\x88\xcc" + bytes.fromhex(
         "0207040200000000010203070301020601780000"),
     "unknown-ethertype-88b5": MACS + b"\x88\xb5" + b"\x45" * 46,

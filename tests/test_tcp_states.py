@@ -186,6 +186,60 @@ def test_in_window_rst_closes(rp, sender, when):
     assert rp.tracker.stats()["closed_rst"] == 1
 
 
+@pytest.mark.parametrize("sender", ["client", "server"])
+def test_inexact_in_window_rst_is_challenged_not_honoured(rp, sender):
+    """RFC 5961 3.2: an established receiver resets only on a RST at exactly its RCV.NXT; any
+    other in-window RST earns a challenge ACK and the connection stands (a blind RST attack).
+    The RST passes, so that challenge ACK is sent; the genuine sender then resets exactly."""
+    conv = established(rp)
+    conv.c("PA", b"q" * 100)
+    conv.s("A")
+    send, me = (conv.c, conv.cli) if sender == "client" else (conv.s, conv.srv)
+    answer = conv.s if sender == "client" else conv.c
+    for off in (1, 3000):
+        r = send("R", seq=me.nxt + off, advance=False)
+        assert (r.klass, r.verdict, r.reason) == ("ESTABLISHED", "pass", None)
+        assert states(r) == EST
+    assert answer("A").klass == "ESTABLISHED"             # the challenge ACK
+    assert conv.c("PA", b"more").klass == "ESTABLISHED"   # the connection carries on
+    assert conv.s("PA", b"reply").klass == "ESTABLISHED"
+    st = rp.tracker.stats()
+    assert (st["rst_challenged"], st["closed_rst"]) == (2, 0)
+    r = send("R", advance=False)                          # the exact one
+    assert states(r) == ("CLOSE", "CLOSE", "CLOSE")
+    assert rp.tracker.stats()["closed_rst"] == 1
+
+
+def test_inexact_rst_passes_when_enforcing(replayer):
+    rp = replayer(policy="enforce")
+    conv = established(rp)
+    r = conv.c("R", seq=conv.cli.nxt + 500, advance=False)
+    assert (r.verdict, r.reason) == ("pass", None)
+    assert conv.flow()["state"] == "ESTABLISHED"
+
+
+def test_rst_at_the_receivers_last_ack_closes(rp):
+    """Data lost after the tracker: the receiver's RCV.NXT is what it last acknowledged, below
+    what the sender sent. A RST there (the answer to a challenge ACK) is exact."""
+    conv = established(rp)
+    conv.c("PA", b"a" * 100)
+    acked = conv.cli.nxt
+    conv.c("PA", b"b" * 100)     # never reaches the server
+    conv.s("A", ack=acked)
+    r = conv.c("R", seq=acked, advance=False)
+    assert states(r) == ("CLOSE", "CLOSE", "CLOSE")
+
+
+def test_rst_at_the_windows_right_edge_is_outside(rp):
+    # RFC 9293 3.10.7.4: acceptable when RCV.NXT =< SEG.SEQ < RCV.NXT+RCV.WND
+    conv = TcpConv(rp)
+    conv.c("S"); conv.s("SA", win=1000)   # SYN windows are not scaled
+    r = conv.c("R", seq=conv.cli.nxt + 1000, advance=False)
+    assert (r.klass, r.reason) == ("INVALID", "tcp_rst_window")
+    r = conv.c("R", seq=conv.cli.nxt + 999, advance=False)
+    assert states(r) == ("CLOSE", "CLOSE", "CLOSE")   # SYN_RECV: any in-window RST resets
+
+
 def test_rst_answering_a_syn(rp):
     conv = TcpConv(rp)
     conv.c("S")
