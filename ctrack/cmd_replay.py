@@ -48,7 +48,8 @@ def run(args):
     cfg = TrackerConfig(policy=args.policy, pickup=args.pickup,
                         timeouts=parse_timeouts(args.timeout), table_size=args.table_size,
                         replay=True)
-    frames = read_capture(args.file)
+    frames = read_capture(args.file, warn=lambda msg: print(f"ctrack: warning: {msg}",
+                                                            file=sys.stderr))
     first = next(frames, None)   # reads the header now: a bad file fails before compiling
     with Tracker(cfg) as tracker:
         rp = Replayer(tracker)

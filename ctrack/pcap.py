@@ -80,7 +80,7 @@ def to_ethernet(linktype, data, orig_len):
                       + ", ".join(sorted(set(SUPPORTED.values()))))
 
 
-def _read_pcap(f, head):
+def _read_pcap(f, head, cut):
     magic = head[:4]
     if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
         endian = "<"
@@ -100,13 +100,16 @@ def _read_pcap(f, head):
     while True:
         h = f.read(16)
         if len(h) < 16:
+            if h:
+                cut(index)
             return
         sec, frac, incl, orig = rec.unpack(h)
         if incl > MAX_RECORD:
             raise CtrackError(f"corrupt pcap record {index}: captured length {incl} bytes")
         data = f.read(incl)
         if len(data) < incl:
-            return   # a capture cut mid-record (tcpdump killed): stop at the last whole packet
+            cut(index)   # tcpdump killed mid-write: stop at the last whole packet
+            return
         ts = sec * 1_000_000_000 + (frac if nanos else frac * 1000)
         conv = to_ethernet(linktype, data, max(orig, incl))
         if conv is not None:
@@ -126,7 +129,7 @@ def _tsresol(r):
 _MIN_BODY = {1: 8, 2: 20, 3: 4, 6: 20}
 
 
-def _read_pcapng(f, head):
+def _read_pcapng(f, head, cut):
     endian = "<"
     interfaces = []   # (linktype, (ns per tick as numerator, denominator), offset ns)
     index = 0
@@ -136,6 +139,8 @@ def _read_pcapng(f, head):
         hdr = pending if pending else f.read(8)
         pending = b""
         if len(hdr) < 8:
+            if hdr:
+                cut(index)
             return
         btype = struct.unpack(endian + "I", hdr[:4])[0]
         if btype == 0x0A0D0D0A:   # Section Header Block: its byte order applies to the section
@@ -149,6 +154,7 @@ def _read_pcapng(f, head):
             if blen < 28 or blen > MAX_RECORD or blen % 4:
                 raise CtrackError(f"corrupt pcapng section header length {blen}")
             if len(f.read(blen - 12)) < blen - 12:
+                cut(index)
                 return
             interfaces = []
             continue
@@ -157,7 +163,8 @@ def _read_pcapng(f, head):
             raise CtrackError(f"corrupt pcapng block length {blen}")
         body = f.read(blen - 8)
         if len(body) < blen - 8:
-            return   # a capture cut mid-block: stop at the last whole packet
+            cut(index)   # a capture cut mid-block: stop at the last whole packet
+            return
         body = body[:-4]
         if len(body) < _MIN_BODY.get(btype, 0):
             raise CtrackError(f"corrupt pcapng block of type {btype}: {len(body)} bytes of body")
@@ -206,9 +213,15 @@ def _read_pcapng(f, head):
         # every other block (name resolution, statistics, custom) carries no packet
 
 
-def read_capture(path):
+def read_capture(path, warn=None):
     """Yields Frame objects from a pcap or pcapng file. CtrackError for a missing file, a file
-    that is not a capture, or an unsupported link type."""
+    that is not a capture, or an unsupported link type. A file cut in the middle of a record
+    (a capture still being written, or its writer killed) yields the whole records before the
+    cut and calls warn(message), as tcpdump and tshark say so too."""
+    def cut(index):
+        if warn:
+            warn(f"{path}: the capture is cut short in the middle of a record; "
+                 f"{index} whole packets read")
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -221,8 +234,8 @@ def read_capture(path):
         head = f.read(4)
         if head in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
                     b"\xa1\xb2\x3c\x4d"):
-            yield from _read_pcap(f, head)
+            yield from _read_pcap(f, head, cut)
         elif head == b"\x0a\x0d\x0d\x0a":
-            yield from _read_pcapng(f, head + f.read(4))
+            yield from _read_pcapng(f, head + f.read(4), cut)
         else:
             raise CtrackError(f"{path}: not a pcap or pcapng capture")
