@@ -172,15 +172,16 @@ def flow_table(ctx, rows):
         style = STATE_STYLE.get(st, "")
         is_tcp = r[L.PROTO] == tcp
         bps = s.rate.get(r[ik])
-        tb.add_row(names.proto(r[L.PROTO]), st,
-                   endpoint_text(src, sport, fam), endpoint_text(dst, dport, fam),
-                   names.ep(r[L.STATE0]) if is_tcp else "-",
-                   names.ep(r[L.STATE1]) if is_tcp else "-",
-                   duration(now - r[L.FIRST]), duration(now - r[L.LAST]),
-                   duration(r[L.EXPIRES] - now),
-                   f"{r[L.PKTS0]}/{r[L.PKTS1]}", f"{size(r[L.BYTES0])}/{size(r[L.BYTES1])}",
-                   "-" if bps is None else rate(bps) + "b/s",
-                   style=style)
+        # Text cells, not str: rich reads a str as markup, and "[fd00::1]:80" as a style tag
+        cells = (names.proto(r[L.PROTO]), st,
+                 endpoint_text(src, sport, fam), endpoint_text(dst, dport, fam),
+                 names.ep(r[L.STATE0]) if is_tcp else "-",
+                 names.ep(r[L.STATE1]) if is_tcp else "-",
+                 duration(now - r[L.FIRST]), duration(now - r[L.LAST]),
+                 duration(r[L.EXPIRES] - now),
+                 f"{r[L.PKTS0]}/{r[L.PKTS1]}", f"{size(r[L.BYTES0])}/{size(r[L.BYTES1])}",
+                 "-" if bps is None else rate(bps) + "b/s")
+        tb.add_row(*(Text(c) for c in cells), style=style)
     return tb
 
 

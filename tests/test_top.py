@@ -71,6 +71,19 @@ def test_once_shows_flows_and_header(live, conn):
     assert res.returncode == 1 and res.stderr.startswith("ctrack-top: bad state 'bogus'")
 
 
+def test_once_shows_ipv6_endpoints(live, conn):
+    """fd00::/8 and fe80::/10 addresses in brackets look like rich markup tags: shown whole."""
+    lab, t = live
+    send6 = ("import socket, sys; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+             "s.bind(('', 40953)); s.sendto(b'x', (sys.argv[1], 7953))")
+    lab.exec("ns1", ["/usr/bin/python3", "-c", send6, lab.addr("ns2", 6)])
+    assert wait_for(lambda: t.flows("--dport", "7953"), 5)
+    res = top("--once", "--name", t.name, "-n", "0", "--width", "220", "--no-events")
+    row = [x for x in res.stdout.splitlines() if ":7953" in x]
+    assert len(row) == 1, res.stdout
+    assert row[0].split()[2:4] == [f"[{lab.addr('ns1', 6)}]:40953", f"[{lab.addr('ns2', 6)}]:7953"]
+
+
 def test_plain_frames_without_a_terminal(live, conn):
     lab, t = live
     res = top("--name", t.name, "-c", "2", "-i", "0.3", "--no-events")
