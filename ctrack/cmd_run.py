@@ -91,6 +91,7 @@ def run(args):
                             redirect=tuple(idx) if wire else None,
                             xdp_frags=args.mode == "xdp")
         pins.claim(args.name)
+        pins.running()   # and any other dead tracker's leftovers, before looking at interfaces
         tracker = Tracker(cfg, checks=False)
     except BaseException:
         atts.detach_all()
@@ -102,7 +103,7 @@ def run(args):
             fd = tracker.fn("ct_tc").fd
             hooks = ("ingress",) if wire else ("ingress", "egress")
             for n in ifaces:
-                atts.attach_tc(n, fd, hooks)
+                atts.attach_tc(n, fd, hooks, tracker=args.name)
         else:
             from .vethcheck import xdp_fix_hint, xdp_problems
             problems = xdp_problems(ifaces, wire)
@@ -118,7 +119,11 @@ def run(args):
         meta = pins.publish(args.name, tracker, {
             "interfaces": ifaces, "wire": wire, "mode": args.mode, "policy": args.policy,
             "pickup": args.pickup, "timeouts": cfg.effective_timeouts(),
-            "table_size": args.table_size or tracker.defs.CT_TABLE_SIZE})
+            "table_size": args.table_size or tracker.defs.CT_TABLE_SIZE,
+            "attached": atts.record()})
+        if atts.removed_orphans:
+            print("ctrack: removed what a killed tracker had left attached: "
+                  + ", ".join(atts.removed_orphans), file=sys.stderr)
         # the collector, the event bus (this process is the ring buffer's only reader and
         # re-publishes each event to ctrack events / ctrack-top) and --metrics: all ready
         # before "Tracking" is announced

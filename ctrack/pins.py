@@ -6,6 +6,7 @@ is gone (killed tracker) is stale: claim() cleans it instead of trusting it.
 """
 import json
 import os
+import sys
 import time
 
 from .errors import CtrackError
@@ -33,7 +34,7 @@ def meta_path(name):
     return os.path.join(RUN_DIR, _valid_name(name) + ".json")
 
 
-def _alive(pid):
+def pid_alive(pid):
     if pid <= 0:
         return False   # kill(0, ...) would signal our own process group
     try:
@@ -81,9 +82,24 @@ def remove(name):
             pass
 
 
+def _clean_stale(name, meta):
+    """Remove a dead tracker's pins and description, and what it left attached (a SIGKILLed
+    tracker never detached: its programs would go on redirecting or dropping unseen)."""
+    removed = []
+    if _is_tracker_meta(meta):
+        from .attach import remove_orphans   # pyroute2: only when there is something to clean
+        rec = meta.get("attached") or {}
+        removed = remove_orphans(meta.get("interfaces", []), int(meta["pid"]),
+                                 rec.get("xdp"), rec.get("clsact", ()))
+    remove(name)
+    if removed:
+        print(f"ctrack: tracker {name!r} (pid {meta['pid']}) had died without detaching; "
+              f"removed its " + ", ".join(removed), file=sys.stderr)
+
+
 def is_stale(name):
     meta = read_meta(name)
-    return meta is None or not _alive(int(meta.get("pid", 0)))
+    return meta is None or not pid_alive(int(meta.get("pid", 0)))
 
 
 def claim(name):
@@ -91,12 +107,12 @@ def claim(name):
     Returns True when stale state was cleaned."""
     d = pin_dir(name)
     meta = read_meta(name)
-    if meta and _alive(int(meta.get("pid", 0))) and int(meta["pid"]) != os.getpid():
+    if meta and pid_alive(int(meta.get("pid", 0))) and int(meta["pid"]) != os.getpid():
         raise CtrackError(f"a tracker named {name!r} is already running (pid {meta['pid']}, on "
                           f"{', '.join(meta.get('interfaces', []))}); stop it or use --name")
     stale = os.path.isdir(d) or meta is not None
     if stale:
-        remove(name)
+        _clean_stale(name, meta)
     return stale
 
 
@@ -135,7 +151,7 @@ def running(name=None):
         if name is not None and n != name:
             continue
         if is_stale(n):
-            remove(n)
+            _clean_stale(n, read_meta(n))
             continue
         out.append(read_meta(n))
     return out

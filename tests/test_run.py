@@ -139,6 +139,36 @@ def test_xdp_refused_until_hosts_are_ready(lab):
             lab.exec(h, ["ethtool", "-K", "eth0", "tx", "on", "gro", "off"], check=False)
 
 
+def test_killed_trackers_leftovers_are_removed(lab):
+    """SIGKILL leaves a tracker no chance to detach: its filters stay, redirecting with nobody
+    watching. The next ctrack (any command that looks for trackers) removes exactly those."""
+    v1, v2 = lab.tracker_ifaces
+    for then in ("run", "list"):
+        p = start(["-1", v1, "-2", v2, "-l", "0", "-d", "60"], LAB)
+        p.kill()
+        p.communicate()
+        assert attached(v1)[1] and attached(v2)[2]   # filters and clsact outlived it
+        if then == "list":
+            res = subprocess.run(["ctrack", "list", "--name", LAB], capture_output=True, text=True)
+            assert res.returncode == 1 and "no running tracker" in res.stderr
+        else:
+            # another tracker on the same interfaces: the dead one's filters are not in its way
+            p = subprocess.Popen(["ctrack", "run", "--name", LAB + "b", "-1", v1, "-2", v2, "-l",
+                                  "0", "-d", "30"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+            notice = p.stderr.readline()
+            assert "Tracking" in p.stderr.readline()
+            assert lab.ping("ns1", "ns2", count=1)["received"] == 1
+            rc, _, _ = stop(p)
+            assert rc == 0
+            res = subprocess.CompletedProcess([], 0, "", notice)
+        assert f"tracker {LAB!r}" in res.stderr and "died without detaching" in res.stderr
+        assert "TC ingress filter on " + v1 in res.stderr and "clsact qdisc on " + v2 in res.stderr
+        for v in (v1, v2):
+            assert attached(v) == (False, "", False)
+        assert not os.path.exists(os.path.join(pins.PIN_ROOT, LAB))
+
+
 def test_observer_on_one_interface(lab):
     v1, _ = lab.tracker_ifaces
     lab.set_bridge(True)
