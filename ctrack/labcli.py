@@ -21,8 +21,8 @@ topologies:
           joining veth1 and veth2: a tracker attached to both, redirecting between them, is
           the only path. --bridge joins them in bridge ctbr0 instead, to test without BPF.
   routed  ns1 (10.1.0.1) -- nsr (router, eth1 10.1.0.254 / eth2 10.2.0.254) -- ns2 (10.2.0.2);
-          a tracker runs inside nsr on eth1 and eth2; --conntrack makes netfilter conntrack
-          active in nsr, for comparison.
+          a tracker observes inside nsr (ctrack-lab exec nsr -- ctrack run -i eth1);
+          --conntrack makes netfilter conntrack active in nsr, for comparison.
 
 A lab other than the default has its own names: --name t1 gives t1-ns1, t1-ns2, t1-v1,
 t1-v2, t1-br. What a lab made is recorded in /run/ctrack/lab-NAME.json; `down` removes that

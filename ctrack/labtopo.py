@@ -143,9 +143,12 @@ def routed(lab):
     points = [DelayPoint("nsr", nsr, "FORWARD", (), "forwarded by nsr")]
     return Spec(
         name=lab, topology="routed", hosts=hosts, links=links, routes=routes, forwarding=[nsr],
+        # nsr routes: a bump in the wire between eth1 and eth2 would bypass the routing (and
+        # cut the hosts off); observing eth1, both ways, sees every packet between the hosts
         tracker={"netns": nsr, "ifaces": ["eth1", "eth2"],
-                 "how": "run the tracker inside nsr (ctrack-lab exec nsr -- ...) on eth1 and eth2; "
-                        "nsr routes, so the tracker only observes"},
+                 "how": "nsr routes, so the tracker observes: `ctrack-lab exec nsr -- ctrack run "
+                        "-i eth1` sees both directions of everything between ns1 and ns2 "
+                        "(not -1/-2, which would bypass the routing)"},
         delay_points=points, conntrack_netns=nsr,
         delay_note="held by nsr while forwarding (mangle FORWARD): D each way, 2*D RTT")
 

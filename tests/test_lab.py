@@ -400,6 +400,33 @@ def test_routed_topology_with_conntrack(make_lab):
     assert "ctstate INVALID -j DROP" in lab.exec("nsr", ["iptables", "-S", "FORWARD"]).stdout
 
 
+def test_routed_tracker_as_the_lab_says(make_lab):
+    """The routed lab's advice, followed: `ctrack run -i eth1` inside nsr sees whole
+    connections (both directions) between the hosts, IPv4 and IPv6, while nsr routes them."""
+    lab = make_lab("routed")
+    assert "ctrack run -i eth1" in lab.spec.tracker["how"]
+    name = f"rt{os.getpid() % 10000}"
+    t = lab.spawn("nsr", ["ctrack", "run", "-i", "eth1", "--name", name, "-l", "1", "--json",
+                          "-d", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "Tracking" in t.stderr.readline()
+        for fam, port in ((4, 7401), (6, 7402)):
+            srv = lab.spawn("ns2", ["socat", "-T3", f"TCP{fam}-LISTEN:{port},reuseaddr", "EXEC:cat"])
+            time.sleep(0.3)
+            dst = lab.addr("ns2", 4) if fam == 4 else f"[{lab.addr('ns2', 6)}]"
+            res = lab.exec("ns1", ["socat", "-T2", "-", f"TCP{fam}:{dst}:{port}"], input="ping\n")
+            srv.stop()
+            assert res.stdout == "ping\n"
+    finally:
+        t.stop(sig=signal.SIGINT, timeout=20)
+    evs = [json.loads(x) for x in t.stdout.read().splitlines() if '"type"' in x]
+    for fam, port in ((4, 7401), (6, 7402)):
+        mine = [e for e in evs if e["orig"]["dport"] == port]
+        assert [e["type"] for e in mine] == ["new", "closed"], evs
+        assert mine[0]["family"] == fam and mine[0]["orig"]["src"] == lab.addr("ns1", fam)
+        assert mine[1]["reason"] == "fin" and min(mine[1]["packets"]) >= 3
+
+
 def test_api_context_manager_spawn_and_no_tso():
     name = _new_name()
     try:
