@@ -3,7 +3,7 @@ file only builds the parser and dispatches."""
 import argparse
 import sys
 
-from .errors import CtrackError, cli_main
+from .errors import ArgumentParser, CtrackError, cli_main
 
 DESCRIPTION = "ctrack: eBPF connection tracking (TCP state machine per endpoint, UDP flows)"
 
@@ -16,19 +16,11 @@ EXAMPLES = """examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (and the usage), exit status 2."""
-
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: {message}\n")
-
-
 def build_parser():
     from . import cmd_replay
-    parser = _Parser(prog="ctrack", description=DESCRIPTION, epilog=EXAMPLES,
+    parser = ArgumentParser(prog="ctrack", description=DESCRIPTION, epilog=EXAMPLES,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands = [cmd_replay]
     for extra in ("cmd_run", "cmd_list", "cmd_events", "cmd_gc"):
         try:

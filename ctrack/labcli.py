@@ -7,7 +7,7 @@ import shlex
 import sys
 
 from . import labnet
-from .errors import CtrackError, cli_main
+from .errors import ArgumentParser, CtrackError, cli_main
 from .lab import Lab, labnet_root_check
 from .labdelay import parse_duration_ms, parse_percent
 from .labtopo import DEFAULT_NAME, TOPOLOGIES
@@ -49,13 +49,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with the tools' one-line errors: `ctrack-lab: what is wrong (try -h)`."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog.split()[0]}: {message} (try `{self.prog} -h`)\n")
-
-
 def _add_name(p):
     p.add_argument("-n", "--name", default=DEFAULT_NAME,
                    help="lab name (default: %(default)s, whose namespaces are ns1/ns2); other names "
@@ -77,8 +70,8 @@ def _add_delay(p, defaults):
 
 
 def build_parser():
-    ap = _Parser(prog="ctrack-lab", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=_Formatter)
-    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+    ap = ArgumentParser(prog="ctrack-lab", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=_Formatter)
+    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
     sub.required = True
 
     p = sub.add_parser("up", help="build a lab (harmless when it is already up)", formatter_class=_Formatter,

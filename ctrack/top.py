@@ -14,7 +14,7 @@ import sys
 import time
 
 from . import pins
-from .errors import CtrackError, cli_main
+from .errors import ArgumentParser, CtrackError, cli_main
 from .flowfilter import FlowFilter, positive_float
 from .flowview import Names
 from .topdata import SORTS, Sampler, View, state_names_present
@@ -45,7 +45,7 @@ COLLECT_EVERY = 30   # refreshes between Python's cyclic collections (see main)
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="ctrack-top", description="Live view of a running ctrack tracker.",
+    p = ArgumentParser(prog="ctrack-top", description="Live view of a running ctrack tracker.",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", help="tracker name (default: the only running tracker)")
     p.add_argument("-i", "--interval", type=positive_float, default=1.0, metavar="SECONDS",

@@ -200,7 +200,8 @@ def test_one_line_errors(argv, needle):
 
 def test_bad_flag_is_usage_error():
     res = subprocess.run(["ctrack", "run", "--frobnicate"], capture_output=True, text=True)
-    assert res.returncode == 2 and "unrecognized arguments" in res.stderr
+    assert res.returncode == 2
+    assert res.stderr == "ctrack run: unrecognized arguments: --frobnicate (try `ctrack run -h`)\n"
 
 
 def test_not_root():

@@ -5,7 +5,7 @@ import json
 import sys
 import time
 
-from ..errors import CtrackError, cli_main
+from ..errors import ArgumentParser, CtrackError, cli_main
 from ..stopsignal import StopOnSignal
 from .program import Filters
 from .tcprtt import RttObserver
@@ -40,7 +40,7 @@ network namespaces (-N):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="ctrack-tcprtt",
         description="Summarize the kernel's smoothed TCP RTT as histograms (tcp:tcp_probe).",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)

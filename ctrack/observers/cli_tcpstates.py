@@ -5,7 +5,7 @@ import json
 import sys
 import time
 
-from ..errors import CtrackError, cli_main
+from ..errors import ArgumentParser, CtrackError, cli_main
 from ..stopsignal import StopOnSignal
 from .program import Filters
 from .tcpstates import StateObserver
@@ -48,7 +48,7 @@ network namespaces:
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="ctrack-tcpstates",
         description="Trace TCP state changes of every socket (sock:inet_sock_set_state).",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
