@@ -63,9 +63,12 @@ class EventReader:
         early, self._early = getattr(self, "_early", []), []
         out = early + out
         if caught:
-            self._early = out   # not lost: the next poll() returns them first
+            # A handler that raises (KeyboardInterrupt) loses this return value: keep the
+            # events for the next poll(). One that returns (a stop flag) has them returned now.
+            self._early = out
             handler, signum = caught[0]
-            handler(signum, None)   # raises (KeyboardInterrupt) here, in ordinary code
+            handler(signum, None)
+            self._early = []
         return out
 
 

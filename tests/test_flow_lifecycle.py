@@ -1,7 +1,11 @@
 """Timeouts on the capture clock, UDP flows, the full-table policy and the event stream."""
+import os
+import signal
+
 import pytest
 
 from ctrack.events import EventReader
+from ctrack.stopsignal import StopOnSignal
 from wire import Clock, TcpConv, states, udp_frame
 
 
@@ -204,6 +208,34 @@ def test_events_for_a_connection(rp):
     ]
     assert evs[0]["orig"] == {"src": "10.1.0.1", "sport": 40000, "dst": "10.2.0.2", "dport": 80}
     assert evs[-1]["packets"] == [4, 2]
+
+
+def test_events_are_returned_once_when_a_signal_lands_in_poll(replayer, monkeypatch):
+    """Ctrl-C while BCC polls: a stop-flag handler gets the batch at once, a raising one (Ctrl-C's
+    KeyboardInterrupt) at the next poll; never lost, never twice."""
+    rp = replayer(timeouts={"CLOSE": 11})   # a tracker of its own: one ring-buffer reader each
+    reader = EventReader(rp.tracker.bpf)
+    reader.poll()
+    real = rp.tracker.bpf.ring_buffer_poll
+
+    def poll_interrupted(timeout):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(timeout)
+
+    for handler, port in (("flag", 1001), ("raises", 1002)):
+        TcpConv(rp, client=("10.1.0.1", port)).c("S")
+        monkeypatch.setattr(rp.tracker.bpf, "ring_buffer_poll", poll_interrupted)
+        got = []
+        if handler == "flag":
+            with StopOnSignal() as stop:
+                got += reader.poll(0)
+            assert stop()
+        else:
+            with pytest.raises(KeyboardInterrupt):
+                reader.poll(0)
+        monkeypatch.setattr(rp.tracker.bpf, "ring_buffer_poll", real)
+        got += reader.poll(0)
+        assert [(e["type"], e["orig"]["sport"]) for e in got] == [("new", port)], handler
 
 
 def test_events_rst_and_timeout(replayer):

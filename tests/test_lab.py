@@ -124,7 +124,8 @@ def cli(*args, env=None, check=False, timeout=60):
 def one_line_error(res, rc=1):
     assert res.returncode == rc, (res.returncode, res.stdout, res.stderr)
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ctrack-lab: "), res.stderr
+    assert len(lines) == 1 and lines[0].split(":")[0] in ("ctrack-lab",) + tuple(
+        "ctrack-lab " + c for c in ("up", "down", "status", "exec", "set", "run", "bridge", "list")), res.stderr
     assert "Traceback" not in res.stderr
     return lines[0]
 
