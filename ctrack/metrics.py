@@ -73,7 +73,8 @@ class TrackerCollector:
         def by(prefix, name, label, doc):
             m = CounterMetricFamily(name, doc, labels=[label])
             for k, v in sorted(st.items()):
-                if k.startswith(prefix):
+                # "reason.none" would count nothing: valid packets are not counted by reason
+                if k.startswith(prefix) and k != prefix + "none":
                     m.add_metric([k[len(prefix):]], v)
             return m
 

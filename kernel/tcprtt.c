@@ -189,7 +189,9 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
 	struct totals zero_totals = {};
 	struct totals *t = sums.lookup_or_try_init(&sec, &zero_totals);
 	if (t) {
-		__sync_fetch_and_add(&t->sum, value);
+		/* microseconds even under OBS_MS: an average of ms-truncated samples is biased
+		 * low by up to 1 ms; user space divides */
+		__sync_fetch_and_add(&t->sum, srtt_us);
 		__sync_fetch_and_add(&t->count, 1);
 	}
 #endif

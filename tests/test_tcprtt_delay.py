@@ -99,7 +99,7 @@ def exchange(lab):
 def test_srtt_across_a_20ms_delay_line(lab):
     client = RttObserver(Filters(rports=[PORT]), extended=True, flows=True)    # microseconds
     server = RttObserver(Filters(lports=[PORT]), flows=True)
-    tool = subprocess.Popen(["ctrack-tcprtt", "-m", "-p", str(PORT), "-d", "30", "--json"],
+    tool = subprocess.Popen(["ctrack-tcprtt", "-m", "-e", "-p", str(PORT), "-d", "30", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert tool.stderr.readline().startswith("Tracing"), "ctrack-tcprtt did not start"
@@ -135,3 +135,6 @@ def test_srtt_across_a_20ms_delay_line(lab):
     buckets = [(b["low"], b["high"]) for b in docs[0]["buckets"] if b["count"]]
     assert buckets == [(32, 63)], docs[0]
     assert docs[0]["count"] >= ROUNDS
+    # its average is of the samples, not of whole milliseconds (which would lose up to 1 ms):
+    # the server's own flow average, over the same samples give or take the last few
+    assert abs(docs[0]["avg"] - s.avg_us / 1000) < 0.1, (docs[0]["avg"], s.avg_us)

@@ -75,13 +75,13 @@ def build_parser():
 
 
 def print_flows(flows, unit_ms):
-    div, unit = (1000.0, "ms") if unit_ms else (1.0, "us")
+    div, unit, prec = (1000.0, "ms", 3) if unit_ms else (1.0, "us", 0)
     aw = max([15] + [len(f.laddr) for f in flows] + [len(f.raddr) for f in flows])
     print(f"{'LADDR':>{aw}} {'LPORT':>5}   {'RADDR':<{aw}} {'RPORT':<5} {'SAMPLES':>8} "
           f"{'MIN':>9} {'AVG':>9} {'MAX':>9} {'LAST':>9} ({unit})")
     for f in flows:
         print(f"{f.laddr:>{aw}} {f.lport:>5} > {f.raddr:<{aw}} {f.rport:<5} {f.count:>8} "
-              f"{f.min_us / div:>9.3f} {f.avg_us / div:>9.3f} {f.max_us / div:>9.3f} {f.last_us / div:>9.3f}")
+              + " ".join(f"{v / div:>9.{prec}f}" for v in (f.min_us, f.avg_us, f.max_us, f.last_us)))
 
 
 def report(obs, args):
@@ -105,7 +105,7 @@ def report(obs, args):
                 for h in obs.histograms():
                     where = f"{h.section}: " if h.section else ""
                     avg = f"{h.average:.3f}" if h.average is not None else "-"
-                    print(f"{where}avg = {avg} {h.unit}, total: {h.sum} {h.unit}, count: {h.samples}")
+                    print(f"{where}avg = {avg} {h.unit}, total: {h.sum:g} {h.unit}, count: {h.samples}")
         print()
     sys.stdout.flush()
     if args.flows:

@@ -38,7 +38,7 @@ class Log2Hist:
     section: Optional[str]          # the address of a per-address histogram, else None
     unit: str                       # "usecs" or "msecs"
     slots: List[int]                # slots[i]: samples whose value falls in slot_bounds(i)
-    sum: Optional[int] = None       # with extended=True: sum and count of the values
+    sum: Optional[float] = None     # with extended=True: sum and count of the values
     samples: Optional[int] = None
 
     @property
@@ -188,6 +188,8 @@ class RttObserver(Observer):
         out = []
         for key in sorted(slots, key=lambda b: b or b""):
             total, n = sums.get(key, (None, None)) if self.extended else (None, None)
+            if total is not None and self.milliseconds:
+                total = total / 1000   # the kernel sums microseconds (see tcprtt.c)
             out.append(Log2Hist(section_name(key) if key is not None else None, self.unit,
                                 slots[key], total, n))
         return out
