@@ -572,7 +572,8 @@ class Lab:
         for link in self.spec.links:
             for end in (link.a, link.b):
                 ifaces.append((end.netns, end.ifname))
-        if self.spec.bridge:
+        # the bridge only while it is on: an unbridged wire lab has none, by design
+        if self.spec.bridge and st and st.get("bridge", {}).get("on"):
             ifaces.append((None, self.spec.bridge))
         out["interfaces"] = []
         for netns, ifname in ifaces:
