@@ -22,8 +22,6 @@ beside it (a lock file in /run/ctrack). Its status (pid, interval, last pass) is
 /run/ctrack/<name>.collector for ctrack-top and the metrics; its totals are the pinned gc_stats.
 """
 import ctypes
-import errno
-import fcntl
 import json
 import os
 import time
@@ -32,6 +30,7 @@ from dataclasses import dataclass, field
 from . import pins
 from .defs import Defs
 from .errors import CtrackError
+from .filelock import try_lock
 from .mapops import Batch, iter_run
 from .shared import SOURCE
 from .tracker import kernel_now_ns
@@ -189,17 +188,12 @@ class Collector:
         if self._lock_fd is not None:
             return
         os.makedirs(pins.RUN_DIR, exist_ok=True)
-        fd = os.open(lock_path(self.sh.name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
+        fd = try_lock(lock_path(self.sh.name))
+        if fd is None:
             st = read_status(self.sh.name) or {}
             who = f" (pid {st['pid']}, {st.get('owner', 'ctrack')})" if st.get("pid") else ""
             raise CtrackError(f"tracker {self.sh.name!r} already has a collector{who}; `ctrack run` "
-                              f"collects unless started with --no-gc") from None
+                              f"collects unless started with --no-gc")
         self._lock_fd = fd
 
     def release(self):

@@ -3,14 +3,13 @@
 `up`. The file is rewritten atomically after every step. A per-lab lock file serialises
 commands that change the same lab."""
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import shutil
 import time
 
 from .errors import CtrackError
+from .filelock import try_lock
 
 STATE_DIR = os.environ.get("CTRACK_LAB_DIR", "/run/ctrack")
 VERSION = 1
@@ -75,15 +74,10 @@ def locked(name, timeout=30.0):
     path = state_path(name)[:-5] + ".lock"
     deadline = time.monotonic() + timeout
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
+        fd = try_lock(path)
+        if fd is None:
             if time.monotonic() > deadline:
-                raise CtrackError(f"lab {name!r} is busy (another ctrack-lab holds {path})") from None
+                raise CtrackError(f"lab {name!r} is busy (another ctrack-lab holds {path})")
             time.sleep(0.05)
             continue
         try:

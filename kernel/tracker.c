@@ -207,8 +207,12 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 	__u16 proto = eth->h_proto;
 	__u32 off = sizeof(*eth);
 
+	/* Up to CT_MAX_VLAN_TAGS tags are followed to IP; a few more are looked through only to
+	 * learn what is inside: IP that deep is INVALID, anything else is not ours and passes
+	 * untouched, however many tags wrap it. */
+	__u32 tags = 0;
 #pragma unroll
-	for (int i = 0; i < CT_MAX_VLAN_TAGS; i++) {
+	for (int i = 0; i < CT_MAX_VLAN_TAGS + CT_MAX_VLAN_PEEK; i++) {
 		if (proto != htons(ETH_P_8021Q) && proto != htons(ETH_P_8021AD_))
 			break;
 		if (data + off + 4 > data_end) {
@@ -217,28 +221,12 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 		}
 		proto = *(__be16 *)(data + off + 2);
 		off += 4;
+		tags++;
 	}
-	if (proto == htons(ETH_P_8021Q) || proto == htons(ETH_P_8021AD_)) {
-		/* Deeper than we track: look further only to learn what is inside. IP we cannot
-		 * follow is INVALID; anything else is not ours and passes untouched, however many
-		 * tags wrap it. */
-#pragma unroll
-		for (int i = 0; i < CT_MAX_VLAN_PEEK; i++) {
-			if (proto != htons(ETH_P_8021Q) && proto != htons(ETH_P_8021AD_))
-				break;
-			if (data + off + 4 > data_end) {
-				*reason = CT_REASON_L2_TRUNCATED;
-				return CT_CLASS_INVALID;
-			}
-			proto = *(__be16 *)(data + off + 2);
-			off += 4;
-		}
-		if (proto == htons(ETH_P_IP) || proto == htons(ETH_P_IPV6) ||
-		    proto == htons(ETH_P_8021Q) || proto == htons(ETH_P_8021AD_)) {
-			*reason = CT_REASON_L2_TOO_MANY_TAGS;
-			return CT_CLASS_INVALID;
-		}
-		return CT_CLASS_UNTRACKED;
+	if (proto == htons(ETH_P_8021Q) || proto == htons(ETH_P_8021AD_) ||
+	    (tags > CT_MAX_VLAN_TAGS && (proto == htons(ETH_P_IP) || proto == htons(ETH_P_IPV6)))) {
+		*reason = CT_REASON_L2_TOO_MANY_TAGS;
+		return CT_CLASS_INVALID;
 	}
 
 	/* memset, not "= {}": an initialiser zeroes only a union's first member, and the rest of

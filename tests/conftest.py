@@ -1,6 +1,7 @@
 """Shared fixtures: real trackers compiled once per configuration per test session, maps reset
 between tests, and a scapy-based conversation builder (tests/wire.py)."""
 import os
+import re
 import sys
 
 import pytest
@@ -45,6 +46,27 @@ def replayer():
 def rp():
     """The default tracker: observe, no pickup, default timeouts."""
     return get_replayer()
+
+
+# Names the suite gives its labs: t/rt, an optional letter, digits from the pytest pid.
+TEST_LAB_NAME = re.compile(r"^(t[a-z]?|rt)\d{1,6}$")
+
+
+def pytest_sessionstart(session):
+    """Clear what an interrupted earlier run (killed, so its finalizers never ran) left behind:
+    its labs, by the suite's naming, and its trackers' pins and filters. ctrack itself removes
+    a dead tracker's leftovers at the next start, with a notice; doing it once here keeps that
+    notice out of some test's output."""
+    from ctrack import labstate, pins
+    from ctrack.lab import Lab
+    for name in labstate.list_names():
+        if TEST_LAB_NAME.match(name):
+            print(f"conftest: removing lab {name!r} left by an earlier run", file=sys.stderr)
+            Lab.attach(name).down()
+    try:
+        pins.running()
+    except OSError:
+        pass
 
 
 def pytest_sessionfinish(session, exitstatus):

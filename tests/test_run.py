@@ -27,11 +27,15 @@ def lab():
 def start(args, name):
     p = subprocess.Popen(["ctrack", "run", "--name", name, *args], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    line = p.stderr.readline()
-    if "Tracking" not in line:
-        p.kill()
-        out, err = p.communicate()
-        raise AssertionError(f"ctrack run did not start: {line}{err}")
+    # notices (a killed tracker's leftovers removed) may come before "Tracking"
+    head = []
+    while not head or "Tracking" not in head[-1]:
+        line = p.stderr.readline()
+        if not line:
+            p.kill()
+            out, err = p.communicate()
+            raise AssertionError(f"ctrack run did not start: {''.join(head)}{err}")
+        head.append(line)
     return p
 
 
