@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
+from scapy.layers.inet import ICMP, IP, TCP, UDP  # noqa: E402
 from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import ARP, Ether  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
@@ -27,7 +27,7 @@ OPTS = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)), ("NOP", None), ("
 
 
 def tcp_frames(l3, src, dst, sport=40000, dport=80):
-    e = Ether()
+    e = Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01")
     c = lambda **kw: bytes(e / l3(src=src, dst=dst) / TCP(sport=sport, dport=dport, **kw))
     s = lambda **kw: bytes(e / l3(src=dst, dst=src) / TCP(sport=dport, dport=sport, **kw))
     setup = [c(flags="S", seq=1000, options=OPTS), s(flags="SA", seq=5000, ack=1001, options=OPTS),
@@ -65,12 +65,15 @@ def main():
     setup6, data6 = tcp_frames(IPv6, "fd00::1", "fd00::2")
     for f in setup4 + setup6:
         xdp.run(f)
-    udp = bytes(Ether() / IP(src="10.1.0.1", dst="10.2.0.2") / UDP(sport=5000, dport=53) / Raw(b"q" * 64))
-    udp_reply = bytes(Ether() / IP(src="10.2.0.2", dst="10.1.0.1") / UDP(sport=53, dport=5000) / Raw(b"r" * 64))
+    udp = bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / IP(src="10.1.0.1", dst="10.2.0.2") / UDP(sport=5000, dport=53) / Raw(b"q" * 64))
+    udp_reply = bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / IP(src="10.2.0.2", dst="10.1.0.1") / UDP(sport=53, dport=5000) / Raw(b"r" * 64))
     xdp.run(udp)
     xdp.run(udp_reply)
-    arp = bytes(Ether() / ARP())
-    nosyn = bytes(Ether() / IP(src="10.9.9.9", dst="10.2.0.2") / TCP(sport=1, dport=2, flags="A", seq=1, ack=1))
+    # port unreachable quoting the UDP flow's datagram: the RELATED path (a lookup, no update)
+    unreach = bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / IP(src="10.2.0.2", dst="10.1.0.1") / ICMP(type=3, code=3)
+                    / Raw(udp[14:14 + 28]))
+    arp = bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / ARP())
+    nosyn = bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / IP(src="10.9.9.9", dst="10.2.0.2") / TCP(sport=1, dport=2, flags="A", seq=1, ack=1))
 
     cases = [
         ("empty XDP program", empty_xdp, data4, None),
@@ -78,6 +81,7 @@ def main():
         ("tracker XDP: TCP established (IPv6)", xdp, data6, "empty XDP program"),
         ("tracker XDP: UDP established", xdp, udp, "empty XDP program"),
         ("tracker XDP: TCP without flow (INVALID)", xdp, nosyn, "empty XDP program"),
+        ("tracker XDP: ICMP error (RELATED)", xdp, unreach, "empty XDP program"),
         ("tracker XDP: non-IP (ARP)", xdp, arp, "empty XDP program"),
         ("empty TC program", empty_tc, data4, None),
         ("tracker TC: TCP established (IPv4)", tc, data4, "empty TC program"),

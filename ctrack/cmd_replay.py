@@ -20,7 +20,7 @@ timeouts (seconds; names as in kernel/ctrack.h): SYN_SENT SYN_RECV ESTABLISHED F
   CLOSE_WAIT LAST_ACK TIME_WAIT CLOSE SYN_SENT2 UNACK UDP_NEW UDP_ESTABLISHED
 
 output: one line a packet: index, seconds since the first packet, the packet as the tracker
-parsed it, verdict (pass/drop), class (NEW/ESTABLISHED/INVALID/UNTRACKED) and reason, and the
+parsed it, verdict (pass/drop), class (NEW/ESTABLISHED/RELATED/INVALID/UNTRACKED) and reason, and the
 flow's overall state with the opener's/responder's endpoint states. Then the flow table.
 --json prints {"packets": [...], "flows": [...]} (see README: "ctrack replay --json").
 """

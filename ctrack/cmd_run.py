@@ -188,8 +188,9 @@ def _print_event(ev, args, out):
 
 def _summary(tracker, args, out):
     st = tracker.stats()
-    keys = ["packets", "class.new", "class.established", "class.invalid", "class.untracked",
-            "action.drop", "flows_created", "closed_fin", "closed_rst", "closed_timeout",
+    from .defs import defs
+    classes = [f"class.{n.lower()}" for n in defs().ct_class.names()]   # NEW ... RELATED
+    keys = ["packets", *classes, "action.drop", "flows_created", "closed_fin", "closed_rst", "closed_timeout",
             "closed_flushed", "evicted", "table_full", "events_lost"]
     if args.json:
         import json

@@ -24,7 +24,7 @@ MAX_RUN_BYTES = 3000
 class PacketResult:
     index: int
     ts_ns: int
-    klass: str              # UNTRACKED, NEW, ESTABLISHED, INVALID
+    klass: str              # UNTRACKED, NEW, ESTABLISHED, INVALID, RELATED
     reason: Optional[str]   # lower-case reason name when INVALID, else None
     verdict: str            # pass / drop
     flow: Optional[dict]    # {"state", "orig_state", "reply_state"} after the packet, or None
@@ -102,6 +102,12 @@ class Replayer:
         dst, dport = endpoint(k, t.side ^ 1)
         if k.family == 6:
             src, dst = f"[{src}]", f"[{dst}]"
+        if t.parsed == 2:
+            # an ICMP error: the key, side and seq are those of the packet it quotes
+            icmp = "icmp6" if k.family == 6 else "icmp"
+            quoted = f"{src}:{sport} > {dst}:{dport} " + (
+                f"tcp seq={t.seq}" if k.proto == socket.IPPROTO_TCP else "udp")
+            return f"{icmp} error type={t.icmp_type} code={t.icmp_code} about {quoted}"
         if k.proto == socket.IPPROTO_TCP:
             return (f"{src}:{sport} > {dst}:{dport} tcp [{_flags_text(t.tcp_flags)}] "
                     f"seq={t.seq} ack={t.ack} win={t.win} len={t.datalen}")

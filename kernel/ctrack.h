@@ -58,7 +58,8 @@ enum ct_class {
 	CT_CLASS_NEW = 1,         /* created a flow */
 	CT_CLASS_ESTABLISHED = 2, /* valid packet of a known flow */
 	CT_CLASS_INVALID = 3,     /* see the reason */
-	CT_CLASS_MAX = 4,
+	CT_CLASS_RELATED = 4,     /* an ICMP/ICMPv6 error about a known flow (netfilter's RELATED) */
+	CT_CLASS_MAX = 5,
 };
 
 /* What happened to the packet. */
@@ -93,7 +94,12 @@ enum ct_reason {
 	CT_REASON_TCP_UNEXPECTED = 19,    /* a flag the connection's state cannot take */
 	CT_REASON_TCP_CLOSED = 20,        /* packet of a connection already reset */
 	CT_REASON_TABLE_FULL = 21,        /* a new flow, and no room even after eviction */
-	CT_REASON_MAX = 22,
+	CT_REASON_ICMP_BAD_INNER = 22,    /* ICMP error whose quoted IP header + 8 bytes is cut short
+	                                   * or malformed (RFC 792/4443 require them) */
+	CT_REASON_ICMP_NO_FLOW = 23,      /* ICMP error about a TCP/UDP flow the table does not have */
+	CT_REASON_ICMP_SEQ_WINDOW = 24,   /* ICMP error quoting a TCP sequence number the sender has
+	                                   * not sent or that is long acknowledged (RFC 5927) */
+	CT_REASON_MAX = 25,
 };
 
 /* Why a flow ended (events, statistics). */
@@ -118,27 +124,31 @@ enum ct_event_type {
 enum ct_stat {
 	CT_STAT_PACKETS = 0,                   /* every packet the program saw */
 	CT_STAT_CLASS = 1,                     /* + enum ct_class: packets by class */
-	CT_STAT_ACTION = 5,                    /* + enum ct_action: packets by action */
-	CT_STAT_REASON = 8,                    /* + enum ct_reason: INVALID packets by reason */
-	CT_STAT_FLOWS_CREATED = 30,
-	CT_STAT_CLOSED_FIN = 31,
-	CT_STAT_CLOSED_RST = 32,
-	CT_STAT_CLOSED_TIMEOUT = 33,
-	CT_STAT_EVICTED = 34,
-	CT_STAT_REOPENED = 35,
-	CT_STAT_TABLE_FULL = 36,               /* new flows refused: table full, nothing evictable */
-	CT_STAT_EVENTS_LOST = 37,              /* ring buffer full: events not delivered */
-	CT_STAT_FRAGMENTS = 38,                /* non-first IP fragments (untracked) */
-	CT_STAT_IGNORED_SYN = 39,              /* SYNs in a live connection, remembered not applied */
-	CT_STAT_BYTES_CLASS = 40,              /* + enum ct_class: bytes by class (IP length, frame
+	CT_STAT_ACTION = 6,                    /* + enum ct_action: packets by action */
+	CT_STAT_REASON = 9,                    /* + enum ct_reason: INVALID packets by reason */
+	CT_STAT_FLOWS_CREATED = 34,
+	CT_STAT_CLOSED_FIN = 35,
+	CT_STAT_CLOSED_RST = 36,
+	CT_STAT_CLOSED_TIMEOUT = 37,
+	CT_STAT_EVICTED = 38,
+	CT_STAT_REOPENED = 39,
+	CT_STAT_TABLE_FULL = 40,               /* new flows refused: table full, nothing evictable */
+	CT_STAT_EVENTS_LOST = 41,              /* ring buffer full: events not delivered */
+	CT_STAT_FRAGMENTS = 42,                /* non-first IP fragments (untracked) */
+	CT_STAT_IGNORED_SYN = 43,              /* SYNs in a live connection, remembered not applied */
+	CT_STAT_BYTES_CLASS = 44,              /* + enum ct_class: bytes by class (IP length, frame
 	                                        * length for non-IP) */
-	CT_STAT_CLOSED_FLUSHED = 44,           /* removed by `ctrack flush` / `ctrack delete` */
-	CT_STAT_RST_CHALLENGED = 45,           /* in-window RSTs off the receiver's RCV.NXT: passed,
+	CT_STAT_CLOSED_FLUSHED = 49,           /* removed by `ctrack flush` / `ctrack delete` */
+	CT_STAT_RST_CHALLENGED = 50,           /* in-window RSTs off the receiver's RCV.NXT: passed,
 	                                        * the connection kept (RFC 5961 challenge ACK) */
-	CT_STAT_MAX = 46,
+	CT_STAT_MAX = 51,
 };
+/* The ranges above must not overlap (user space reads them by these numbers). */
+_Static_assert(CT_STAT_CLASS + CT_CLASS_MAX <= CT_STAT_ACTION, "class counters overlap");
+_Static_assert(CT_STAT_ACTION + CT_ACTION_MAX <= CT_STAT_REASON, "action counters overlap");
+_Static_assert(CT_STAT_REASON + CT_REASON_MAX <= CT_STAT_FLOWS_CREATED, "reason counters overlap");
+_Static_assert(CT_STAT_BYTES_CLASS + CT_CLASS_MAX <= CT_STAT_CLOSED_FLUSHED, "byte counters overlap");
 
-/* One slot of the per-CPU `stats` array: all counters together, so a packet costs one lookup. */
 struct ct_stats {
 	__u64 v[CT_STAT_MAX];
 };
@@ -311,11 +321,14 @@ struct ct_trace {
 	__u8 state;
 	__u8 orig_state;
 	__u8 reply_state;
-	__u8 parsed;         /* the packet was TCP/UDP and its key and fields below are valid */
+	__u8 parsed;         /* 1: the packet was TCP/UDP and its key and fields below are valid;
+	                      * 2: an ICMP error, key and side (and seq for TCP) from the packet it
+	                      * quotes */
 	struct ct_key key;
-	__u8 side;           /* key side of the sender */
+	__u8 side;           /* key side of the sender (parsed 2: of the quoted packet's sender) */
 	__u8 tcp_flags;
-	__u16 pad1;
+	__u8 icmp_type;      /* parsed 2: the ICMP error's type and code */
+	__u8 icmp_code;
 	__u32 seq;
 	__u32 ack;
 	__u32 datalen;

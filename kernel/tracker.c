@@ -100,7 +100,8 @@ struct ct_pkt {
 	__u8 fragmented;  /* a first fragment: the segment is longer than what we see */
 	__u8 optpos;      /* SYN option walk: offset of the next option (see below) */
 	__u8 optcut;      /* SYN option walk: the frame ends inside the option block */
-	__u8 pad;
+	__u8 icmp_type;   /* an ICMP error (parse returned RELATED): its type and code; the key, */
+	__u8 icmp_code;   /* side and seq above are then those of the packet it quotes */
 };
 
 /* Per-CPU working memory. The parsed packet lives here rather than on the stack on purpose: the
@@ -237,6 +238,7 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 	__u32 l4off, l4len;
 	__u8 l4proto;
 	__u8 first_fragment = 0;   /* more fragments follow: L4 lengths cover more than we have */
+	__u8 related = 0;          /* an ICMP error: the key is that of the packet it quotes */
 
 	if (proto == htons(ETH_P_IP)) {
 		struct iphdr *iph = data + off;
@@ -418,12 +420,98 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 		sport = uh->source;
 		dport = uh->dest;
 	} else if (l4proto == IPPROTO_ICMP || l4proto == IPPROTO_ICMPV6) {
-		/* Type, code, checksum and the 4-byte rest of header. Not tracked as flows. */
-		if (l4len < 8 || data + l4off + 8 > data_end) {
+		/* Type, code, checksum and the 4-byte rest of header. */
+		__u8 *ic = data + l4off;
+		if (l4len < 8 || (void *)(ic + 8) > data_end) {
 			*reason = CT_REASON_L4_TRUNCATED;
 			return CT_CLASS_INVALID;
 		}
-		return CT_CLASS_UNTRACKED;
+		/* Errors (ICMP destination unreachable, source quench, redirect, time exceeded,
+		 * parameter problem; ICMPv6 1-4) quote the IP header and first 8 bytes of the packet
+		 * that caused them: enough for its addresses, ports and TCP sequence number. They
+		 * belong to that packet's flow (RELATED), like netfilter's. Echo, neighbour discovery
+		 * and the rest are not tracked. */
+		__u8 type = ic[0];
+		int is_error = l4proto == IPPROTO_ICMP ?
+			(type == 3 || type == 4 || type == 5 || type == 11 || type == 12) :
+			(type >= 1 && type <= 4);
+		if (!is_error)
+			return CT_CLASS_UNTRACKED;
+		p->icmp_type = type;
+		p->icmp_code = ic[1];
+		/* Quoted bytes beyond the frame but inside the IP length: a capture cut the frame
+		 * (snaplen), not a malformed error; it passes untracked. */
+		__u8 cut_reason = pkt_len > (__u32)(data_end - data) ? CT_REASON_NONE :
+				  CT_REASON_ICMP_BAD_INNER;
+		__u32 in = l4off + 8, inlen = l4len - 8, q;
+		if (l4proto == IPPROTO_ICMP) {
+			struct iphdr *ih = data + in;
+			if (inlen < sizeof(*ih)) {
+				*reason = CT_REASON_ICMP_BAD_INNER;
+				return CT_CLASS_INVALID;
+			}
+			if ((void *)(ih + 1) > data_end) {
+				*reason = cut_reason;
+				return cut_reason ? CT_CLASS_INVALID : CT_CLASS_UNTRACKED;
+			}
+			if (ih->version != 4 || ih->ihl < 5 || inlen < ih->ihl * 4 + 8) {
+				*reason = CT_REASON_ICMP_BAD_INNER;
+				return CT_CLASS_INVALID;
+			}
+			if (ntohs(ih->frag_off) & 0x1fff)
+				return CT_CLASS_UNTRACKED;   /* quotes a later fragment: no ports */
+			src.v4 = ih->saddr;
+			dst.v4 = ih->daddr;
+			l4proto = ih->protocol;
+			q = in + ih->ihl * 4;
+		} else {
+			struct ipv6hdr *ih = data + in;
+			if (inlen < sizeof(*ih)) {
+				*reason = CT_REASON_ICMP_BAD_INNER;
+				return CT_CLASS_INVALID;
+			}
+			if ((void *)(ih + 1) > data_end) {
+				*reason = cut_reason;
+				return cut_reason ? CT_CLASS_INVALID : CT_CLASS_UNTRACKED;
+			}
+			if (ih->version != 6) {
+				*reason = CT_REASON_ICMP_BAD_INNER;
+				return CT_CLASS_INVALID;
+			}
+			__builtin_memcpy(src.v6, &ih->saddr, 16);
+			__builtin_memcpy(dst.v6, &ih->daddr, 16);
+			l4proto = ih->nexthdr;
+			q = in + sizeof(*ih);
+			/* A quoted first fragment (a datagram the sender fragmented) has a fragment
+			 * header before its ports; other extension headers: not followed. */
+			if (l4proto == IPPROTO_FRAGMENT) {
+				__u8 *fh = data + q;
+				if ((void *)(fh + 8) > data_end) {
+					*reason = cut_reason;
+					return cut_reason ? CT_CLASS_INVALID : CT_CLASS_UNTRACKED;
+				}
+				if (((fh[2] << 8) | fh[3]) & 0xfff8)
+					return CT_CLASS_UNTRACKED;
+				l4proto = fh[0];
+				q += 8;
+			}
+			if (inlen < q - in + 8) {
+				*reason = CT_REASON_ICMP_BAD_INNER;
+				return CT_CLASS_INVALID;
+			}
+		}
+		if (l4proto != IPPROTO_TCP && l4proto != IPPROTO_UDP)
+			return CT_CLASS_UNTRACKED;   /* about a protocol ctrack does not track */
+		__u8 *ql4 = data + q;
+		if ((void *)(ql4 + 8) > data_end) {
+			*reason = cut_reason;
+			return cut_reason ? CT_CLASS_INVALID : CT_CLASS_UNTRACKED;
+		}
+		sport = *(__be16 *)ql4;
+		dport = *(__be16 *)(ql4 + 2);
+		if (l4proto == IPPROTO_TCP)
+			p->seq = ntohl(*(__be32 *)(ql4 + 4));
+		related = 1;
 	} else {
 		return CT_CLASS_UNTRACKED;
 	}
@@ -442,7 +530,7 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 		p->key.port[0] = sport;
 		p->key.port[1] = dport;
 	}
-	return CT_CLASS_NEW;
+	return related ? CT_CLASS_RELATED : CT_CLASS_NEW;
 }
 
 /* ---- Flow bookkeeping ------------------------------------------------------------------------ */
@@ -1124,6 +1212,44 @@ static __always_inline int ct_evict_one(__u64 now)
 }
 
 /* ---- The packet path -------------------------------------------------------------------------- */
+/* An ICMP error about a flow: RELATED when the table has the flow (and, for TCP, the quoted
+ * sequence number is one its sender could have sent unacknowledged: RFC 5927's check, which is
+ * what keeps a blind attacker's forged "fragmentation needed" from reaching the endpoint). The
+ * flow is only read: an error changes no state, counter or timeout, as in netfilter. */
+static __always_inline __u8 ct_related(struct ct_pkt *p, struct ct_result *r, __u64 now)
+{
+	struct ct_entry *e = flows.lookup(&p->key);
+	r->klass = CT_CLASS_INVALID;
+	r->reason = CT_REASON_ICMP_NO_FLOW;
+	if (!e)
+		return r->klass;
+	bpf_spin_lock(&e->lock);
+	if (now < e->expires) {
+		r->has_flow = 1;
+		r->state = e->state;
+		r->orig_state = e->dir[0].state;
+		r->reply_state = e->dir[1].state;
+		r->klass = CT_CLASS_RELATED;
+		r->reason = CT_REASON_NONE;
+		if (p->key.proto == IPPROTO_TCP && !(e->flags & CT_F_PICKED_UP)) {
+			__u32 d = (p->side == e->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY;
+			struct ct_dir *snd = &e->dir[d], *rcv = &e->dir[d ^ 1];
+			/* SND.UNA as the tracker knows it: the receiver's highest ACK, which may run
+			 * ahead of what the sender has heard; so allow a window's worth before it. */
+			__u32 una = (rcv->flags & CT_DF_MAXACK_SET) ? rcv->td_maxack : snd->isn;
+			__u32 slack = rcv->td_maxwin > CT_MAX_ACK_WINDOW_FLOOR ? rcv->td_maxwin :
+				      CT_MAX_ACK_WINDOW_FLOOR;
+			if (!(snd->flags & CT_DF_SYN) || seq_after(p->seq, snd->td_end) ||
+			    seq_before(p->seq, una - slack)) {
+				r->klass = CT_CLASS_INVALID;
+				r->reason = CT_REASON_ICMP_SEQ_WINDOW;
+			}
+		}
+	}
+	bpf_spin_unlock(&e->lock);
+	return r->klass;
+}
+
 static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len,
 				       struct ct_result *r, struct ct_key *key_out)
 {
@@ -1136,6 +1262,20 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 	__u8 reason = CT_REASON_NONE;
 	int cls = ct_parse(data, data_end, pkt_len, p, &reason);
 	r->len = p->ip_len ? p->ip_len : pkt_len;
+	if (cls == CT_CLASS_RELATED) {
+		*key_out = p->key;
+#ifdef CT_REPLAY
+		struct ct_trace *rt = trace.lookup(&z);
+		if (rt) {
+			rt->parsed = 2;
+			rt->side = p->side;
+			rt->seq = p->seq;
+			rt->icmp_type = p->icmp_type;
+			rt->icmp_code = p->icmp_code;
+		}
+#endif
+		return ct_related(p, r, ct_now());
+	}
 	if (cls != CT_CLASS_NEW) {
 		r->klass = cls;
 		r->reason = reason;
@@ -1233,8 +1373,9 @@ static __always_inline __u8 ct_decide(struct ct_result *r, struct ct_key *key, _
 	struct ct_stats *st = stats_get();
 	if (st) {
 		st->v[CT_STAT_PACKETS] += 1;
-		st->v[CT_STAT_CLASS + (r->klass & 3)] += 1;
-		st->v[CT_STAT_BYTES_CLASS + (r->klass & 3)] += r->len;
+		__u32 k = r->klass < CT_CLASS_MAX ? r->klass : CT_CLASS_UNTRACKED;
+		st->v[CT_STAT_CLASS + k] += 1;
+		st->v[CT_STAT_BYTES_CLASS + k] += r->len;
 		st->v[CT_STAT_ACTION + (action < CT_ACTION_MAX ? action : 0)] += 1;
 		if (r->klass == CT_CLASS_INVALID && r->reason < CT_REASON_MAX)
 			st->v[CT_STAT_REASON + r->reason] += 1;
@@ -1310,8 +1451,10 @@ static __always_inline __u32 ct_tc_headers_len(void *data, void *data_end)
 	} else {
 		return 0;
 	}
-	if (proto == IPPROTO_UDP || proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)
+	if (proto == IPPROTO_UDP)
 		return l4 + 8;
+	if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)
+		return l4 + 8 + 60 + 8 + 8;   /* an error's quoted IP header (+ fragment header), ports, seq */
 	if (proto != IPPROTO_TCP)
 		return proto == IPPROTO_HOPOPTS || proto == IPPROTO_ROUTING || proto == IPPROTO_DSTOPTS ||
 		       proto == IPPROTO_FRAGMENT || proto == IPPROTO_AH ? 256 : l4;

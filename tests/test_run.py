@@ -119,6 +119,31 @@ def test_enforce_drops_midstream_packet(lab):
     assert "tcp_no_flow=2" in out
 
 
+def test_icmp_error_is_related_and_passes_enforce(lab):
+    """A UDP datagram to a closed port: ns2's kernel answers port unreachable, which the
+    enforcing tracker classes RELATED and lets through, so the sender's socket hears
+    ECONNREFUSED. A forged error about a flow never seen is dropped."""
+    v1, v2 = lab.tracker_ifaces
+    p = start(["-1", v1, "-2", v2, "--policy", "enforce", "-l", "0", "-d", "30"], LAB)
+    probe = ("import socket\n"
+             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)\n"
+             f"s.connect(('{lab.addr('ns2')}', 9)); s.send(b'x')\n"
+             "try:\n    s.recv(10); print('answer')\n"
+             "except ConnectionRefusedError:\n    print('refused')\n"
+             "except socket.timeout:\n    print('timeout')\n")
+    forged = ("from scapy.all import IP, ICMP, UDP, send\n"
+              f"send(IP(dst='{lab.addr('ns1')}')/ICMP(type=3, code=3)/IP(src='{lab.addr('ns1')}', "
+              f"dst='{lab.addr('ns2')}')/UDP(sport=4444, dport=53), verbose=0)\n")
+    try:
+        res = lab.exec("ns1", ["/usr/bin/python3", "-c", probe], timeout=15)
+        assert res.stdout.strip() == "refused"
+        lab.exec("ns2", ["/usr/bin/python3", "-c", forged], timeout=30)
+    finally:
+        rc, out, _ = stop(p)
+    assert rc == 0
+    assert "class.related=1" in out and "icmp_no_flow=1" in out
+
+
 def test_xdp_refused_until_hosts_are_ready(lab):
     v1, v2 = lab.tracker_ifaces
     res = subprocess.run(["ctrack", "run", "-1", v1, "-2", v2, "--mode", "xdp", "--name", LAB, "-d", "2"],
