@@ -189,6 +189,9 @@ class Lab:
             "hosts": {k: {"netns": h.netns, "ifname": h.ifname, "ipv4": h.ipv4, "ipv6": h.ipv6,
                           "mac": h.mac, "role": h.role} for k, h in self.spec.hosts.items()},
             "root_ifaces": list(self.spec.root_ifaces),
+            # every addressed interface (a router has more than its host entry shows)
+            "interfaces": [{"netns": e.netns, "ifname": e.ifname, "addrs": list(e.addrs)}
+                           for link in self.spec.links for e in (link.a, link.b) if e.addrs],
             "tracker": dict(self.spec.tracker),
             "bridge": {"ifname": self.spec.bridge, "on": bool(st.get("bridge", {}).get("on"))}
             if self.spec.bridge else None,

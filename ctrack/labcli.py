@@ -193,6 +193,10 @@ def _print_summary(lab):
     else:
         print("  routed: ns1 <-> nsr:eth1 | nsr:eth2 <-> ns2, nsr forwards"
               + (" with netfilter conntrack active" if info["options"].get("conntrack") else ""))
+        router = info["hosts"]["nsr"]["netns"]
+        for i in info["interfaces"]:
+            if i["netns"] == router:
+                print(f"    nsr {i['ifname']}: {', '.join(i['addrs'])}")
     t = info["tracker"]
     where = "root namespace" if t["netns"] is None else f"namespace {t['netns']}"
     print(f"  tracker: {', '.join(t['ifaces'])} in the {where} ({t['how']})")

@@ -148,7 +148,8 @@ def routed(lab):
         tracker={"netns": nsr, "ifaces": ["eth1", "eth2"],
                  "how": "nsr routes, so the tracker observes: `ctrack-lab exec nsr -- ctrack run "
                         "-i eth1` sees both directions of everything between ns1 and ns2 "
-                        "(not -1/-2, which would bypass the routing)"},
+                        "(not -1/-2, which would bypass the routing); ICMP errors nsr itself sends "
+                        "toward ns2 leave by eth2, seen by a second tracker there (`-i eth2 --name r2`)"},
         delay_points=points, conntrack_netns=nsr,
         delay_note="held by nsr while forwarding (mangle FORWARD): D each way, 2*D RTT")
 

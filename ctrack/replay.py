@@ -98,6 +98,8 @@ class Replayer:
         if not t.parsed:
             return "-"
         k = t.key
+        if t.parsed == 3:
+            return f"{'icmp6' if k.family == 6 else 'icmp'} error type={t.icmp_type} code={t.icmp_code}"
         src, sport = endpoint(k, t.side)
         dst, dport = endpoint(k, t.side ^ 1)
         if k.family == 6:

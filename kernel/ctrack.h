@@ -99,7 +99,9 @@ enum ct_reason {
 	CT_REASON_ICMP_NO_FLOW = 23,      /* ICMP error about a TCP/UDP flow the table does not have */
 	CT_REASON_ICMP_SEQ_WINDOW = 24,   /* ICMP error quoting a TCP sequence number the sender has
 	                                   * not sent or that is long acknowledged (RFC 5927) */
-	CT_REASON_MAX = 25,
+	CT_REASON_ICMP_MISDIRECTED = 25,  /* ICMP error not addressed to the sender of the packet it
+	                                   * quotes (errors go back to the source) */
+	CT_REASON_MAX = 26,
 };
 
 /* Why a flow ended (events, statistics). */
@@ -123,25 +125,26 @@ enum ct_event_type {
 /* ---- Global statistics: one per-CPU struct ct_stats, its counters indexed by these ------------ */
 enum ct_stat {
 	CT_STAT_PACKETS = 0,                   /* every packet the program saw */
-	CT_STAT_CLASS = 1,                     /* + enum ct_class: packets by class */
-	CT_STAT_ACTION = 6,                    /* + enum ct_action: packets by action */
-	CT_STAT_REASON = 9,                    /* + enum ct_reason: INVALID packets by reason */
-	CT_STAT_FLOWS_CREATED = 34,
-	CT_STAT_CLOSED_FIN = 35,
-	CT_STAT_CLOSED_RST = 36,
-	CT_STAT_CLOSED_TIMEOUT = 37,
-	CT_STAT_EVICTED = 38,
-	CT_STAT_REOPENED = 39,
-	CT_STAT_TABLE_FULL = 40,               /* new flows refused: table full, nothing evictable */
-	CT_STAT_EVENTS_LOST = 41,              /* ring buffer full: events not delivered */
-	CT_STAT_FRAGMENTS = 42,                /* non-first IP fragments (untracked) */
-	CT_STAT_IGNORED_SYN = 43,              /* SYNs in a live connection, remembered not applied */
-	CT_STAT_BYTES_CLASS = 44,              /* + enum ct_class: bytes by class (IP length, frame
-	                                        * length for non-IP) */
-	CT_STAT_CLOSED_FLUSHED = 49,           /* removed by `ctrack flush` / `ctrack delete` */
-	CT_STAT_RST_CHALLENGED = 50,           /* in-window RSTs off the receiver's RCV.NXT: passed,
+	CT_STAT_CLASS = 1,                     /* + enum ct_class: packets by class (room for 8) */
+	CT_STAT_ACTION = 9,                    /* + enum ct_action: packets by action (room for 4) */
+	CT_STAT_REASON = 13,                   /* + enum ct_reason: INVALID packets by reason (room
+	                                        * for 40) */
+	CT_STAT_FLOWS_CREATED = 53,
+	CT_STAT_CLOSED_FIN = 54,
+	CT_STAT_CLOSED_RST = 55,
+	CT_STAT_CLOSED_TIMEOUT = 56,
+	CT_STAT_EVICTED = 57,
+	CT_STAT_REOPENED = 58,
+	CT_STAT_TABLE_FULL = 59,               /* new flows refused: table full, nothing evictable */
+	CT_STAT_EVENTS_LOST = 60,              /* ring buffer full: events not delivered */
+	CT_STAT_FRAGMENTS = 61,                /* non-first IP fragments (untracked) */
+	CT_STAT_IGNORED_SYN = 62,              /* SYNs in a live connection, remembered not applied */
+	CT_STAT_BYTES_CLASS = 63,              /* + enum ct_class: bytes by class (IP length, frame
+	                                        * length for non-IP; room for 8) */
+	CT_STAT_CLOSED_FLUSHED = 71,           /* removed by `ctrack flush` / `ctrack delete` */
+	CT_STAT_RST_CHALLENGED = 72,           /* in-window RSTs off the receiver's RCV.NXT: passed,
 	                                        * the connection kept (RFC 5961 challenge ACK) */
-	CT_STAT_MAX = 51,
+	CT_STAT_MAX = 73,
 };
 /* The ranges above must not overlap (user space reads them by these numbers). */
 _Static_assert(CT_STAT_CLASS + CT_CLASS_MAX <= CT_STAT_ACTION, "class counters overlap");
@@ -323,7 +326,8 @@ struct ct_trace {
 	__u8 reply_state;
 	__u8 parsed;         /* 1: the packet was TCP/UDP and its key and fields below are valid;
 	                      * 2: an ICMP error, key and side (and seq for TCP) from the packet it
-	                      * quotes */
+	                      * quotes; 3: an ICMP error whose quote was not used (only the key's
+	                      * family and the type and code are valid) */
 	struct ct_key key;
 	__u8 side;           /* key side of the sender (parsed 2: of the quoted packet's sender) */
 	__u8 tcp_flags;

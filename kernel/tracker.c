@@ -102,6 +102,7 @@ struct ct_pkt {
 	__u8 optcut;      /* SYN option walk: the frame ends inside the option block */
 	__u8 icmp_type;   /* an ICMP error (parse returned RELATED): its type and code; the key, */
 	__u8 icmp_code;   /* side and seq above are then those of the packet it quotes */
+	__u8 icmp_error;  /* the packet is an ICMP error (whatever its class) */
 };
 
 /* Per-CPU working memory. The parsed packet lives here rather than on the stack on purpose: the
@@ -437,6 +438,7 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 			(type >= 1 && type <= 4);
 		if (!is_error)
 			return CT_CLASS_UNTRACKED;
+		p->icmp_error = 1;
 		p->icmp_type = type;
 		p->icmp_code = ic[1];
 		/* Quoted bytes beyond the frame but inside the IP length: a capture cut the frame
@@ -458,6 +460,10 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 				*reason = CT_REASON_ICMP_BAD_INNER;
 				return CT_CLASS_INVALID;
 			}
+			if (ih->saddr != dst.v4) {
+				*reason = CT_REASON_ICMP_MISDIRECTED;
+				return CT_CLASS_INVALID;
+			}
 			if (ntohs(ih->frag_off) & 0x1fff)
 				return CT_CLASS_UNTRACKED;   /* quotes a later fragment: no ports */
 			src.v4 = ih->saddr;
@@ -476,6 +482,13 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 			}
 			if (ih->version != 6) {
 				*reason = CT_REASON_ICMP_BAD_INNER;
+				return CT_CLASS_INVALID;
+			}
+			if (ih->saddr.in6_u.u6_addr32[0] != dst.v6w[0] ||
+			    ih->saddr.in6_u.u6_addr32[1] != dst.v6w[1] ||
+			    ih->saddr.in6_u.u6_addr32[2] != dst.v6w[2] ||
+			    ih->saddr.in6_u.u6_addr32[3] != dst.v6w[3]) {
+				*reason = CT_REASON_ICMP_MISDIRECTED;
 				return CT_CLASS_INVALID;
 			}
 			__builtin_memcpy(src.v6, &ih->saddr, 16);
@@ -1277,6 +1290,15 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 		return ct_related(p, r, ct_now());
 	}
 	if (cls != CT_CLASS_NEW) {
+#ifdef CT_REPLAY
+		struct ct_trace *et = trace.lookup(&z);
+		if (et && p->icmp_error) {   /* an error whose quote was not usable: say what it was */
+			*key_out = p->key;   /* only its family is set */
+			et->parsed = 3;
+			et->icmp_type = p->icmp_type;
+			et->icmp_code = p->icmp_code;
+		}
+#endif
 		r->klass = cls;
 		r->reason = reason;
 		return cls;

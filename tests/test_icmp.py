@@ -244,7 +244,27 @@ def test_malformed_quote_is_invalid_and_touches_nothing(replayer, policy, verdic
     before = table(rp)
     r = rp.run(BAD_INNER[name], clock.advance(0.001))
     assert (r.klass, r.reason, r.verdict, r.flow) == ("INVALID", "icmp_bad_inner", verdict, None)
+    assert r.summary.startswith(("icmp error type=", "icmp6 error type="))
     assert table(rp) == before
+
+
+@pytest.mark.parametrize("policy, verdict", [("observe", "pass"), ("enforce", "drop")])
+@pytest.mark.parametrize("family", [4, 6])
+def test_error_not_sent_to_the_quoted_packets_source(replayer, policy, verdict, family):
+    """Errors go back to the sender of the offending packet. One quoting a live flow but
+    addressed to a third host is forged or misrouted: INVALID icmp_misdirected (as netfilter's
+    "outer daddr mismatch"). Control: the same error addressed to the sender is RELATED."""
+    rp = replayer(policy=policy)
+    clock = Clock()
+    probe, c, s = udp_flow(rp, family, clock)
+    third = "10.3.0.3" if family == 4 else "fd00:3::3"
+    make = (lambda to: error4(l3_of(probe), to)) if family == 4 else (
+        lambda to: error6(l3_of(probe), to, ICMPv6DestUnreach, code=4))
+    before = table(rp)
+    r = rp.run(make(third), clock.advance(0.001))
+    assert (r.klass, r.reason, r.verdict) == ("INVALID", "icmp_misdirected", verdict)
+    assert table(rp) == before
+    assert rp.run(make(c[0]), clock.advance(0.001)).klass == "RELATED"
 
 
 # ---- UNTRACKED ------------------------------------------------------------------------------
