@@ -92,16 +92,15 @@ enum ct_reason {
 	CT_REASON_TCP_RST_WINDOW = 17,    /* RST whose sequence is outside the window (RFC 5961) */
 	CT_REASON_TCP_BAD_SYNACK = 18,    /* SYN/ACK that does not acknowledge the SYN */
 	CT_REASON_TCP_UNEXPECTED = 19,    /* a flag the connection's state cannot take */
-	CT_REASON_TCP_CLOSED = 20,        /* packet of a connection already reset */
-	CT_REASON_TABLE_FULL = 21,        /* a new flow, and no room even after eviction */
-	CT_REASON_ICMP_BAD_INNER = 22,    /* ICMP error whose quoted IP header + 8 bytes is cut short
+	CT_REASON_TABLE_FULL = 20,        /* a new flow, and no room even after eviction */
+	CT_REASON_ICMP_BAD_INNER = 21,    /* ICMP error whose quoted IP header + 8 bytes is cut short
 	                                   * or malformed (RFC 792/4443 require them) */
-	CT_REASON_ICMP_NO_FLOW = 23,      /* ICMP error about a TCP/UDP flow the table does not have */
-	CT_REASON_ICMP_SEQ_WINDOW = 24,   /* ICMP error quoting a TCP sequence number the sender has
+	CT_REASON_ICMP_NO_FLOW = 22,      /* ICMP error about a TCP/UDP flow the table does not have */
+	CT_REASON_ICMP_SEQ_WINDOW = 23,   /* ICMP error quoting a TCP sequence number the sender has
 	                                   * not sent or that is long acknowledged (RFC 5927) */
-	CT_REASON_ICMP_MISDIRECTED = 25,  /* ICMP error not addressed to the sender of the packet it
+	CT_REASON_ICMP_MISDIRECTED = 24,  /* ICMP error not addressed to the sender of the packet it
 	                                   * quotes (errors go back to the source) */
-	CT_REASON_MAX = 26,
+	CT_REASON_MAX = 25,
 };
 
 /* Why a flow ended (events, statistics). */
@@ -174,7 +173,7 @@ struct ct_stats {
 #define CT_F_SEEN_REPLY    0x01  /* a packet went the reply way */
 #define CT_F_ASSURED       0x02  /* handshake completed / UDP replied: never early-evicted */
 #define CT_F_PICKED_UP     0x04  /* created mid-stream; windows unknown, checked liberally */
-#define CT_F_RESET         0x08  /* closed by an RST: nothing but a new SYN changes it */
+#define CT_F_RESET         0x08  /* closed by an RST: nothing but a new SYN changes its state */
 #define CT_F_IGNORED_SYN   0x10  /* a SYN arrived in a live connection; see ignored_* */
 #define CT_F_EVICT_QUEUED  0x20  /* the key is in the eviction queue */
 

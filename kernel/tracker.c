@@ -807,8 +807,8 @@ static __always_inline __u8 ct_tcp_window(struct ct_entry *e, struct ct_pkt *p, 
 			rcv->flags2 &= ~CT_DF2_FRAGMENTED;
 		}
 		/* IV: is not an acknowledgement from far in the past. */
-		if (!seq_after(ack, rcv->td_end - maxackwin))
-			return CT_REASON_TCP_ACK_WINDOW;
+		if (seq_before(ack, rcv->td_end - maxackwin))   /* a whole window back is fine: */
+			return CT_REASON_TCP_ACK_WINDOW;           /* dup ACKs of a full window */
 	}
 
 	if (!(f & TH_SYN))
@@ -933,12 +933,21 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 		return;
 	}
 	if (e->flags & CT_F_RESET) {
-		r->klass = CT_CLASS_INVALID;
-		r->reason = CT_REASON_TCP_CLOSED;   /* a reset connection is never revived */
-		return;
-	}
-
-	if (f & TH_RST) {
+		/* Reset: the connection is over for the tracker and only a new SYN (above) opens
+		 * the 5-tuple again. Segments still in flight, the answers they draw and the RSTs
+		 * those draw in turn pass when they fit the windows, and change nothing (netfilter's
+		 * CLOSE takes ACK, FIN and RST the same way). Dropping them would be worse than
+		 * useless: when the RST the tracker believed did not reset the receiver (lost after
+		 * the tracker, or off its exact RCV.NXT), these are what finally close it. RSTs
+		 * too take the window rules, not RFC 5961's exact match: the aborted side answers
+		 * every late ACK with a RST at that ACK's number, and the receiver sorts them out. */
+		if (f & TH_SYN) {
+			r->klass = CT_CLASS_INVALID;
+			r->reason = CT_REASON_TCP_UNEXPECTED;
+			return;
+		}
+		/* the window rules below, and no endpoint moves */
+	} else if (f & TH_RST) {
 		int rst = ct_rst_check(e, p, d);
 		if (rst == CT_RST_OUTSIDE) {
 			r->klass = CT_CLASS_INVALID;
@@ -1046,7 +1055,8 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 		r->reason = why;
 		return;
 	}
-	ct_tcp_endpoints(e, p, d);
+	if (!(e->flags & CT_F_RESET))
+		ct_tcp_endpoints(e, p, d);
 }
 
 /* ---- Events ----------------------------------------------------------------------------------- */

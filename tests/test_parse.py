@@ -331,7 +331,7 @@ def test_every_parse_reason_is_covered():
     parse = {r for r, _ in GROUPS}
     assert parse <= names
     state_machine = {"none", "tcp_no_flow", "tcp_seq_window", "tcp_ack_window", "tcp_rst_window",
-                     "tcp_bad_synack", "tcp_unexpected", "tcp_closed", "table_full",
+                     "tcp_bad_synack", "tcp_unexpected", "table_full",
                      "icmp_bad_inner", "icmp_no_flow", "icmp_seq_window", "icmp_misdirected"}
     assert names - parse == state_machine
 

@@ -285,13 +285,73 @@ def test_out_of_window_rst_dropped_in_enforce(replayer):
     assert conv.flow()["state"] == "ESTABLISHED"
 
 
-def test_nothing_revives_a_reset_flow(rp):
+def test_nothing_revives_a_reset_flow(replayer):
+    """After an accepted RST, segments still in flight, the answers they draw and further
+    RSTs pass when they fit the windows (netfilter's CLOSE), even under enforce, but the flow
+    stays CLOSE: only a new SYN opens the 5-tuple again."""
+    rp = replayer(policy="enforce")
     conv = established(rp)
     conv.s("R", advance=False)
-    for send in (lambda: conv.c("PA", b"late"), lambda: conv.s("A"), lambda: conv.c("FA")):
+    for send in (lambda: conv.c("PA", b"late"), lambda: conv.s("A"), lambda: conv.c("FA"),
+                 lambda: conv.s("R", advance=False), lambda: conv.c("R", advance=False)):
         r = send()
-        assert (r.klass, r.reason) == ("INVALID", "tcp_closed")
+        assert (r.klass, r.reason, r.verdict) == ("ESTABLISHED", None, "pass")
         assert states(r) == ("CLOSE", "CLOSE", "CLOSE")
+    assert conv.flow()["state"] == "CLOSE"
+
+
+def test_after_a_reset_the_windows_still_hold(replayer):
+    rp = replayer(policy="enforce")
+    conv = established(rp)
+    conv.s("R", advance=False)
+    r = conv.c("PA", b"forged", seq=conv.cli.nxt + 50_000_000, advance=False)
+    assert (r.reason, r.verdict) == ("tcp_seq_window", "drop")
+    r = conv.c("R", seq=conv.cli.nxt + 50_000_000, advance=False)
+    assert (r.reason, r.verdict) == ("tcp_seq_window", "drop")   # the window rules, as data
+    r = conv.c("R", seq=conv.cli.nxt - 1000, advance=False)      # answering a late ACK
+    assert (r.klass, r.verdict) == ("ESTABLISHED", "pass")
+    r = conv.s("SA", seq=conv.srv.isn, ack=conv.cli.isn + 1, advance=False)
+    assert (r.reason, r.verdict) == ("tcp_unexpected", "drop")
+    assert states(r) == ("CLOSE", "CLOSE", "CLOSE")
+
+
+def test_abort_with_data_lost_downstream_still_closes_the_receiver(replayer):
+    """A sender aborts (RST at its SND.NXT) while segments it sent were lost after the
+    tracker. The tracker, assuming delivery, takes the RST; the receiver, short of that data,
+    does not (RFC 5961: not its RCV.NXT) and keeps ACKing its RCV.NXT; the aborted sender
+    answers each with a RST at exactly that number, which resets the receiver. An enforcing
+    tracker must let those through, or the receiver stays ESTABLISHED for ever."""
+    rp = replayer(policy="enforce")
+    conv = established(rp)
+    acked = conv.cli.nxt
+    for _ in range(3):
+        assert conv.c("PA", b"x" * 1000).verdict == "pass"     # the last two get lost
+    conv.s("A", ack=acked + 1000)
+    r = conv.c("R", advance=False)                              # seq = SND.NXT
+    assert states(r) == ("CLOSE", "CLOSE", "CLOSE")
+    dup = conv.s("A", ack=acked + 1000)                         # the receiver's dup ACK
+    rst = conv.c("R", seq=acked + 1000, advance=False)          # the sender's answer
+    assert (dup.verdict, rst.verdict) == ("pass", "pass")
+    assert (rst.klass, rst.reason) == ("ESTABLISHED", None)
+
+
+def test_duplicate_acks_a_full_window_behind_are_valid(replayer):
+    """The sender fills the receiver's whole window and the receiver dup-ACKs the left edge
+    (RFC 5681's fast-retransmit trigger): the ACK is exactly a window behind what was sent,
+    which netfilter's rule accepts (ack >= td_end - max window), and so must ctrack."""
+    rp = replayer(policy="enforce")
+    conv = TcpConv(rp)                           # both offer window scale 7
+    conv.c("S"), conv.s("SA")
+    conv.c("A", win=1000)                        # 1000 << 7 = 128000: the client's largest
+    left = conv.srv.nxt
+    for _ in range(100):                         # 100 x 1280 = 128000: the window, full
+        assert conv.s("PA", b"y" * 1280).verdict == "pass"
+    assert conv.srv.nxt - left == 1000 << 7
+    for _ in range(3):
+        r = conv.c("A", ack=left, win=1000)
+        assert (r.klass, r.reason, r.verdict) == ("ESTABLISHED", None, "pass")
+    r = conv.c("A", ack=left - 1, win=1000)      # one byte further back is too old
+    assert (r.reason, r.verdict) == ("tcp_ack_window", "drop")
 
 
 def test_new_syn_after_rst_opens_new_flow(rp):
