@@ -70,6 +70,9 @@ def main():
         show("echo query | socat - UDP:10.0.0.2:5353   (UDP: NEW, then ESTABLISHED on the reply)",
              lab.exec("ns1", ["socat", "-T1", "-", f"UDP:{a2}:5353"], input="query\n", check=False))
         usrv.stop()
+        show("echo query | socat - UDP:10.0.0.2:5354   (no one there: ns2's ICMP port unreachable "
+             "is RELATED to that UDP flow)",
+             lab.exec("ns1", ["socat", "-T1", "-", f"UDP:{a2}:5354"], input="query\n", check=False))
         isrv = lab.spawn("ns2", ["iperf3", "-s", "-1"])
         time.sleep(0.5)
         res = lab.exec("ns1", ["iperf3", "-c", a2, "-t", "2", "-f", "g"])
@@ -99,6 +102,10 @@ def main():
         tcp_lines = [ln for ln in lines[:table] if ":8080" in ln]
         print("  the socat connection, packet by packet:")
         print("  " + "\n  ".join(tcp_lines))
+        icmp_lines = [ln for ln in lines[:table] if "icmp error" in ln]
+        if icmp_lines:
+            print("  the port unreachable, matched to the datagram it answers:")
+            print("  " + "\n  ".join(icmp_lines))
         print("  " + "\n  ".join(lines[table:]))
     finally:
         if tracker is not None:
