@@ -70,8 +70,8 @@ def run(args):
                 handle(fr)
         flows = rp.flows()
         if args.json:
-            json.dump({"packets": packets, "flows": flows}, out)
-            out.write("\n")
+            # dumps, not dump: dump streams through the pure-Python encoder (4x slower here)
+            out.write(json.dumps({"packets": packets, "flows": flows}) + "\n")
         else:
             out.write(f"\nflows ({len(flows)}):\n")
             for f in flows:
