@@ -10,7 +10,7 @@ from typing import Optional
 
 from .defs import defs
 from .errors import CtrackError
-from .flows import endpoint, flow_object, read_flows
+from .flows import addr_text, endpoint, flow_object, read_flows
 from .testrun import TestRunner
 
 ETH_HLEN = 14
@@ -107,21 +107,33 @@ class Replayer:
             return "-"
         k = t.key
         if t.parsed == 3:
-            return f"{'icmp6' if k.family == 6 else 'icmp'} error type={t.icmp_type} code={t.icmp_code}"
+            return Replayer._icmp_text(t)
         src, sport = endpoint(k, t.side)
         dst, dport = endpoint(k, t.side ^ 1)
         if k.family == 6:
             src, dst = f"[{src}]", f"[{dst}]"
         if t.parsed == 2:
             # an ICMP error: the key, side and seq are those of the packet it quotes
-            icmp = "icmp6" if k.family == 6 else "icmp"
             quoted = f"{src}:{sport} > {dst}:{dport} " + (
                 f"tcp seq={t.seq}" if k.proto == socket.IPPROTO_TCP else "udp")
-            return f"{icmp} error type={t.icmp_type} code={t.icmp_code} about {quoted}"
+            return f"{Replayer._icmp_text(t)} about {quoted}"
         if k.proto == socket.IPPROTO_TCP:
             return (f"{src}:{sport} > {dst}:{dport} tcp [{_flags_text(t.tcp_flags)}] "
                     f"seq={t.seq} ack={t.ack} win={t.win} len={t.datalen}")
         return f"{src}:{sport} > {dst}:{dport} udp"
+
+    @staticmethod
+    def _icmp_text(t):
+        """An ICMP error's own part: who sent it to whom, type, code, and the MTU it reports
+        (RFC 1191's "fragmentation needed", RFC 8201's "packet too big")."""
+        fam = t.key.family
+        src, dst = addr_text(fam, t.icmp_outer[0]), addr_text(fam, t.icmp_outer[1])
+        text = f"{'icmp6' if fam == 6 else 'icmp'} {src} > {dst} error type={t.icmp_type} code={t.icmp_code}"
+        if fam == 4 and (t.icmp_type, t.icmp_code) == (3, 4):
+            text += f" mtu={t.icmp_rest & 0xFFFF}"
+        elif fam == 6 and t.icmp_type == 2:
+            text += f" mtu={t.icmp_rest}"
+        return text
 
     def flows(self):
         """Flow objects in the table now (expired ones count as absent)."""

@@ -337,6 +337,9 @@ struct ct_trace {
 	__u32 datalen;
 	__u16 win;
 	__u16 pad2;
+	union ct_addr icmp_outer[2];   /* parsed 2 and 3: the error's own source and destination */
+	__u32 icmp_rest;     /* parsed 2 and 3: its rest-of-header word (MTU, pointer, gateway) */
+	__u32 pad3;
 };
 
 #endif /* CTRACK_H */

@@ -103,6 +103,13 @@ struct ct_pkt {
 	__u8 icmp_type;   /* an ICMP error (parse returned RELATED): its type and code; the key, */
 	__u8 icmp_code;   /* side and seq above are then those of the packet it quotes */
 	__u8 icmp_error;  /* the packet is an ICMP error (whatever its class) */
+#ifdef CT_REPLAY
+	/* for the replay's description of an ICMP error (replay builds only: the live packet
+	 * path does not pay for clearing them) */
+	union ct_addr icmp_outer[2];   /* the error's own source and destination */
+	__u32 icmp_rest;               /* its rest-of-header word: the MTU of "fragmentation
+	                                * needed" / "packet too big", a parameter problem's pointer */
+#endif
 };
 
 /* Per-CPU working memory. The parsed packet lives here rather than on the stack on purpose: the
@@ -441,6 +448,11 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 		p->icmp_error = 1;
 		p->icmp_type = type;
 		p->icmp_code = ic[1];
+#ifdef CT_REPLAY
+		p->icmp_outer[0] = src;
+		p->icmp_outer[1] = dst;
+		p->icmp_rest = ntohl(*(__be32 *)(ic + 4));
+#endif
 		/* Quoted bytes beyond the frame but inside the IP length: a capture cut the frame
 		 * (snaplen), not a malformed error; it passes untracked. */
 		__u8 cut_reason = pkt_len > (__u32)(data_end - data) ? CT_REASON_NONE :
@@ -1295,6 +1307,9 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 			rt->seq = p->seq;
 			rt->icmp_type = p->icmp_type;
 			rt->icmp_code = p->icmp_code;
+			rt->icmp_outer[0] = p->icmp_outer[0];
+			rt->icmp_outer[1] = p->icmp_outer[1];
+			rt->icmp_rest = p->icmp_rest;
 		}
 #endif
 		return ct_related(p, r, ct_now());
@@ -1307,6 +1322,9 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 			et->parsed = 3;
 			et->icmp_type = p->icmp_type;
 			et->icmp_code = p->icmp_code;
+			et->icmp_outer[0] = p->icmp_outer[0];
+			et->icmp_outer[1] = p->icmp_outer[1];
+			et->icmp_rest = p->icmp_rest;
 		}
 #endif
 		r->klass = cls;

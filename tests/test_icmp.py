@@ -36,12 +36,13 @@ def l3_of(frame_bytes):
     return bytes(frame_bytes)[14:]
 
 
-def error4(quoted, to, type_=3, code=3, src=ROUTER[4], keep=None):
+def error4(quoted, to, type_=3, code=3, src=ROUTER[4], keep=None, mtu=0):
     """An ICMPv4 error from `src` to `to` quoting `quoted` (IP packet bytes), cut to IP header +
     8 bytes like RFC 792 asks, or to `keep` bytes."""
     if keep is None:
         keep = (quoted[0] & 0x0F) * 4 + 8
-    return eth(IP(src=src, dst=to) / ICMP(type=type_, code=code) / Raw(quoted[:keep]))
+    return eth(IP(src=src, dst=to) / ICMP(type=type_, code=code, nexthopmtu=mtu)
+               / Raw(quoted[:keep]))
 
 
 def error6(quoted, to, kind=ICMPv6DestUnreach, src=ROUTER[6], keep=None, **kw):
@@ -93,11 +94,15 @@ def test_router_says_packet_too_big_about_data_in_flight(rp, family):
     conv = tcp_established(rp, family, clock)
     before = table(rp)
     quoted = client_segment(conv, seq=conv.cli.nxt - 100)    # the segment just sent
-    err = (error4(quoted, conv.cli.addr, 3, 4) if family == 4 else
+    err = (error4(quoted, conv.cli.addr, 3, 4, mtu=1000) if family == 4 else
            error6(quoted, conv.cli.addr, ICMPv6PacketTooBig, mtu=1280))
     r = rp.run(err, clock.advance(0.001))
     assert (r.klass, r.reason) == ("RELATED", None)
     assert r.flow["state"] == "ESTABLISHED" and "tcp seq=" in r.summary
+    router, mtu = (ROUTER[4], 1000) if family == 4 else (ROUTER[6], 1280)
+    assert r.summary.startswith(f"icmp{'6' if family == 6 else ''} {router} > {conv.cli.addr} "
+                                f"error type={3 if family == 4 else 2} code={4 if family == 4 else 0} "
+                                f"mtu={mtu} about {conv.cli.addr if family == 4 else '[' + conv.cli.addr + ']'}:")
     assert table(rp) == before
 
 
@@ -244,7 +249,8 @@ def test_malformed_quote_is_invalid_and_touches_nothing(replayer, policy, verdic
     before = table(rp)
     r = rp.run(BAD_INNER[name], clock.advance(0.001))
     assert (r.klass, r.reason, r.verdict, r.flow) == ("INVALID", "icmp_bad_inner", verdict, None)
-    assert r.summary.startswith(("icmp error type=", "icmp6 error type="))
+    assert r.summary.startswith(("icmp 10.9.9.9 > 10.1.0.1 error type=",
+                                 "icmp6 fd00:99::9 > fd00::1 error type="))
     assert table(rp) == before
 
 
