@@ -94,7 +94,8 @@ enum ct_reason {
 	CT_REASON_TCP_UNEXPECTED = 19,    /* a flag the connection's state cannot take */
 	CT_REASON_TABLE_FULL = 20,        /* a new flow, and no room even after eviction */
 	CT_REASON_ICMP_BAD_INNER = 21,    /* ICMP error whose quoted IP header + 8 bytes is cut short
-	                                   * or malformed (RFC 792/4443 require them) */
+	                                   * or malformed (RFC 792/4443 require them), or whose
+	                                   * quoted IPv6 extension headers hide its ports */
 	CT_REASON_ICMP_NO_FLOW = 22,      /* ICMP error about a TCP/UDP flow the table does not have */
 	CT_REASON_ICMP_SEQ_WINDOW = 23,   /* ICMP error quoting a TCP sequence number the sender has
 	                                   * not sent or that is long acknowledged (RFC 5927) */

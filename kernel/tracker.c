@@ -507,20 +507,47 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 			__builtin_memcpy(dst.v6, &ih->daddr, 16);
 			l4proto = ih->nexthdr;
 			q = in + sizeof(*ih);
-			/* A quoted first fragment (a datagram the sender fragmented) has a fragment
-			 * header before its ports; other extension headers: not followed. */
-			if (l4proto == IPPROTO_FRAGMENT) {
-				__u8 *fh = data + q;
-				if ((void *)(fh + 8) > data_end) {
+			/* The quote's extension headers, walked as Linux's icmpv6_notify skips them
+			 * (a quote whose ports cannot be reached is not let through unchecked); a
+			 * quoted later fragment has no ports. Lengths are bounded by the quote. */
+			int walked = 0;
+#pragma unroll
+			for (int i = 0; i < CT_MAX_IP6_EXT; i++) {
+				if (l4proto != IPPROTO_HOPOPTS && l4proto != IPPROTO_ROUTING &&
+				    l4proto != IPPROTO_DSTOPTS && l4proto != IPPROTO_FRAGMENT &&
+				    l4proto != IPPROTO_AH) {
+					walked = 1;
+					break;
+				}
+				if (q - in > 512 || q - in + 8 > inlen) {
+					*reason = CT_REASON_ICMP_BAD_INNER;
+					return CT_CLASS_INVALID;
+				}
+				__u8 *xh = data + q;
+				if ((void *)(xh + 8) > data_end) {
 					*reason = cut_reason;
 					return cut_reason ? CT_CLASS_INVALID : CT_CLASS_UNTRACKED;
 				}
-				if (((fh[2] << 8) | fh[3]) & 0xfff8)
-					return CT_CLASS_UNTRACKED;
-				l4proto = fh[0];
-				q += 8;
+				__u32 xlen;
+				if (l4proto == IPPROTO_FRAGMENT) {
+					if (((xh[2] << 8) | xh[3]) & 0xfff8)
+						return CT_CLASS_UNTRACKED;
+					xlen = 8;
+				} else if (l4proto == IPPROTO_AH) {
+					xlen = ((__u32)xh[1] + 2) * 4;
+				} else {
+					xlen = ((__u32)xh[1] + 1) * 8;
+				}
+				l4proto = xh[0];
+				q += xlen;
 			}
-			if (inlen < q - in + 8) {
+			if (!walked && (l4proto == IPPROTO_HOPOPTS || l4proto == IPPROTO_ROUTING ||
+					l4proto == IPPROTO_DSTOPTS || l4proto == IPPROTO_FRAGMENT ||
+					l4proto == IPPROTO_AH)) {
+				*reason = CT_REASON_ICMP_BAD_INNER;   /* a longer chain than followed */
+				return CT_CLASS_INVALID;
+			}
+			if (q - in > 1024 || inlen < q - in + 8) {
 				*reason = CT_REASON_ICMP_BAD_INNER;
 				return CT_CLASS_INVALID;
 			}
@@ -956,6 +983,13 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 		if (f & TH_SYN) {
 			r->klass = CT_CLASS_INVALID;
 			r->reason = CT_REASON_TCP_UNEXPECTED;
+			return;
+		}
+		/* A side that never sent a packet the tracker took (the responder refused a SYN
+		 * with a RST: its RST sets no window) has no window for anything to fit. */
+		if (snd->td_maxwin == 0 && !(e->flags & CT_F_PICKED_UP)) {
+			r->klass = CT_CLASS_INVALID;
+			r->reason = CT_REASON_TCP_SEQ_WINDOW;
 			return;
 		}
 		/* the window rules below, and no endpoint moves */

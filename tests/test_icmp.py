@@ -10,7 +10,8 @@ an error (echo, neighbour discovery) stays untracked.
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6ND_NS,
-                                ICMPv6PacketTooBig, ICMPv6TimeExceeded, IPv6, IPv6ExtHdrFragment)
+                                ICMPv6PacketTooBig, ICMPv6TimeExceeded, IPv6, IPv6ExtHdrDestOpt,
+                                IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting)
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
@@ -142,6 +143,61 @@ def test_error_quoting_a_first_fragment_ipv6(rp):
                    / Raw(udp))
     r = rp.run(error6(quoted, c[0], ICMPv6TimeExceeded, code=1), clock.advance(0.001))
     assert r.klass == "RELATED"
+
+
+QUOTED_EXT = {
+    "destination-options": [IPv6ExtHdrDestOpt()],
+    "hop-by-hop": [IPv6ExtHdrHopByHop()],
+    "routing": [IPv6ExtHdrRouting()],
+    "fragment-then-destination-options": [IPv6ExtHdrFragment(offset=0, m=1, id=3),
+                                          IPv6ExtHdrDestOpt()],
+}
+
+
+@pytest.mark.parametrize("name", list(QUOTED_EXT))
+def test_quoted_ipv6_extension_headers_are_walked(replayer, name):
+    """Like Linux's icmpv6_notify, the tracker skips the quote's extension headers to reach
+    its ports: RELATED for the live flow, and a forged error hidden behind them is judged like
+    any other (before, it passed an enforcing tracker as UNTRACKED)."""
+    rp = replayer(policy="enforce")
+    clock = Clock()
+    conv = tcp_established(rp, 6, clock)
+
+    def quote(seq, sport=C6[1]):
+        l3 = IPv6(src=C6[0], dst=S6[0])
+        for h in QUOTED_EXT[name]:
+            l3 = l3 / h
+        return bytes(l3 / TCP(sport=sport, dport=S6[1], flags="PA", seq=seq, ack=conv.srv.nxt))
+
+    def run(q):
+        return rp.run(error6(q, C6[0], ICMPv6PacketTooBig, mtu=1280), clock.advance(0.001))
+
+    r = run(quote(conv.cli.nxt - 100))
+    assert (r.klass, r.verdict) == ("RELATED", "pass") and "tcp seq=" in r.summary
+    r = run(quote(conv.cli.nxt + 1_000_000))
+    assert (r.reason, r.verdict) == ("icmp_seq_window", "drop")
+    r = run(quote(conv.cli.nxt - 100, sport=C6[1] + 1))
+    assert (r.reason, r.verdict) == ("icmp_no_flow", "drop")
+
+
+def test_quote_whose_extension_chain_hides_the_ports(replayer):
+    """Seven quoted extension headers (more than the tracker follows), or a fragment header the
+    quote's own length cuts (whatever bytes follow the packet): icmp_bad_inner, dropped."""
+    rp = replayer(policy="enforce")
+    clock = Clock()
+    tcp_established(rp, 6, clock)
+    l3 = IPv6(src=C6[0], dst=S6[0])
+    for _ in range(7):
+        l3 = l3 / IPv6ExtHdrDestOpt()
+    long_chain = bytes(l3 / TCP(sport=C6[1], dport=S6[1]))
+    r = rp.run(error6(long_chain, C6[0], ICMPv6PacketTooBig, mtu=1280), clock.advance(0.001))
+    assert (r.reason, r.verdict) == ("icmp_bad_inner", "drop")
+    frag = bytes(IPv6(src=C6[0], dst=S6[0]) / IPv6ExtHdrFragment(offset=0, m=1, id=7)
+                 / TCP(sport=C6[1], dport=S6[1]))
+    err = error6(frag, C6[0], ICMPv6PacketTooBig, keep=44, mtu=1280)
+    for trailer in (b"", b"\xff" * 16):        # Ethernet padding beyond the IPv6 payload
+        r = rp.run(err + trailer, clock.advance(0.001))
+        assert (r.reason, r.verdict) == ("icmp_bad_inner", "drop")
 
 
 def test_picked_up_flow_has_no_sequence_check(replayer):

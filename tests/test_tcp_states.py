@@ -300,6 +300,20 @@ def test_nothing_revives_a_reset_flow(replayer):
     assert conv.flow()["state"] == "CLOSE"
 
 
+def test_refused_syn_leaves_the_responder_no_window(replayer):
+    """The responder refused the SYN with a RST/ACK (its RST sets no window): nothing it sends
+    afterwards can fit a window, so a blind sender cannot push data through the closed flow."""
+    rp = replayer(policy="enforce")
+    conv = TcpConv(rp)
+    conv.c("S")
+    r = conv.s("RA", seq=0, ack=conv.cli.nxt, advance=False)
+    assert states(r) == ("CLOSE", "CLOSE", "CLOSE")
+    for seq in (123456789, 0, 1):
+        r = conv.s("PA", b"injected", seq=seq, ack=conv.cli.nxt, advance=False)
+        assert (r.klass, r.reason, r.verdict) == ("INVALID", "tcp_seq_window", "drop")
+        assert states(r) == ("CLOSE", "CLOSE", "CLOSE")
+
+
 def test_after_a_reset_the_windows_still_hold(replayer):
     rp = replayer(policy="enforce")
     conv = established(rp)
