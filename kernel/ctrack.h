@@ -177,6 +177,9 @@ struct ct_stats {
 #define CT_F_RESET         0x08  /* closed by an RST: nothing but a new SYN changes its state */
 #define CT_F_IGNORED_SYN   0x10  /* a SYN arrived in a live connection; see ignored_* */
 #define CT_F_EVICT_QUEUED  0x20  /* the key is in the eviction queue */
+#define CT_F_IGNORED_ACK   0x40  /* in SYN_SENT, an ACK came back (the peer still holds an older
+                                  * connection: its challenge ACK); ignored_seq holds its ACK
+                                  * number, where the opener's answering RST must be */
 
 /* ---- Limits and defaults (each may be overridden with -D at load time) ------------------------ */
 #ifndef CT_TABLE_SIZE
@@ -277,7 +280,8 @@ struct ct_entry {
 	__u8 orig_side;      /* key side (0/1) of the endpoint that opened the flow */
 	__u8 flags;          /* CT_F_* */
 	__u8 close_reason;   /* enum ct_close_reason, once closed */
-	/* CT_F_IGNORED_SYN: a SYN seen inside a live connection, kept in case the peer answers it */
+	/* CT_F_IGNORED_SYN: a SYN seen inside a live connection, kept in case the peer answers it
+	 * next; CT_F_IGNORED_ACK: ignored_seq is that ACK's number */
 	__u8 ignored_dir;
 	__u8 ignored_wscale;
 	__u8 ignored_opts;   /* its CT_DF_WSCALE/SACK_PERM/TIMESTAMPS */

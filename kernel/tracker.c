@@ -993,6 +993,12 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 			return;
 		}
 		/* the window rules below, and no endpoint moves */
+	} else if ((f & TH_RST) && st == CT_STATE_SYN_SENT && d == CT_DIR_ORIG &&
+		   (e->flags & CT_F_IGNORED_ACK) && p->seq == e->ignored_seq) {
+		/* The opener's RST answering that challenge ACK: it resets the responder's old
+		 * connection; the opener stays in SYN_SENT and retransmits its SYN. */
+		e->flags &= ~CT_F_IGNORED_ACK;
+		return;
 	} else if (f & TH_RST) {
 		int rst = ct_rst_check(e, p, d);
 		if (rst == CT_RST_OUTSIDE) {
@@ -1089,7 +1095,16 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 		}
 	} else if (st == CT_STATE_SYN_SENT) {
 		/* Before any answer to the SYN only the opener's retransmissions and the responder's
-		 * SYN, SYN/ACK or RST make sense. */
+		 * SYN, SYN/ACK or RST make sense -- and one ACK: a responder still holding an older
+		 * connection of these ports (its RST lost, or a TIME_WAIT the new ISN does not
+		 * clear) answers the SYN with a challenge ACK (RFC 5961 section 4), the opener answers
+		 * that with a RST at its ACK number (RFC 9293 3.10.7.3), and that RST is what frees
+		 * the ports. It passes, changes nothing, and is remembered for that RST. */
+		if (d == CT_DIR_REPLY && f == TH_ACK && p->datalen == 0) {
+			e->flags |= CT_F_IGNORED_ACK;
+			e->ignored_seq = p->ack;
+			return;
+		}
 		r->klass = CT_CLASS_INVALID;
 		r->reason = CT_REASON_TCP_UNEXPECTED;
 		return;
@@ -1217,6 +1232,12 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 
 	r->has_flow = 1;
 	if (r->klass != CT_CLASS_INVALID) {
+		/* A remembered SYN restarts the flow only if its SYN/ACK is the connection's very
+		 * next packet (netfilter's rule): once anything else passed -- the peer's challenge
+		 * ACK above all -- the old connection stands, and a SYN/ACK later is no answer to it
+		 * (a blind attacker's, which would otherwise take the flow over). */
+		if (!r->ignored_syn && !r->created)
+			e->flags &= ~CT_F_IGNORED_SYN;
 		__u32 d = (p->side == e->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY;
 		if (d == CT_DIR_REPLY)
 			e->flags |= CT_F_SEEN_REPLY;

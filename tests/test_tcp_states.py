@@ -484,11 +484,62 @@ def test_syn_in_established_is_remembered_and_can_restart(rp):
     assert states(conv.c("A")) == EST
 
 
-def test_syn_in_established_answered_by_challenge_ack(rp):
+def test_syn_in_established_answered_by_challenge_ack(replayer):
+    """A (spoofed) SYN in a live connection draws the server's challenge ACK: the old
+    connection stands, and the remembered SYN is forgotten. A SYN/ACK for it later (a blind
+    attacker's, knowing only the ports) must not restart the flow: netfilter restarts only when
+    the SYN/ACK is the very next packet."""
+    rp = replayer(policy="enforce")
     conv = established(rp)
-    conv.c("S", seq=999999, advance=False)
+    conv.c("PA", b"x" * 100)
+    conv.c("S", seq=777777, advance=False)
     r = conv.s("A")   # RFC 5961 challenge ACK: the old connection stands
     assert r.klass == "ESTABLISHED" and states(r) == EST
+    conv.c("PA", b"later", wait=30)
+    r = conv.s("SA", seq=31337, ack=777778, advance=False, wait=30)
+    assert (r.reason, r.verdict) == ("tcp_unexpected", "drop") and states(r) == EST
+    r = conv.c("PA", b"EVIL", seq=777778, ack=31338, advance=False)
+    assert (r.klass, r.verdict) == ("INVALID", "drop")
+    for send in (lambda: conv.c("PA", b"legit"), lambda: conv.s("PA", b"reply")):
+        r = send()
+        assert (r.klass, r.verdict) == ("ESTABLISHED", "pass") and states(r) == EST
+
+
+@pytest.mark.parametrize("old_end", ["reset-lost-downstream", "time-wait"])
+def test_new_syn_to_a_peer_still_holding_the_old_connection(replayer, old_end):
+    """The tracker saw the old connection end (a RST it passed, lost downstream; or TIME_WAIT)
+    and took the client's new SYN as a new flow, but the server still holds the old connection.
+    It answers the SYN with a challenge ACK (RFC 5961 section 4); the client, in SYN_SENT,
+    answers that with a RST at its ACK number (RFC 9293 3.10.7.3), which frees the server; the
+    client's SYN retransmission then opens the connection. An enforcing tracker must pass the
+    ACK and the RST, and keep the new attempt in SYN_SENT through them."""
+    rp = replayer(policy="enforce")
+    conv = established(rp)
+    conv.c("PA", b"x" * 100)
+    conv.s("A")
+    if old_end == "reset-lost-downstream":
+        conv.c("R", advance=False)
+    else:
+        conv.s("FA"), conv.c("FA"), conv.s("A")
+    old_cli, old_srv = conv.cli.nxt, conv.srv.nxt
+    conv.cli.isn = conv.cli.nxt = 50
+    assert conv.c("S", wait=1).klass == "NEW"
+    ack = conv.s("A", seq=old_srv, ack=old_cli, advance=False)
+    assert (ack.klass, ack.verdict) == ("ESTABLISHED", "pass")
+    rst = conv.c("R", seq=old_cli, advance=False)
+    assert (rst.klass, rst.verdict) == ("ESTABLISHED", "pass")
+    assert states(rst) == ("SYN_SENT", "SYN_SENT", "SYN_RECV")
+    r = conv.c("S", seq=50, advance=False, wait=1)             # the SYN retransmission
+    assert states(r) == ("SYN_SENT", "SYN_SENT", "SYN_RECV")
+    conv.srv.isn = conv.srv.nxt = 9000
+    assert conv.s("SA").verdict == "pass"
+    assert states(conv.c("A")) == EST
+    # only the ACK's own number is an answer: another RST from the opener is judged as before,
+    # and an ACK carrying data in SYN_SENT stays unexpected
+    rp2 = replayer(policy="enforce")
+    c2 = TcpConv(rp2)
+    c2.c("S")
+    assert c2.s("PA", b"data", seq=4000, ack=1001, advance=False).reason == "tcp_unexpected"
 
 
 def test_ipv6_handshake_and_close(rp):
