@@ -185,8 +185,9 @@ struct ct_stats {
 #ifndef CT_TABLE_SIZE
 #define CT_TABLE_SIZE 65536
 #endif
-/* The eviction queue holds recent candidates, not one slot per entry: bounded memory. */
-#define CT_EVICT_QUEUE_SIZE (CT_TABLE_SIZE < 262144 ? CT_TABLE_SIZE : 262144)
+/* The eviction queue: an item per flow created and per flow that starts closing, twice the
+ * table's size (items of flows since removed wait there until popped), bounded memory. */
+#define CT_EVICT_QUEUE_SIZE (CT_TABLE_SIZE < 262144 ? 2 * CT_TABLE_SIZE : 524288)
 #ifndef CT_RINGBUF_PAGES
 #define CT_RINGBUF_PAGES 64
 #endif
@@ -295,6 +296,13 @@ struct ct_entry {
 	__u64 last_seen;     /* ns */
 	__u64 expires;       /* ns: the entry counts as absent from this time on */
 	struct ct_dir dir[2];  /* indexed by enum ct_dir_index */
+};
+
+/* An eviction queue item: a key and the first_seen of the flow it was queued for, so that an
+ * item left by a flow since removed or reopened (same key, another first_seen) is dropped. */
+struct ct_evict_item {
+	struct ct_key key;
+	__u64 first_seen;
 };
 
 /* A flow event. */

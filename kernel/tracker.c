@@ -36,9 +36,10 @@
  * insert cleanly, and ctrack decides what to evict instead of an LRU evicting a live flow). */
 BPF_TABLE("hash", struct ct_key, struct ct_entry, flows, CT_TABLE_SIZE);
 BPF_PERCPU_ARRAY(stats, struct ct_stats, 1);
-/* Keys of flows that may be evicted when the table is full: pushed when a flow is created
- * (unassured) and when it starts closing; checked again when popped. Oldest overwritten. */
-BPF_QUEUE(evict_queue, struct ct_key, CT_EVICT_QUEUE_SIZE);
+/* Flows that may be evicted when the table is full: an item is pushed when a flow is created
+ * (unassured) and when it starts closing, checked again when popped, and pushed back while its
+ * flow is live and assured (it may expire or close later). Oldest overwritten when full. */
+BPF_QUEUE(evict_queue, struct ct_evict_item, CT_EVICT_QUEUE_SIZE);
 #ifndef CT_NO_EVENTS
 BPF_RINGBUF_OUTPUT(events, CT_RINGBUF_PAGES);
 #endif
@@ -606,6 +607,7 @@ struct ct_result {
 	__u8 ignored_syn;
 	__u8 rst_challenged; /* an in-window RST off the receiver's RCV.NXT: passed, nothing closed */
 	__u8 reopened;       /* an expired entry was reinitialised in place for this packet */
+	__u64 first_seen;    /* the flow's, for its eviction queue item */
 	__u32 len;           /* bytes for the statistics: IP length, or the frame's for non-IP */
 	__u64 packets[2];
 	__u64 bytes[2];
@@ -722,7 +724,7 @@ static __always_inline void ct_flow_init(struct ct_entry *e, struct ct_pkt *p, _
 		e->dir[CT_DIR_REPLY].state = CT_TCP_ESTABLISHED;
 		e->dir[CT_DIR_REPLY].td_end = p->ack;
 		e->dir[CT_DIR_REPLY].td_maxend = p->ack;
-		e->flags = CT_F_PICKED_UP | CT_F_ASSURED;
+		e->flags = CT_F_PICKED_UP;   /* assured once the other side answers (netfilter) */
 		e->state = CT_STATE_ESTABLISHED;
 	}
 }
@@ -1162,9 +1164,10 @@ static __always_inline void ct_after(struct ct_key *key, struct ct_result *r, __
 		stat_inc(r->prev_closed == CT_CLOSE_TIMEOUT ? CT_STAT_CLOSED_TIMEOUT : CT_STAT_REOPENED);
 		ct_emit(CT_EVENT_CLOSED, key, r, now, r->prev_closed, 1);
 	}
+	struct ct_evict_item item = {.key = *key, .first_seen = r->first_seen};
 	if (r->created) {
 		stat_inc(CT_STAT_FLOWS_CREATED);
-		evict_queue.push(key, BPF_EXIST);
+		evict_queue.push(&item, BPF_EXIST);
 		ct_emit(CT_EVENT_NEW, key, r, now, 0, 0);
 	} else if (r->state_changed) {
 		ct_emit(CT_EVENT_STATE, key, r, now, 0, 0);
@@ -1174,7 +1177,7 @@ static __always_inline void ct_after(struct ct_key *key, struct ct_result *r, __
 		ct_emit(CT_EVENT_CLOSED, key, r, now, r->close_reason, 0);
 	}
 	if (r->push_evict)
-		evict_queue.push(key, BPF_EXIST);
+		evict_queue.push(&item, BPF_EXIST);
 	if (r->ignored_syn)
 		stat_inc(CT_STAT_IGNORED_SYN);
 	if (r->rst_challenged)
@@ -1243,7 +1246,9 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 			e->flags |= CT_F_SEEN_REPLY;
 		if (p->key.proto == IPPROTO_TCP) {
 			e->state = ct_tcp_overall(e);
-			if (e->state == CT_STATE_ESTABLISHED)
+			/* a picked-up flow is ESTABLISHED from its first ACK, but assured (safe from
+			 * eviction) only once the other side has answered */
+			if (e->state == CT_STATE_ESTABLISHED && (e->flags & CT_F_SEEN_REPLY))
 				e->flags |= CT_F_ASSURED;
 		}
 		e->dir[d & 1].packets += 1;
@@ -1271,6 +1276,7 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 	r->orig_state = e->dir[0].state;
 	r->reply_state = e->dir[1].state;
 	r->orig_side = e->orig_side;
+	r->first_seen = e->first_seen;
 	r->packets[0] = e->dir[0].packets;
 	r->packets[1] = e->dir[1].packets;
 	r->bytes[0] = e->dir[0].bytes;
@@ -1284,19 +1290,23 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
  * it can at worst see a closing or unassured flow evicted, which was evictable anyway. */
 static __always_inline int ct_evict_one(__u64 now)
 {
-	struct ct_key k;
+	struct ct_evict_item it;
 	for (int i = 0; i < CT_EVICT_TRIES; i++) {
-		if (evict_queue.pop(&k))
+		if (evict_queue.pop(&it))
 			return 0;
-		struct ct_entry *c = flows.lookup(&k);
-		if (!c)
-			continue;
+		struct ct_entry *c = flows.lookup(&it.key);
+		if (!c || c->first_seen != it.first_seen)
+			continue;   /* removed, or reopened since: a later item stands for it */
 		if (now >= c->expires || !(c->flags & CT_F_ASSURED) || ct_closing_state(c->state)) {
-			if (flows.delete(&k) == 0) {
+			if (flows.delete(&it.key) == 0) {
 				stat_inc(CT_STAT_EVICTED);
 				return 1;
 			}
+			continue;
 		}
+		/* Live and assured: not now, but it may expire or close later; back of the queue
+		 * (dropping it would leave the flow out of reach of eviction for good). */
+		evict_queue.push(&it, BPF_EXIST);
 	}
 	return 0;
 }
@@ -1431,6 +1441,7 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 			r->orig_state = ne->dir[0].state;
 			r->reply_state = ne->dir[1].state;
 			r->orig_side = ne->orig_side;
+			r->first_seen = ne->first_seen;
 			r->packets[0] = 1;
 			r->bytes[0] = p->ip_len;
 			ct_after(&p->key, r, now);

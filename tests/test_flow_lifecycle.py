@@ -189,6 +189,48 @@ def test_full_table_never_evicts_live_assured_flows(replayer):
     assert all(c.flow()["state"] == "ESTABLISHED" for c in convs)
 
 
+def test_flows_found_live_are_still_evicted_once_expired(replayer):
+    """A refusal pops every queued live flow; they must stay reachable: once they expire, new
+    flows evict them (before, the popped keys were dropped, and with no collector -- a replay --
+    new flows were refused for good)."""
+    rp = replayer(table_size=4, timeouts={"ESTABLISHED": 5}, policy="enforce")
+    clock = Clock()
+    _fill(rp, 4, clock)
+    r = TcpConv(rp, client=("10.1.0.1", 20000), clock=clock).c("S")
+    assert (r.reason, r.verdict) == ("table_full", "drop")
+    clock.advance(20)                      # all four idle past their 5 s
+    for i in range(4):
+        r = TcpConv(rp, client=("10.9.0.1", 2000 + i), clock=clock).c("S")
+        assert (r.klass, r.verdict) == ("NEW", "pass")
+    assert rp.tracker.stats()["evicted"] == 4
+
+
+def test_unanswered_picked_up_flows_are_evictable(replayer):
+    """With --pickup one bare ACK creates a flow; until the other side answers it is not
+    assured (netfilter), so spoofed ACKs cannot fill the table against real connections. An
+    answered picked-up flow is assured and stays."""
+    rp = replayer(table_size=4, pickup=True, policy="enforce")
+    clock = Clock()
+    lone = []
+    for i in range(4):
+        conv = TcpConv(rp, client=(f"6.6.6.{i}", 1000 + i), clock=clock)
+        assert conv.c("A").klass == "NEW"
+        lone.append(conv)
+    for i in range(4):
+        r = TcpConv(rp, client=("10.1.0.1", 40000 + i), clock=clock).c("S")
+        assert (r.klass, r.verdict) == ("NEW", "pass")
+    assert rp.tracker.stats()["evicted"] == 4
+
+    rp = replayer(table_size=4, pickup=True, policy="enforce")
+    clock = Clock()
+    for i in range(4):
+        conv = TcpConv(rp, client=(f"6.6.6.{i}", 1000 + i), clock=clock)
+        conv.c("A")
+        assert conv.s("A").klass == "ESTABLISHED"          # answered: assured
+    r = TcpConv(rp, client=("10.1.0.1", 40000), clock=clock).c("S")
+    assert (r.reason, r.verdict) == ("table_full", "drop")
+
+
 def test_events_for_a_connection(rp):
     reader = EventReader(rp.tracker.bpf)
     reader.poll()
