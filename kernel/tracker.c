@@ -206,6 +206,23 @@ static __always_inline int ct_parse_syn_options(void *opt, void *data_end, __u32
 /* Parses one frame. Returns CT_CLASS_UNTRACKED (pass, no flow), CT_CLASS_INVALID with *reason
  * set, or CT_CLASS_NEW meaning "a TCP/UDP packet to look up" (the caller decides the class).
  * pkt_len is the packet's full length, which in TC may exceed the linear data (GSO). */
+/* IPv6 extension headers the parser walks (for packets and for the packets ICMPv6 errors
+ * quote), and the length of one from its first bytes h (8 of them readable). */
+static __always_inline int ct_ip6_ext(__u8 nh)
+{
+	return nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
+	       nh == IPPROTO_FRAGMENT || nh == IPPROTO_AH;
+}
+
+static __always_inline __u32 ct_ip6_ext_len(__u8 nh, __u8 *h)
+{
+	if (nh == IPPROTO_FRAGMENT)
+		return 8;
+	if (nh == IPPROTO_AH)
+		return ((__u32)h[1] + 2) * 4;   /* AH counts 4-byte words, less 2 */
+	return ((__u32)h[1] + 1) * 8;       /* the others count 8-byte units, less 1 */
+}
+
 static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, struct ct_pkt *p,
 				    __u8 *reason)
 {
@@ -315,8 +332,7 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 		int done = 0;
 #pragma unroll
 		for (int i = 0; i < CT_MAX_IP6_EXT; i++) {
-			if (nh != IPPROTO_HOPOPTS && nh != IPPROTO_ROUTING && nh != IPPROTO_DSTOPTS &&
-			    nh != IPPROTO_FRAGMENT && nh != IPPROTO_AH) {
+			if (!ct_ip6_ext(nh)) {
 				done = 1;
 				break;
 			}
@@ -329,7 +345,6 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 				*reason = CT_REASON_IP6_EXT_TRUNCATED;
 				return CT_CLASS_INVALID;
 			}
-			__u32 hlen;
 			if (nh == IPPROTO_FRAGMENT) {
 				/* Same policy as IPv4: later fragments pass untracked. */
 				if (((h[2] << 8) | h[3]) & 0xfff8) {
@@ -337,17 +352,11 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 					return CT_CLASS_UNTRACKED;
 				}
 				first_fragment = h[3] & 1;
-				hlen = 8;
-			} else if (nh == IPPROTO_AH) {
-				hlen = ((__u32)h[1] + 2) * 4;
-			} else {
-				hlen = ((__u32)h[1] + 1) * 8;
 			}
+			hoff += ct_ip6_ext_len(nh, h);
 			nh = h[0];
-			hoff += hlen;
 		}
-		if (!done && (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
-			      nh == IPPROTO_FRAGMENT || nh == IPPROTO_AH)) {
+		if (!done && ct_ip6_ext(nh)) {
 			*reason = CT_REASON_IP6_EXT_LIMIT;
 			return CT_CLASS_INVALID;
 		}
@@ -514,9 +523,7 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 			int walked = 0;
 #pragma unroll
 			for (int i = 0; i < CT_MAX_IP6_EXT; i++) {
-				if (l4proto != IPPROTO_HOPOPTS && l4proto != IPPROTO_ROUTING &&
-				    l4proto != IPPROTO_DSTOPTS && l4proto != IPPROTO_FRAGMENT &&
-				    l4proto != IPPROTO_AH) {
+				if (!ct_ip6_ext(l4proto)) {
 					walked = 1;
 					break;
 				}
@@ -529,22 +536,12 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 					*reason = cut_reason;
 					return cut_reason ? CT_CLASS_INVALID : CT_CLASS_UNTRACKED;
 				}
-				__u32 xlen;
-				if (l4proto == IPPROTO_FRAGMENT) {
-					if (((xh[2] << 8) | xh[3]) & 0xfff8)
-						return CT_CLASS_UNTRACKED;
-					xlen = 8;
-				} else if (l4proto == IPPROTO_AH) {
-					xlen = ((__u32)xh[1] + 2) * 4;
-				} else {
-					xlen = ((__u32)xh[1] + 1) * 8;
-				}
+				if (l4proto == IPPROTO_FRAGMENT && (((xh[2] << 8) | xh[3]) & 0xfff8))
+					return CT_CLASS_UNTRACKED;
+				q += ct_ip6_ext_len(l4proto, xh);
 				l4proto = xh[0];
-				q += xlen;
 			}
-			if (!walked && (l4proto == IPPROTO_HOPOPTS || l4proto == IPPROTO_ROUTING ||
-					l4proto == IPPROTO_DSTOPTS || l4proto == IPPROTO_FRAGMENT ||
-					l4proto == IPPROTO_AH)) {
+			if (!walked && ct_ip6_ext(l4proto)) {
 				*reason = CT_REASON_ICMP_BAD_INNER;   /* a longer chain than followed */
 				return CT_CLASS_INVALID;
 			}
@@ -1572,8 +1569,7 @@ static __always_inline __u32 ct_tc_headers_len(void *data, void *data_end)
 	if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)
 		return l4 + 8 + 60 + 8 + 8;   /* an error's quoted IP header (+ fragment header), ports, seq */
 	if (proto != IPPROTO_TCP)
-		return proto == IPPROTO_HOPOPTS || proto == IPPROTO_ROUTING || proto == IPPROTO_DSTOPTS ||
-		       proto == IPPROTO_FRAGMENT || proto == IPPROTO_AH ? 256 : l4;
+		return ct_ip6_ext(proto) ? 256 : l4;
 	if (l4 > 128)
 		return 256;
 	__u8 *th = data + l4;

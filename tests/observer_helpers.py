@@ -7,8 +7,6 @@ import contextlib
 import os
 import socket
 import subprocess
-import sys
-import threading
 import time
 
 NS_NET = "10.77.0"

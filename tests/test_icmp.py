@@ -12,26 +12,11 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6ND_NS,
                                 ICMPv6PacketTooBig, ICMPv6TimeExceeded, IPv6, IPv6ExtHdrDestOpt,
                                 IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting)
-from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from wire import Clock, TcpConv, udp_frame
+from wire import C4, C6, S4, S6, U4, U4S, U6, U6S, Clock, TcpConv, eth, table, udp_frame
 
 ROUTER = {4: "10.9.9.9", 6: "fd00:99::9"}
-C4, S4 = ("10.1.0.1", 40000), ("10.2.0.2", 80)
-C6, S6 = ("fd00::1", 40000), ("fd00::2", 80)
-U4, U4S = ("10.1.0.1", 5353), ("10.2.0.2", 53)
-U6, U6S = ("fd00::1", 5353), ("fd00::2", 53)
-
-
-def table(rp):
-    return {bytes(k): bytes(v) for k, v in rp.tracker.flows.items()}
-
-
-def eth(l3):
-    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / l3)
-
-
 def l3_of(frame_bytes):
     """The IP packet inside an Ethernet frame (bytes)."""
     return bytes(frame_bytes)[14:]

@@ -20,37 +20,20 @@ from scapy.layers.inet6 import (ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt, IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
-from wire import Clock, TcpConv, states, udp_frame
+from wire import (C4, C6, S4, S6, U4, U4S, U6, U6S, Clock, TcpConv, eth, states, table,
+                  udp_frame)
 
 MACS = bytes.fromhex("020000000002" "020000000001")
 ETH = 14
 EST = ("ESTABLISHED", "ESTABLISHED", "ESTABLISHED")
 
-C4, S4 = ("10.1.0.1", 40000), ("10.2.0.2", 80)
-C6, S6 = ("fd00::1", 40000), ("fd00::2", 80)
-U4, U4S = ("10.1.0.1", 5353), ("10.2.0.2", 53)
-U6, U6S = ("fd00::1", 5353), ("fd00::2", 53)
-
-
 # ---- helpers ----------------------------------------------------------------------------------
-def table(rp):
-    """The flow table as raw bytes, key -> entry: any change to any field shows."""
-    return {bytes(k): bytes(v) for k, v in rp.tracker.flows.items()}
-
-
 def poke(frame, off, data):
     """frame with `data` written at byte offset `off` (checksums are left stale on purpose:
     the tracker never reads them)."""
     frame = bytearray(frame)
     frame[off:off + len(data)] = data
     return bytes(frame)
-
-
-def eth(l3, ethertype=None):
-    e = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
-    if ethertype is not None:
-        e.type = ethertype
-    return bytes(e / l3)
 
 
 class Rewriting:

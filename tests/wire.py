@@ -13,6 +13,12 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 T0_NS = 1_700_000_000 * 1_000_000_000
+
+# The endpoints the parse and ICMP tests share: TCP client/server, UDP client/server, v4 and v6.
+C4, S4 = ("10.1.0.1", 40000), ("10.2.0.2", 80)
+C6, S6 = ("fd00::1", 40000), ("fd00::2", 80)
+U4, U4S = ("10.1.0.1", 5353), ("10.2.0.2", 53)
+U6, U6S = ("fd00::1", 5353), ("fd00::2", 53)
 LINUX_SYN_OPTIONS = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)), ("NOP", None), ("WScale", 7)]
 
 
@@ -111,3 +117,16 @@ def states(res):
 def udp_frame(src, sport, dst, dport, payload=b"x", family=None, vlans=()):
     family = family or (6 if ":" in src else 4)
     return bytes(frame(l3(src, dst, family) / UDP(sport=sport, dport=dport) / Raw(payload), vlans))
+
+
+def table(rp):
+    """The flow table as raw bytes, key -> entry: any change to any field shows."""
+    return {bytes(k): bytes(v) for k, v in rp.tracker.flows.items()}
+
+
+def eth(l3, ethertype=None):
+    """An Ethernet frame (bytes) around an L3 packet; ethertype overrides the type field."""
+    e = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    if ethertype is not None:
+        e.type = ethertype
+    return bytes(e / l3)
