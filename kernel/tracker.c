@@ -958,6 +958,7 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 	__u8 f = p->tcp_flags & (TH_SYN | TH_ACK | TH_RST | TH_FIN);
 	struct ct_dir *snd = &e->dir[d & 1], *rcv = &e->dir[(d ^ 1) & 1];
 	__u8 st = e->state;
+	int late_rst = 0;   /* a RST to a finished connection, judged by the window rules below */
 
 	r->klass = CT_CLASS_ESTABLISHED;
 
@@ -1000,21 +1001,27 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 		return;
 	} else if (f & TH_RST) {
 		int rst = ct_rst_check(e, p, d);
-		if (rst == CT_RST_OUTSIDE) {
+		if (rst == CT_RST_OUTSIDE && st == CT_STATE_TIME_WAIT) {
+			/* The connection is over: a RST behind the TIME_WAIT side's RCV.NXT is the
+			 * closed side answering a late, reordered ACK with that ACK's number, which
+			 * TIME_WAIT ignores (tcp_timewait_state_process). Judged by the window rules
+			 * like netfilter, passed, and nothing changes. */
+			late_rst = 1;
+		} else if (rst == CT_RST_OUTSIDE) {
 			r->klass = CT_CLASS_INVALID;
 			r->reason = CT_REASON_TCP_RST_WINDOW;
 			return;
-		}
-		if (rst == CT_RST_CHALLENGE) {
+		} else if (rst == CT_RST_CHALLENGE) {
 			/* Passed (the receiver's challenge ACK is what exposes a blind RST, and what a
 			 * genuine sender answers); the connection stands, as netfilter keeps it. */
 			r->rst_challenged = 1;
 			return;
+		} else {
+			snd->state = CT_TCP_CLOSE;
+			rcv->state = CT_TCP_CLOSE;
+			e->flags |= CT_F_RESET;
+			return;
 		}
-		snd->state = CT_TCP_CLOSE;
-		rcv->state = CT_TCP_CLOSE;
-		e->flags |= CT_F_RESET;
-		return;
 	}
 
 	if (f == TH_SYN) {
@@ -1112,10 +1119,10 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 	__u8 why = ct_tcp_window(e, p, d);
 	if (why) {
 		r->klass = CT_CLASS_INVALID;
-		r->reason = why;
+		r->reason = late_rst ? CT_REASON_TCP_RST_WINDOW : why;
 		return;
 	}
-	if (!(e->flags & CT_F_RESET))
+	if (!(e->flags & CT_F_RESET) && !late_rst)
 		ct_tcp_endpoints(e, p, d);
 }
 

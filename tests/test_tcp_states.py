@@ -314,6 +314,27 @@ def test_refused_syn_leaves_the_responder_no_window(replayer):
         assert states(r) == ("CLOSE", "CLOSE", "CLOSE")
 
 
+def test_rst_to_a_late_ack_after_the_close(replayer):
+    """Reordering delivers the client's data ACK after its FIN's ACK: the server, already
+    closed, answers it with a RST at that ACK's number, one behind what the TIME_WAIT client
+    expects, which TIME_WAIT ignores. It passes under the window rules and changes nothing
+    (seen live under jitter, dropped by enforce until then); a RST far outside stays INVALID."""
+    rp = replayer(policy="enforce")
+    conv = established(rp)
+    conv.s("PA", b"bye")
+    late_ack = conv.srv.nxt
+    conv.s("FA")
+    r = conv.c("FA")
+    conv.s("A")                                       # both FINs acknowledged: TIME_WAIT
+    assert states(r)[0] in ("TIME_WAIT", "LAST_ACK")
+    before = conv.flow()["state"]
+    r = conv.s("R", seq=late_ack, advance=False)      # answering the ACK of the data
+    assert (r.klass, r.verdict) == ("ESTABLISHED", "pass")
+    assert conv.flow()["state"] == before == "TIME_WAIT"
+    r = conv.s("R", seq=late_ack + 50_000_000, advance=False)
+    assert (r.reason, r.verdict) == ("tcp_rst_window", "drop")
+
+
 def test_after_a_reset_the_windows_still_hold(replayer):
     rp = replayer(policy="enforce")
     conv = established(rp)
