@@ -1354,6 +1354,26 @@ static __always_inline __u8 ct_related(struct ct_pkt *p, struct ct_result *r, __
 	return r->klass;
 }
 
+/* Replay builds: what an ICMP error was, for the replay's line (parsed 2: its quote led to a
+ * flow key; 3: it did not). A no-op in live builds. */
+static __always_inline void ct_trace_icmp(struct ct_pkt *p, __u8 parsed)
+{
+#ifdef CT_REPLAY
+	__u32 z = 0;
+	struct ct_trace *t = trace.lookup(&z);
+	if (!t)
+		return;
+	t->parsed = parsed;
+	t->side = p->side;
+	t->seq = p->seq;
+	t->icmp_type = p->icmp_type;
+	t->icmp_code = p->icmp_code;
+	t->icmp_outer[0] = p->icmp_outer[0];
+	t->icmp_outer[1] = p->icmp_outer[1];
+	t->icmp_rest = p->icmp_rest;
+#endif
+}
+
 static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len,
 				       struct ct_result *r, struct ct_key *key_out)
 {
@@ -1368,34 +1388,14 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 	r->len = p->ip_len ? p->ip_len : pkt_len;
 	if (cls == CT_CLASS_RELATED) {
 		*key_out = p->key;
-#ifdef CT_REPLAY
-		struct ct_trace *rt = trace.lookup(&z);
-		if (rt) {
-			rt->parsed = 2;
-			rt->side = p->side;
-			rt->seq = p->seq;
-			rt->icmp_type = p->icmp_type;
-			rt->icmp_code = p->icmp_code;
-			rt->icmp_outer[0] = p->icmp_outer[0];
-			rt->icmp_outer[1] = p->icmp_outer[1];
-			rt->icmp_rest = p->icmp_rest;
-		}
-#endif
+		ct_trace_icmp(p, 2);
 		return ct_related(p, r, ct_now());
 	}
 	if (cls != CT_CLASS_NEW) {
-#ifdef CT_REPLAY
-		struct ct_trace *et = trace.lookup(&z);
-		if (et && p->icmp_error) {   /* an error whose quote was not usable: say what it was */
+		if (p->icmp_error) {   /* an error whose quote was not usable: say what it was */
 			*key_out = p->key;   /* only its family is set */
-			et->parsed = 3;
-			et->icmp_type = p->icmp_type;
-			et->icmp_code = p->icmp_code;
-			et->icmp_outer[0] = p->icmp_outer[0];
-			et->icmp_outer[1] = p->icmp_outer[1];
-			et->icmp_rest = p->icmp_rest;
+			ct_trace_icmp(p, 3);
 		}
-#endif
 		r->klass = cls;
 		r->reason = reason;
 		return cls;

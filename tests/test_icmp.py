@@ -36,6 +36,14 @@ def error6(quoted, to, kind=ICMPv6DestUnreach, src=ROUTER[6], keep=None, **kw):
     return eth(IPv6(src=src, dst=to) / kind(**kw) / Raw(body))
 
 
+def too_big(quoted, to, family):
+    """The router's "fragmentation needed" (ICMP 3/4, MTU 1000) or "packet too big" (ICMPv6 2,
+    MTU 1280) about `quoted`, sent to `to`."""
+    if family == 4:
+        return error4(quoted, to, 3, 4, mtu=1000)
+    return error6(quoted, to, ICMPv6PacketTooBig, mtu=1280)
+
+
 def udp_flow(rp, family, clock):
     c, s = (U4, U4S) if family == 4 else (U6, U6S)
     probe = udp_frame(*c, *s, b"query")
@@ -80,8 +88,7 @@ def test_router_says_packet_too_big_about_data_in_flight(rp, family):
     conv = tcp_established(rp, family, clock)
     before = table(rp)
     quoted = client_segment(conv, seq=conv.cli.nxt - 100)    # the segment just sent
-    err = (error4(quoted, conv.cli.addr, 3, 4, mtu=1000) if family == 4 else
-           error6(quoted, conv.cli.addr, ICMPv6PacketTooBig, mtu=1280))
+    err = too_big(quoted, conv.cli.addr, family)
     r = rp.run(err, clock.advance(0.001))
     assert (r.klass, r.reason) == ("RELATED", None)
     assert r.flow["state"] == "ESTABLISHED" and "tcp seq=" in r.summary
@@ -241,15 +248,13 @@ def test_forged_error_with_a_sequence_number_not_in_flight(replayer, policy, ver
     seq = conv.cli.nxt + 1_000_000 if where == "beyond-what-was-sent" else conv.cli.nxt - 50_000_000
     quoted = client_segment(conv, seq=seq)
     before = table(rp)
-    err = (error4(quoted, conv.cli.addr, 3, 4) if family == 4 else
-           error6(quoted, conv.cli.addr, ICMPv6PacketTooBig, mtu=1280))
+    err = too_big(quoted, conv.cli.addr, family)
     r = rp.run(err, clock.advance(0.001))
     assert (r.klass, r.reason, r.verdict) == ("INVALID", "icmp_seq_window", verdict)
     assert table(rp) == before
     # control: the same error quoting the segment in flight is RELATED
     quoted = client_segment(conv, seq=conv.cli.nxt - 100)
-    err = (error4(quoted, conv.cli.addr, 3, 4) if family == 4 else
-           error6(quoted, conv.cli.addr, ICMPv6PacketTooBig, mtu=1280))
+    err = too_big(quoted, conv.cli.addr, family)
     assert rp.run(err, clock.advance(0.001)).klass == "RELATED"
 
 
