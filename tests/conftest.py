@@ -49,7 +49,23 @@ def rp():
 
 
 # Names the suite gives its labs: t/rt, an optional letter, digits from the pytest pid.
-TEST_LAB_NAME = re.compile(r"^(t[a-z]?|rt)\d{1,6}$")
+TEST_LAB_NAME = re.compile(r"^(t[a-z]?|rt)(\d{1,6})$")
+
+
+def _running_pytest_tags():
+    """The name tags (pid % 10000, pid % 100000) of the other pytest sessions alive now."""
+    tags = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"pytest" not in f.read():
+                    continue
+        except OSError:
+            continue
+        tags.update((str(int(pid) % 10000), str(int(pid) % 100000)))
+    return tags
 
 
 def pytest_sessionstart(session):
@@ -59,8 +75,11 @@ def pytest_sessionstart(session):
     notice out of some test's output."""
     from ctrack import labstate, pins
     from ctrack.lab import Lab
+    running = _running_pytest_tags()
     for name in labstate.list_names():
-        if TEST_LAB_NAME.match(name):
+        m = TEST_LAB_NAME.match(name)
+        # another pytest session running at the same time (a second checkout) owns its labs
+        if m and not any(m.group(2).startswith(t) for t in running):
             print(f"conftest: removing lab {name!r} left by an earlier run", file=sys.stderr)
             Lab.attach(name).down()
     try:
