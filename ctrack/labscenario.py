@@ -31,9 +31,8 @@ import time
 from . import labnet
 from .errors import CtrackError
 from .lab import Lab
+from .resources import SCENARIO_DIR
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIO_DIR = os.environ.get("CTRACK_SCENARIO_DIR", os.path.join(REPO, "lab", "scenarios"))
 PY = "/usr/bin/python3"   # the only python that imports BCC; helpers use it too
 
 OK, BAD = "\u2713", "\u2717"
