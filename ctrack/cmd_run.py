@@ -134,8 +134,8 @@ def run(args):
         if args.mode == "xdp" and not wire:
             note = " XDP sees received packets only."
         print(f"Tracking {how}: {args.mode}, {args.policy}"
-              f"{', pickup' if args.pickup else ''}, tracker {meta['name']!r}.{note} "
-              f"Hit Ctrl-C to end.", file=sys.stderr, flush=True)
+              f"{', pickup' if args.pickup else ''}, tracker {meta['name']!r}, "
+              f"{extras.collector_note}.{note} Hit Ctrl-C to end.", file=sys.stderr, flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None
         # Ctrl-C/SIGTERM end the loop between batches: a batch is always printed whole, and
         # what the ring buffer still holds is drained below, before the summary that counts it

@@ -214,12 +214,13 @@ def group_flows(events, proto=None, dport=None):
 
 
 def steps(evs, endpoints=False):
-    """The states a flow went through, one entry per event: "SYN_SENT", ..., "closed:fin".
-    With endpoints=True each is STATE (orig/reply), the opener's and responder's states."""
+    """The states a flow went through, one entry per event: "SYN_SENT", ..., "closed:fin" (the
+    connection ended), "destroy:timeout" (the entry left the table). With endpoints=True each
+    state is STATE (orig/reply), the opener's and responder's states."""
     out = []
     for ev in evs:
-        if ev["type"] == "closed":
-            out.append(f"closed:{ev['reason']}")
+        if ev["type"] in ("closed", "destroy"):
+            out.append(f"{ev['type']}:{ev['reason']}")
         elif endpoints and ev["orig_state"]:
             out.append(f"{ev['state']} ({ev['orig_state']}/{ev['reply_state']})")
         else:
