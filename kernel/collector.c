@@ -86,26 +86,11 @@ struct ct_gc_ctl {
 };
 BPF_ARRAY(gc_ctl, struct ct_gc_ctl, 1);
 
-static __always_inline void gc_count(u32 field)
-{
-	u32 z = 0;
-	struct ct_gc_stats *s = gc_stats.lookup(&z);
-	if (!s)
-		return;
-	switch (field) {
-	case 0: s->removed += 1; break;
-	case 1: s->timeouts += 1; break;
-	case 2: s->flushed += 1; break;
-	case 3: s->revived += 1; break;
-	case 4: s->events_lost += 1; break;
-	}
-}
-
 /* One candidate: ev holds its key and the first_seen the scan saw (ts; 0: any). On return ev
- * is the DESTROY event sent (when removed) and its pad byte the CT_GC_* result. */
-static __always_inline void gc_remove(struct ct_event *ev, u64 now, u32 mode)
+ * is the DESTROY event sent (when removed) and its pad byte the CT_GC_* result. The run's
+ * counts go to tot and are folded into the maps once per run. */
+static __always_inline void gc_remove(struct ct_event *ev, u64 now, u32 mode, struct ct_gc_stats *tot)
 {
-	u32 z = 0;
 	struct ct_key key = ev->key;
 	u64 want = ev->ts;
 	ev->pad = 0;
@@ -142,37 +127,41 @@ static __always_inline void gc_remove(struct ct_event *ev, u64 now, u32 mode)
 	bpf_spin_unlock(&e->lock);
 	if (!res)
 		return;   /* live again, another flow now, or another remover's */
+#ifdef EXP_NODEL
+	if (0)
+#else
 	if (flows.delete(&key) != 0)
+#endif
 		return;   /* someone else removed it first (the tracker's eviction): theirs to report */
 
 	/* The entry's memory outlives its removal (preallocated table): a packet that looked it up
 	 * before the removal and reinitialised it after the check shows as a new first_seen. */
 	if (e->first_seen != first_seen || e->last_seen != last_seen) {
 		res |= CT_GC_REVIVED;
-		gc_count(3);
+		tot->revived += 1;
 	}
-	gc_count(mode == CT_GC_MODE_GC ? 0 : 2);
-	struct ct_stats *st = stats.lookup(&z);
-	if (res & CT_GC_ENDED) {
-		if (mode == CT_GC_MODE_GC)
-			gc_count(1);
-		if (st)
-			st->v[mode == CT_GC_MODE_GC ? CT_STAT_CLOSED_TIMEOUT : CT_STAT_CLOSED_FLUSHED] += 1;
-	}
+	if (mode == CT_GC_MODE_GC)
+		tot->removed += 1;
+	else
+		tot->flushed += 1;
+	if (res & CT_GC_ENDED)
+		tot->timeouts += 1;   /* the run's flows ended here: closed_timeout or closed_flushed */
 	ev->ts = now;
 	ev->type = CT_EVENT_DESTROY;
 	ev->old_state = 0;
 	ev->close_reason = why;
+#ifdef EXP_NORB
+	struct ct_event *r = 0;
+#else
 	struct ct_event *r = events.ringbuf_reserve(sizeof(struct ct_event));
+#endif
 	if (r) {
 		__builtin_memcpy(r, ev, sizeof(*r));
 		r->pad = 0;
 		events.ringbuf_submit(r, 0);
 	} else {
 		res |= CT_GC_LOST;
-		gc_count(4);
-		if (st)
-			st->v[CT_STAT_EVENTS_LOST] += 1;
+		tot->events_lost += 1;
 	}
 	ev->pad = res;
 }
@@ -188,6 +177,7 @@ int ct_gc_remove(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	u64 now = c->now;
 	u32 mode = c->mode;
+	struct ct_gc_stats tot = {};
 	for (int i = 0; i < CT_GC_RUN_MAX; i++) {
 		struct ct_event *p = data + i * sizeof(struct ct_event);
 		if ((void *)(p + 1) > data_end)
@@ -196,13 +186,27 @@ int ct_gc_remove(struct xdp_md *ctx)
 		 * helper calls in between */
 		struct ct_event ev;
 		__builtin_memcpy(&ev, p, sizeof(ev));
-		gc_remove(&ev, now, mode);
+		gc_remove(&ev, now, mode, &tot);
 		data = (void *)(long)ctx->data;
 		data_end = (void *)(long)ctx->data_end;
 		p = data + i * sizeof(struct ct_event);
 		if ((void *)(p + 1) > data_end)
 			break;
 		__builtin_memcpy(p, &ev, sizeof(ev));
+	}
+	struct ct_gc_stats *g = gc_stats.lookup(&z);
+	if (g) {
+		g->removed += tot.removed;
+		g->flushed += tot.flushed;
+		g->revived += tot.revived;
+		g->events_lost += tot.events_lost;
+		if (mode == CT_GC_MODE_GC)
+			g->timeouts += tot.timeouts;
+	}
+	struct ct_stats *st = stats.lookup(&z);
+	if (st) {
+		st->v[mode == CT_GC_MODE_GC ? CT_STAT_CLOSED_TIMEOUT : CT_STAT_CLOSED_FLUSHED] += tot.timeouts;
+		st->v[CT_STAT_EVENTS_LOST] += tot.events_lost;
 	}
 	return XDP_PASS;
 }

@@ -218,10 +218,11 @@ def test_flow_revalidated_between_scan_and_removal_survives(replayer):
         rp.run(udp_frame("10.1.0.1", 4000, "10.2.0.2", 53), old.advance(0))
         gc = Collector(sh)
         now = kernel_now_ns()
-        keys, firsts, scanned, live, _ = gc._scan(now)
-        assert scanned == 1 and live == 0 and len(keys) == 1       # a candidate
+        t = {}
+        [(keys, firsts)] = [(k.copy(), f.copy()) for k, f in gc.candidates(now, totals=t)]
+        assert t["scanned"] == 1 and t["live"] == 0 and len(keys) == 1   # a candidate
         rp.run(udp_frame("10.1.0.1", 4000, "10.2.0.2", 53), kernel_now_ns())   # revalidated
-        res, _ = gc._remove(keys, firsts, gc.mode_gc, now, True)
+        res, _ = gc._remove(keys, firsts, gc.mode_gc, now)
         assert int(res[0]) == 0                                     # left alone
         assert len(sh.rows()) == 1 and sh.rows()[0][sh.layout.PKTS0] == 1   # the new flow
         evs = [(e["type"], e["reason"]) for e in reader.poll()]
@@ -242,7 +243,7 @@ def test_entry_claimed_by_another_remover_is_left_to_it(replayer):
         reader.poll()
         a, b = Collector(sh), Collector(sh)
         now = kernel_now_ns()
-        keys, firsts, _, _, _ = a._scan(now)
+        [(keys, firsts)] = [(k.copy(), f.copy()) for k, f in a.candidates(now)]
         assert len(keys) == 2
         # another remover's claim on the first entry, as its program leaves it between its
         # check and its delete
@@ -250,11 +251,11 @@ def test_entry_claimed_by_another_remover_is_left_to_it(replayer):
         e0 = sh.flows[k0]
         e0.flags |= sh.defs.macros["CT_F_DYING"]
         sh.flows[k0] = e0
-        res, _ = a._remove(keys, firsts, a.mode_gc, now, True)
+        res, _ = a._remove(keys, firsts, a.mode_gc, now)
         assert sorted(int(x) for x in res) == [0, a.R_REMOVED | a.R_ENDED]
-        res, _ = b._remove(keys, firsts, b.mode_gc, now, True)    # the same candidates again
+        res, _ = b._remove(keys, firsts, b.mode_gc, now)    # the same candidates again
         assert [int(x) for x in res] == [0, 0]
-        res, _ = b._remove(keys, firsts * 0, b.mode_flush, now, True)   # a flush of both
+        res, _ = b._remove(keys, firsts * 0, b.mode_flush, now)   # a flush of both
         assert sorted(int(x) for x in res) == [0, 0]               # claimed / already gone
         assert [e["type"] for e in reader.poll()] == ["destroy"]
         assert sh.gc_totals()["removed"] == 1

@@ -19,6 +19,7 @@ SYN_SPORT, UDP_SPORT = 40501, 40502
 T = {"SYN_SENT": 1, "UDP_NEW": 2, "ESTABLISHED": 3}
 GC_INTERVAL = 0.5
 TRACKER = {"timeouts": T, "extra": ["--gc-interval", str(GC_INTERVAL)]}
+NEEDS = ("collector",)
 
 
 def run(s):

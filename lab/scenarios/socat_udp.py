@@ -26,6 +26,7 @@ def _has_gc():
 GC = _has_gc()
 TRACKER = {"timeouts": {"UDP_ESTABLISHED": TIMEOUT, "UDP_NEW": 1},
            "extra": ["--gc-interval", str(GC_INTERVAL)] if GC else []}
+NEEDS = ("collector",) if GC else ()
 
 
 def send(lab, text):
