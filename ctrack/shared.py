@@ -151,7 +151,7 @@ class Shared:
             raise CtrackError(f"{self.pin_dir}/flows is not a hash map: not a ctrack tracker's pin")
         self.table_size = info.max_entries
         cflags = ["-I" + os.path.dirname(defs().path), "-Wno-unused-function",
-                  f'-DCT_PIN_DIR="{self.pin_dir}"', f"-DCT_TABLE_SIZE={info.max_entries}"] + os.environ.get("EXPFLAGS", "").split()
+                  f'-DCT_PIN_DIR="{self.pin_dir}"', f"-DCT_TABLE_SIZE={info.max_entries}"]
         try:
             self.bpf = bcc.BPF(src_file=SOURCE.encode(), cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception on compile/open failures

@@ -127,11 +127,7 @@ static __always_inline void gc_remove(struct ct_event *ev, u64 now, u32 mode, st
 	bpf_spin_unlock(&e->lock);
 	if (!res)
 		return;   /* live again, another flow now, or another remover's */
-#ifdef EXP_NODEL
-	if (0)
-#else
 	if (flows.delete(&key) != 0)
-#endif
 		return;   /* someone else removed it first (the tracker's eviction): theirs to report */
 
 	/* The entry's memory outlives its removal (preallocated table): a packet that looked it up
@@ -150,11 +146,7 @@ static __always_inline void gc_remove(struct ct_event *ev, u64 now, u32 mode, st
 	ev->type = CT_EVENT_DESTROY;
 	ev->old_state = 0;
 	ev->close_reason = why;
-#ifdef EXP_NORB
-	struct ct_event *r = 0;
-#else
 	struct ct_event *r = events.ringbuf_reserve(sizeof(struct ct_event));
-#endif
 	if (r) {
 		__builtin_memcpy(r, ev, sizeof(*r));
 		r->pad = 0;
