@@ -38,6 +38,9 @@ def test_idle_flow_removed_without_a_packet(lab, trackers):  # noqa: F811
     t = trackers(lab, "tg1", ["--timeout", "UDP_NEW=2", "--timeout", "UDP_ESTABLISHED=3",
                               "--gc-interval", "0.3"])
     try:
+        # the banner says that a collector runs, and how
+        assert "collector every 0.3 s at most (batch-lookup scan + XDP compare-and-delete)" \
+            in t.stderr_head[-1], t.stderr_head
         echo = udp_echo(lab, 7601, lifetime=3)
         try:
             assert udp_send(lab, 7601, sport=40601) == 1    # answered: ESTABLISHED, 3 s
@@ -117,6 +120,7 @@ def test_collector_never_removes_a_live_flow(lab, trackers):  # noqa: F811
 def test_gc_command_with_no_gc_tracker(lab, trackers):  # noqa: F811
     t = trackers(lab, "tg3", ["--timeout", "UDP_NEW=2", "--no-gc"])
     try:
+        assert "no collector (--no-gc)" in t.stderr_head[-1], t.stderr_head
         udp_send(lab, 7801, sport=40801, nflows=3, echo=False)
         sent = time.monotonic()
         assert len(t.flows("--dport", "7801")) == 3
@@ -132,6 +136,9 @@ def test_gc_command_with_no_gc_tracker(lab, trackers):  # noqa: F811
                    and f["reported"] for f in r["flows"])
         assert res.stderr == ""
         assert t.flows("--dport", "7801", "--all") == []
+        res = t.ctrack("gc", "--once", "-v")   # -v says how it collects, on stderr
+        assert res.stderr == "collector: batch-lookup scan + XDP compare-and-delete\n"
+        assert res.stdout.startswith("scanned 0 entries")
         # the standalone collector: runs, removes, stops with Ctrl-C
         gc = subprocess.Popen(["ctrack", "gc", "--name", t.name, "--interval", "0.2"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
