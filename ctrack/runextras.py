@@ -44,6 +44,7 @@ class RunExtras:
         self.bus = None
         self.shared = None
         self.collector = None
+        self._failed = None   # a collector that could not run: its status file says why
         self.metrics = None
         self._stop = threading.Event()
         self._thread = None
@@ -81,6 +82,7 @@ class RunExtras:
             # say it where ctrack-top and `ctrack gc` look: they then agree with this banner
             c.write_status("ctrack run", error=str(exc))
             c.release(keep_status=True)
+            self._failed = c
             self.collector_note = f"NO COLLECTOR: {exc}"
             return
         self.collector = c
@@ -101,7 +103,7 @@ class RunExtras:
                 print(f"ctrack: collector stopped: {exc}", file=sys.stderr)
                 c.write_status("ctrack run", error=f"stopped: {exc}")
                 c.release(keep_status=True)
-                self.collector = None
+                self._failed, self.collector = c, None
 
     def publish(self, ev):
         if self.bus is not None:
@@ -113,9 +115,10 @@ class RunExtras:
         if self._thread is not None:
             self._thread.join(5.0)
             self._thread = None
-        if self.collector is not None:
-            self.collector.release()
-            self.collector = None
+        for c in (self.collector, self._failed):
+            if c is not None:
+                c.release()   # and its status file
+        self.collector = self._failed = None
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
