@@ -218,12 +218,19 @@ class Collector:
         if self._runner is None or self._runner.fd != fd_remove:
             self._runner = TestRunner(fd_remove, max_frame=0)
         base = recs.ctypes.data
-        size, step = self.ev_size, self.per_run
+        size = self.ev_size
         run = self._runner.run_at
-        for i in range(0, n, step):
-            m = min(step, n - i)
+        i = 0
+        while i < n:
+            m = min(self.per_run, n - i)
             addr = base + i * size
-            run(addr, m * size, addr)
+            done = run(addr, m * size, addr)
+            if done < m:
+                if done <= 0:
+                    raise CtrackError("the collector's XDP program handled no candidate of a "
+                                      "test run: this kernel's test packets are too small")
+                self.per_run = done   # the rest were beyond what the program sees: resend
+            i += done
         return recs["pad"].copy(), recs
 
     def _pass_done(self, scanned):

@@ -158,7 +158,10 @@ static __always_inline void gc_remove(struct ct_event *ev, u64 now, u32 mode, st
 	ev->pad = res;
 }
 
-/* Run with BPF_PROG_TEST_RUN: the packet is up to CT_GC_RUN_MAX struct ct_event candidates. */
+/* Run with BPF_PROG_TEST_RUN: the packet is up to CT_GC_RUN_MAX struct ct_event candidates.
+ * Returns how many it handled (test runs do not interpret the value): a kernel whose test
+ * packet holds less than user space assumed keeps the rest in fragments this program does not
+ * see, and user space sends those again. */
 int ct_gc_remove(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -170,7 +173,8 @@ int ct_gc_remove(struct xdp_md *ctx)
 	u64 now = c->now;
 	u32 mode = c->mode;
 	struct ct_gc_stats tot = {};
-	for (int i = 0; i < CT_GC_RUN_MAX; i++) {
+	int i;
+	for (i = 0; i < CT_GC_RUN_MAX; i++) {
 		struct ct_event *p = data + i * sizeof(struct ct_event);
 		if ((void *)(p + 1) > data_end)
 			break;
@@ -200,7 +204,7 @@ int ct_gc_remove(struct xdp_md *ctx)
 		st->v[mode == CT_GC_MODE_GC ? CT_STAT_CLOSED_TIMEOUT : CT_STAT_CLOSED_FLUSHED] += tot.timeouts;
 		st->v[CT_STAT_EVENTS_LOST] += tot.events_lost;
 	}
-	return XDP_PASS;
+	return i;
 }
 
 /* Run once after a GC pass: folds the pass into the totals (per CPU, so no lost update between
