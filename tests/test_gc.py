@@ -266,3 +266,19 @@ def test_entry_claimed_by_another_remover_is_left_to_it(replayer):
         assert sorted(int(x) for x in res) == [0, 0]               # claimed / already gone
         assert [e["type"] for e in reader.poll()] == ["destroy"]
         assert sh.gc_totals()["removed"] == 1
+
+
+def test_candidates_beyond_what_one_run_handles_are_sent_again(replayer):
+    """The XDP program says how many candidates of a test run it handled; more than that (a
+    kernel whose test packet is smaller than assumed keeps the rest where the program does not
+    look) are sent again, none silently left in the table."""
+    with pinned(replayer, f"tgc{os.getpid() % 10000}d", timeouts={"UDP_NEW": 7}) as (rp, sh):
+        clock = tracker_clock(30)
+        for port in range(5000, 5100):
+            rp.run(udp_frame("10.1.0.1", port, "10.2.0.2", 53), clock.advance(0.001))
+        gc = Collector(sh)
+        most = gc.per_run
+        gc.per_run = 3 * most      # more than the program takes per run
+        r = gc.scan(collect=False)
+        assert (r.scanned, r.removed) == (100, 100) and sh.rows() == []
+        assert gc.per_run == most
