@@ -390,6 +390,22 @@ def test_corrupt_record_length_is_an_error_not_an_allocation(tmp_path, fmt):
     one_line_error(ctrack("replay", p), "corrupt")
 
 
+@pytest.mark.parametrize("data, words", [
+    (pcap_file([])[:10], "truncated pcap file header"),
+    (pcap_file([]) + struct.pack("<IIII", 0, 0, 0xFFFFFFF0, 0xFFFFFFF0), "corrupt pcap record 0"),
+    (pcap_file([(0, b"\x08" * 40, 40)], linktype=105), "unsupported link type 105"),
+    (ng_shb("<") + ng_idb("<", 1) + struct.pack("<II", 6, 0xFFFFFFF0), "corrupt pcapng block"),
+], ids=["cut-in-file-header", "corrupt-record", "link-type", "corrupt-pcapng-block"])
+def test_every_capture_error_names_the_file(tmp_path, data, words):
+    """Like "no such file" or "not a pcap": each reader error starts with the file's name."""
+    p = tmp_path / "bad.cap"
+    p.write_bytes(data)
+    with pytest.raises(CtrackError, match="^" + str(p) + ": " + words):
+        list(read_capture(p))
+    line = one_line_error(ctrack("replay", p), words)
+    assert line.startswith(f"ctrack: {p}: "), line
+
+
 CORRUPT_NG = {
     "epb-without-body": lambda: ng_shb("<") + ng_idb("<", 1) + ng_block("<", 6, b""),
     "idb-without-body": lambda: ng_shb("<") + ng_block("<", 1, b""),
