@@ -186,3 +186,49 @@ def test_killed_tracker_stale_pins(make_lab, trackers):  # noqa: F811
     assert len(t2.flows("--dport", "7506")) == 1
     rc, _, err = t2.stop()
     assert rc == 0, err
+
+
+def _wait_zombie(pid, timeout=10):
+    """Wait until `pid` (our child, killed, never waited for) is a zombie: its /proc state."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rpartition(")")[2].split()[0] == "Z":
+                return True
+        time.sleep(0.02)
+    return False
+
+
+def test_zombie_is_not_alive():
+    p = subprocess.Popen(["sleep", "30"])
+    try:
+        assert pins.pid_alive(p.pid)
+        p.send_signal(signal.SIGKILL)
+        assert _wait_zombie(p.pid)
+        os.kill(p.pid, 0)              # what the old check asked: a zombie still "exists"
+        assert not pins.pid_alive(p.pid)
+    finally:
+        p.kill()
+        p.wait()
+    assert not pins.pid_alive(p.pid)
+
+
+def test_killed_tracker_not_yet_reaped_is_dead(make_lab, trackers):  # noqa: F811
+    """A SIGKILLed tracker its parent has not reaped yet (a zombie) is dead: ctrack list does
+    not read its table, and its filters, still attached, are removed."""
+    lab = make_lab("tz")
+    t = trackers(lab, "tz")
+    v1, v2 = lab.tracker_ifaces
+    assert t.name in subprocess.run(["tc", "filter", "show", "dev", v1, "ingress"],
+                                    capture_output=True, text=True).stdout
+    t.proc.send_signal(signal.SIGKILL)
+    assert _wait_zombie(t.proc.pid)     # not waited for: a zombie until the fixture reaps it
+    res = subprocess.run(["ctrack", "list", "--name", t.name], capture_output=True, text=True)
+    assert res.returncode == 1 and "no running tracker" in res.stderr, res.stderr
+    assert "had died without detaching" in res.stderr
+    assert not os.path.exists(os.path.join(pins.PIN_ROOT, t.name))
+    for v in (v1, v2):
+        for hook in ("ingress", "egress"):
+            assert subprocess.run(["tc", "filter", "show", "dev", v, hook], capture_output=True,
+                                  text=True).stdout.strip() == ""
+    assert _wait_zombie(t.proc.pid, timeout=0.1)   # all of it happened while it was a zombie
