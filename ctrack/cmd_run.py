@@ -8,7 +8,7 @@ import time
 from . import pins, preflight, runextras
 from .attach import Attachments, ifindex
 from .errors import CtrackError
-from .events import EventReader, format_event
+from .events import EventReader, add_time_arguments, format_event, time_prefix
 from .stopsignal import StopOnSignal
 from .tracker import Tracker, TrackerConfig, parse_timeouts
 
@@ -19,7 +19,8 @@ EXAMPLES = """examples:
   ctrack run -i eth0                         # observe one interface, both directions (TC)
   ctrack run -i eth0 -l 2                    # ... printing every state change
   ctrack run -i eth0 --timeout ESTABLISHED=600 --table-size 262144
-  ctrack run -i eth0 --name edge -d 60       # a named tracker, for 60 seconds
+  ctrack run -i eth0 --name edge --duration 60   # a named tracker, for 60 seconds
+  ctrack run -i eth0 -l 2 -T                 # every state change, with the time of day
   ctrack run -i eth0 --metrics 9100          # Prometheus metrics on 127.0.0.1:9100
   ctrack run -i eth0 --gc-interval 5         # collect idle expired flows every 5 s at most
 
@@ -57,11 +58,21 @@ def add_parser(sub):
                    help="tracker name, for several at once (default: default)")
     p.add_argument("-l", "--log-level", type=int, choices=(0, 1, 2), default=1,
                    help="0 quiet, 1 flows opened/closed, 2 every state change")
-    p.add_argument("-d", "--duration", type=float, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    # -d is a destination address in ctrack list/events/flush/delete and ctrack-top (conntrack's
+    # -s/-d); here it only says so, for those used to the old `ctrack run -d SECONDS`
+    p.add_argument("-d", action=_NotDuration, nargs="?", help=argparse.SUPPRESS)
+    add_time_arguments(p)
     p.add_argument("--json", action="store_true", help="events and the summary as JSON lines")
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     runextras.add_arguments(p)
     p.set_defaults(func=run)
+
+
+class _NotDuration(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error("-d is a destination address in ctrack's other commands (conntrack's -s/-d); "
+                     "the run time is --duration SECONDS")
 
 
 def _plan(args):
@@ -142,10 +153,10 @@ def run(args):
         with StopOnSignal() as stop:
             while not stop() and (deadline is None or time.monotonic() < deadline):
                 for ev in reader.poll(200):
-                    _print_event(ev, args, out)
+                    _print_event(ev, args, out, meta)
                     extras.publish(ev)
         for ev in reader.poll(0):
-            _print_event(ev, args, out)
+            _print_event(ev, args, out, meta)
             extras.publish(ev)
         extras.close()
         _summary(tracker, args, out)
@@ -173,7 +184,7 @@ def _xdp_frags_fd(tracker):
     return fd
 
 
-def _print_event(ev, args, out):
+def _print_event(ev, args, out, meta):
     if args.log_level == 0:
         return
     if args.log_level == 1 and ev["type"] == "state":
@@ -182,7 +193,7 @@ def _print_event(ev, args, out):
         import json
         out.write(json.dumps(ev) + "\n")
     else:
-        out.write(format_event(ev) + "\n")
+        out.write(time_prefix(ev, meta, args) + format_event(ev) + "\n")
     out.flush()
 
 

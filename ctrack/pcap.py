@@ -9,6 +9,7 @@ import struct
 from dataclasses import dataclass
 
 from .errors import CtrackError
+from .text import plural
 
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 _ZERO_MACS = bytes(12)
@@ -221,7 +222,7 @@ def read_capture(path, warn=None):
     def cut(index):
         if warn:
             warn(f"{path}: the capture is cut short in the middle of a record; "
-                 f"{index} whole packets read")
+                 f"{plural(index, 'whole packet')} read")
     try:
         f = open(path, "rb")
     except FileNotFoundError:

@@ -114,6 +114,38 @@ def test_no_command_prints_help_and_fails():
     assert r.returncode == 2 and "usage: ctrack" in r.stdout and "Traceback" not in r.stderr
 
 
+HELP_TOOLS = ([["ctrack-tcpstates"], ["ctrack-tcprtt"], ["ctrack-top"]]
+              + [["ctrack", c] for c in ("replay", "run", "list", "events", "flush", "delete", "gc")]
+              + [["ctrack-lab", c] for c in ("up", "down", "status", "exec", "set", "bridge",
+                                             "list", "run")])
+
+
+@pytest.mark.parametrize("argv", HELP_TOOLS, ids=[" ".join(a) for a in HELP_TOOLS])
+def test_every_flag_a_help_names_is_listed(argv):
+    """A flag the help text talks about (`see --ebpf`) is one the help lists; examples of other
+    commands and `quoted` commands may name theirs."""
+    import re
+    h = subprocess.run([shutil.which(argv[0]) or argv[0], *argv[1:], "-h"], capture_output=True,
+                       text=True, timeout=60).stdout
+    assert h.startswith("usage:"), h
+    listed = {"--help"}
+    for line in h.splitlines():
+        m = re.match(r"\s+(?:-\w(?: \S+)?, )?(--[a-z][a-z0-9-]*)", line)
+        if m:
+            listed.add(m.group(1))
+    own = " ".join(argv)
+    said = []
+    for line in h.splitlines():
+        s = line.strip()
+        if re.match(r"(sudo )?ctrack", s):   # an example: only our own command's flags count
+            if (s.split("#")[0] + " ").startswith(own + " "):
+                said.append(s.split("#")[0])
+        else:
+            said.append(re.sub(r"`[^`]*`", "", line))
+    mentioned = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", "\n".join(said)))
+    assert mentioned <= listed, f"named in -h but not listed: {sorted(mentioned - listed)}"
+
+
 # ---- outputs -------------------------------------------------------------------------------------
 def test_text_output(session_pcap):
     lines = ok("replay", session_pcap).splitlines()

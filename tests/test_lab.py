@@ -369,6 +369,15 @@ def test_every_subcommand_help_shows_examples(cmd):
     assert "example" in out and f"\n  ctrack-lab {cmd}" in out, out
 
 
+def test_readme_lab_line_gives_both_hosts_addresses():
+    from ctrack.labtopo import build_spec
+    readme = open(os.path.join(REPO, "README.md")).read()
+    [line] = [x for x in readme.splitlines() if x.startswith("ctrack-lab up ") and "#" in x]
+    for key, host in build_spec("ctrack", "wire").hosts.items():
+        for addr in (host.ipv4, host.ipv6):
+            assert addr.split("/")[0] in line, (key, addr, line)
+
+
 def test_cli_errors_are_one_line(lab_name):
     res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *TOOL,
                           "up", "--name", lab_name], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -432,7 +441,7 @@ def test_routed_tracker_as_the_lab_says(make_lab):
     assert "ctrack run -i eth1" in lab.spec.tracker["how"]
     name = f"rt{os.getpid() % 10000}"
     t = lab.spawn("nsr", ["ctrack", "run", "-i", "eth1", "--name", name, "-l", "1", "--json",
-                          "-d", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          "--duration", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert "Tracking" in t.stderr.readline()
         for fam, port in ((4, 7401), (6, 7402)):

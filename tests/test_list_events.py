@@ -232,3 +232,13 @@ def test_killed_tracker_not_yet_reaped_is_dead(make_lab, trackers):  # noqa: F81
             assert subprocess.run(["tc", "filter", "show", "dev", v, hook], capture_output=True,
                                   text=True).stdout.strip() == ""
     assert _wait_zombie(t.proc.pid, timeout=0.1)   # all of it happened while it was a zombie
+
+
+def test_counts_agree_with_their_number(live):
+    """One flow: "1 flow shown", "1 flow entry has been shown" (not "1 flows")."""
+    lab, t = live
+    udp_send(lab, 7606, echo=False)
+    res = t.ctrack("list", "--dport", "7606")
+    assert "ctrack: 1 flow shown; table " in res.stderr, res.stderr
+    res = t.ctrack("list", "-o", "conntrack", "--dport", "7606")
+    assert "ctrack: 1 flow entry has been shown." in res.stderr, res.stderr

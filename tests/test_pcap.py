@@ -374,7 +374,7 @@ def test_file_cut_mid_record_stops_cleanly(tmp_path, fmt, cut):
     if cut == "after-file-header":
         assert warnings == []    # no record begun: an empty capture, not a cut one
     else:
-        assert len(warnings) == 1 and f"{n} whole packets read" in warnings[0]
+        assert len(warnings) == 1 and f"{n} whole packet{'' if n == 1 else 's'} read" in warnings[0]
 
 
 @pytest.mark.parametrize("fmt", ["pcap", "pcapng"])

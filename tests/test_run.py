@@ -66,7 +66,7 @@ def tcp_exchange(lab, port=7001):
 def test_tc_bump_in_the_wire(lab):
     v1, v2 = lab.tracker_ifaces
     assert lab.ping("ns1", "ns2", count=1, timeout=2)["received"] == 0   # nothing joins them
-    p = start(["-1", v1, "-2", v2, "-l", "2", "-d", "30"], LAB)
+    p = start(["-1", v1, "-2", v2, "-l", "2", "--duration", "30"], LAB)
     try:
         assert lab.ping("ns1", "ns2", count=2)["received"] == 2
         assert tcp_exchange(lab) == "ping\n"
@@ -86,15 +86,15 @@ def test_tc_bump_in_the_wire(lab):
 
 def test_second_tracker_is_refused(lab):
     v1, v2 = lab.tracker_ifaces
-    p = start(["-1", v1, "-2", v2, "-l", "0", "-d", "30"], LAB)
+    p = start(["-1", v1, "-2", v2, "-l", "0", "--duration", "30"], LAB)
     try:
-        res = subprocess.run(["ctrack", "run", "-i", v1, "--name", LAB + "b", "-d", "2"],
+        res = subprocess.run(["ctrack", "run", "-i", v1, "--name", LAB + "b", "--duration", "2"],
                              capture_output=True, text=True, timeout=30)
         assert res.returncode == 1
         assert "already has a TC" in res.stderr and "Traceback" not in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
         # same name, other interfaces: the name is taken
-        res = subprocess.run(["ctrack", "run", "-i", "lo", "--name", LAB, "-d", "2"],
+        res = subprocess.run(["ctrack", "run", "-i", "lo", "--name", LAB, "--duration", "2"],
                              capture_output=True, text=True, timeout=30)
         assert res.returncode == 1 and "already running" in res.stderr
         # the first tracker still forwards
@@ -107,7 +107,7 @@ def test_second_tracker_is_refused(lab):
 
 def test_enforce_drops_midstream_packet(lab):
     v1, v2 = lab.tracker_ifaces
-    p = start(["-1", v1, "-2", v2, "--policy", "enforce", "-l", "0", "-d", "30"], LAB)
+    p = start(["-1", v1, "-2", v2, "--policy", "enforce", "-l", "0", "--duration", "30"], LAB)
     try:
         # an ACK for no connection never reaches ns2: hping3 sees no RST back
         res = lab.exec("ns1", ["hping3", "-A", "-c", "2", "-i", "u200000", "-p", "9", lab.addr("ns2")],
@@ -124,7 +124,7 @@ def test_icmp_error_is_related_and_passes_enforce(lab):
     enforcing tracker classes RELATED and lets through, so the sender's socket hears
     ECONNREFUSED. A forged error about a flow never seen is dropped."""
     v1, v2 = lab.tracker_ifaces
-    p = start(["-1", v1, "-2", v2, "--policy", "enforce", "-l", "0", "-d", "30"], LAB)
+    p = start(["-1", v1, "-2", v2, "--policy", "enforce", "-l", "0", "--duration", "30"], LAB)
     probe = ("import socket\n"
              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)\n"
              f"s.connect(('{lab.addr('ns2')}', 9)); s.send(b'x')\n"
@@ -146,7 +146,7 @@ def test_icmp_error_is_related_and_passes_enforce(lab):
 
 def test_xdp_refused_until_hosts_are_ready(lab):
     v1, v2 = lab.tracker_ifaces
-    res = subprocess.run(["ctrack", "run", "-1", v1, "-2", v2, "--mode", "xdp", "--name", LAB, "-d", "2"],
+    res = subprocess.run(["ctrack", "run", "-1", v1, "-2", v2, "--mode", "xdp", "--name", LAB, "--duration", "2"],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1
     assert "tx off gro on" in res.stderr and len(res.stderr.strip().splitlines()) == 1
@@ -154,7 +154,7 @@ def test_xdp_refused_until_hosts_are_ready(lab):
     for h in ("ns1", "ns2"):
         lab.exec(h, ["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])
     try:
-        p = start(["-1", v1, "-2", v2, "--mode", "xdp", "-l", "1", "-d", "30"], LAB)
+        p = start(["-1", v1, "-2", v2, "--mode", "xdp", "-l", "1", "--duration", "30"], LAB)
         try:
             assert attached(v1)[0] and attached(v2)[0]
             assert lab.ping("ns1", "ns2", count=2)["received"] == 2
@@ -173,7 +173,7 @@ def test_killed_trackers_leftovers_are_removed(lab):
     watching. The next ctrack (any command that looks for trackers) removes exactly those."""
     v1, v2 = lab.tracker_ifaces
     for then in ("run", "list"):
-        p = start(["-1", v1, "-2", v2, "-l", "0", "-d", "60"], LAB)
+        p = start(["-1", v1, "-2", v2, "-l", "0", "--duration", "60"], LAB)
         p.kill()
         p.communicate()
         assert attached(v1)[1] and attached(v2)[2]   # filters and clsact outlived it
@@ -183,7 +183,7 @@ def test_killed_trackers_leftovers_are_removed(lab):
         else:
             # another tracker on the same interfaces: the dead one's filters are not in its way
             p = subprocess.Popen(["ctrack", "run", "--name", LAB + "b", "-1", v1, "-2", v2, "-l",
-                                  "0", "-d", "30"], stdout=subprocess.PIPE,
+                                  "0", "--duration", "30"], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
             notice = p.stderr.readline()
             assert "Tracking" in p.stderr.readline()
@@ -202,7 +202,7 @@ def test_observer_on_one_interface(lab):
     v1, _ = lab.tracker_ifaces
     lab.set_bridge(True)
     try:
-        p = start(["-i", v1, "-l", "1", "-d", "30"], LAB)
+        p = start(["-i", v1, "-l", "1", "--duration", "30"], LAB)
         try:
             assert tcp_exchange(lab, 7004) == "ping\n"
         finally:
@@ -225,6 +225,37 @@ def test_one_line_errors(argv, needle):
     assert res.returncode == 1, res.stderr
     assert needle in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_d_means_destination_in_every_ctrack_command():
+    """-d is conntrack's destination address in list/events/flush/delete; `ctrack run` takes its
+    run time as --duration and says so to whoever types the old -d."""
+    for cmd in ("list", "events", "flush", "delete"):
+        h = subprocess.run(["ctrack", cmd, "-h"], capture_output=True, text=True).stdout
+        assert "-d ADDR[/LEN], --dst ADDR[/LEN]" in h, (cmd, h)
+    h = subprocess.run(["ctrack", "run", "-h"], capture_output=True, text=True).stdout
+    assert "--duration SECONDS" in h and "-d," not in h and "-d " not in h
+    res = subprocess.run(["ctrack", "run", "-i", "lo", "-d", "5"], capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "ctrack run: -d is a destination address in ctrack's other commands (conntrack's -s/-d); "
+        "the run time is --duration SECONDS (try `ctrack run -h`)"]
+
+
+def test_readme_synopsis_lists_every_run_option():
+    import re
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "README.md")).read()
+    section = readme[readme.index("## `ctrack run`"):]
+    synopsis = section[section.index("```") + 3:]
+    synopsis = synopsis[:synopsis.index("```")]
+    h = subprocess.run(["ctrack", "run", "-h"], capture_output=True, text=True).stdout
+    options = set(re.findall(r"--[a-z][a-z-]*", h.split("\n\n")[0])) - {"--help", "--interface",
+                                                                      "--log-level"}
+    missing = sorted(o for o in options if o not in synopsis)
+    assert not missing, f"README's ctrack run synopsis lacks {missing}"
+    for short in ("-1", "-2", "-i", "-l", "-t", "-T"):
+        assert short in synopsis, short
 
 
 def test_bad_flag_is_usage_error():
