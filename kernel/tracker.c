@@ -1136,7 +1136,14 @@ static __always_inline void ct_emit(__u8 type, struct ct_key *key, struct ct_res
 		stat_inc(CT_STAT_EVENTS_LOST);
 		return;
 	}
-	ev->ts = now;
+#ifdef CT_REPLAY
+	ev->ts = now;   /* the capture's clock */
+#else
+	/* Events are rare (state changes only), so they can afford the precise clock, read here
+	 * and nowhere else: the per-packet path keeps ct_now()'s coarse one, whose jiffy would
+	 * give a whole handshake's events one time. Both count CLOCK_MONOTONIC. */
+	ev->ts = bpf_ktime_get_ns();
+#endif
 	ev->key = *key;
 	ev->type = type;
 	ev->state = r->state;

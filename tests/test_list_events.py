@@ -242,3 +242,27 @@ def test_counts_agree_with_their_number(live):
     assert "ctrack: 1 flow shown; table " in res.stderr, res.stderr
     res = t.ctrack("list", "-o", "conntrack", "--dport", "7606")
     assert "ctrack: 1 flow entry has been shown." in res.stderr, res.stderr
+
+
+def test_one_connections_events_have_distinct_increasing_times(live):
+    """ts_ns comes from the precise clock at emission: the handshake's and the close's events,
+    microseconds apart, no longer share a jiffy; `ctrack events -t` shows them apart too."""
+    lab, t = live
+    ev = subprocess.Popen(["ctrack", "events", "--name", t.name, "-t", "--dport", "7707",
+                           "--duration", "15", "-c", "6"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        conn = TcpConnection(lab, 7707, rounds=1, hold=0.2)
+        conn.wait()
+        out, _ = ev.communicate(timeout=20)
+    finally:
+        ev.kill()
+    printed = wait_for(lambda: [e for e in t.events_printed() if e["orig"]["dport"] == 7707
+                                and e["type"] == "closed"] and
+                       [e for e in t.events_printed() if e["orig"]["dport"] == 7707], 5)
+    ts = [e["ts_ns"] for e in printed]
+    assert len(ts) >= 6, printed
+    assert all(a < b for a, b in zip(ts, ts[1:])), ts
+    stamps = [float(x[1:x.index("]")]) for x in out.splitlines()]
+    assert len(stamps) == 6 and all(a < b for a, b in zip(stamps, stamps[1:])), out
+    assert abs(stamps[-1] - time.time()) < 30

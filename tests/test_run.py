@@ -84,6 +84,38 @@ def test_tc_bump_in_the_wire(lab):
     assert lab.ping("ns1", "ns2", count=1, timeout=2)["received"] == 0
 
 
+def test_event_times_are_precise_and_printed_with_T(lab):
+    """Events carry the precise clock read when each is emitted (the coarse per-packet clock
+    ticks once a jiffy and gave a whole handshake one time): one connection's events have
+    distinct, increasing times, which `ctrack run -T` prints as the time of day and --json
+    as ts_ns."""
+    import re
+    v1, v2 = lab.tracker_ifaces
+    p = start(["-1", v1, "-2", v2, "-l", "2", "-T", "--duration", "30"], LAB)
+    try:
+        assert tcp_exchange(lab, 7009) == "ping\n"
+        time.sleep(0.3)
+    finally:
+        rc, out, err = stop(p)
+    assert rc == 0, err
+    lines = [x for x in out.splitlines() if "dport=7009" in x]
+    assert len(lines) >= 6, out   # NEW, SYN_RECV, ESTABLISHED, then the close's steps
+    stamps, counts = [], []
+    for line in lines:
+        counts.append(re.search(r"packets=(\d+/\d+)", line).group(1))
+        m = re.match(r"(\d\d):(\d\d):(\d\d)\.(\d{6}) +\[", line)
+        assert m, line
+        h, mi, sec, us = map(int, m.groups())
+        stamps.append(((h * 60 + mi) * 60 + sec) * 1000000 + us)
+    # two events of one packet (its last state change and the end) may share a microsecond
+    assert all(a < b or (a == b and ca == cb) for a, b, ca, cb in
+               zip(stamps, stamps[1:], counts, counts[1:])), "\n".join(lines)
+    assert len(set(stamps)) >= len(set(counts)) >= 5
+    assert stamps[-1] - stamps[0] < 30 * 1000000
+    now = time.localtime()
+    assert abs(stamps[-1] / 1e6 - (now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec)) < 30
+
+
 def test_second_tracker_is_refused(lab):
     v1, v2 = lab.tracker_ifaces
     p = start(["-1", v1, "-2", v2, "-l", "0", "--duration", "30"], LAB)
