@@ -6,7 +6,7 @@ import sys
 import time
 
 from . import pins, preflight, runextras
-from .attach import Attachments, ifindex
+from .attach import Attachments, ifindex, is_loopback
 from .errors import CtrackError
 from .events import EventReader, add_time_arguments, format_event, time_prefix
 from .stopsignal import StopOnSignal
@@ -27,6 +27,11 @@ EXAMPLES = """examples:
 while it runs, from another terminal: ctrack list, ctrack events, ctrack-top, ctrack flush.
 log levels: 0 nothing but the summary at exit, 1 flows opened and closed (default),
             2 every state change.
+hooks: -1/-2 take the TC ingress of both interfaces, each redirecting to the other. -i takes
+       the TC ingress and egress of IFACE, so each direction of a connection is seen once;
+       on a loopback device (lo), where every packet is sent and then received, ingress only;
+       the host's own multicast/broadcast looped back to IFACE's ingress is not counted
+       again. XDP (--mode xdp) hooks only what IFACE receives (on lo: every packet).
 modes: tc (default) keeps GSO/TSO super-packets whole and measured fastest on veth (19 Gbit/s
        pass-through); xdp runs before the kernel allocates an skb. On veth, XDP redirect needs the
        hosts' ends at `ethtool -K eth0 tx off gro on` (checked before attaching: TCP would stall
@@ -75,6 +80,14 @@ class _NotDuration(argparse.Action):
                      "the run time is --duration SECONDS")
 
 
+def observer_hooks(ipr, name):
+    """The TC hooks an observer of one interface takes: ingress and egress, each direction of
+    a connection crossing one of them; on a loopback device, where every packet crosses both
+    (it is sent, then received), ingress alone. (The copies of its own multicast and broadcast
+    a host loops back to any interface are skipped at ingress: CT_TC_EGRESS.)"""
+    return ("ingress",) if is_loopback(ipr, name) else ("ingress", "egress")
+
+
 def _plan(args):
     if args.iface and (args.if1 or args.if2):
         raise CtrackError("use either -i IFACE (observe) or -1 IFACE -2 IFACE (bump in the wire)")
@@ -97,10 +110,12 @@ def run(args):
     atts = Attachments()
     try:
         idx = [ifindex(atts.ipr, n) for n in ifaces]
+        hooks = observer_hooks(atts.ipr, ifaces[0]) if not wire else ("ingress",)
         cfg = TrackerConfig(policy=args.policy, pickup=args.pickup,
                             timeouts=parse_timeouts(args.timeout), table_size=args.table_size,
                             redirect=tuple(idx) if wire else None,
-                            xdp_frags=args.mode == "xdp")
+                            xdp_frags=args.mode == "xdp",
+                            tc_egress=args.mode == "tc" and "egress" in hooks)
         pins.claim(args.name)
         pins.running()   # and any other dead tracker's leftovers, before looking at interfaces
         tracker = Tracker(cfg, checks=False)
@@ -112,7 +127,6 @@ def run(args):
     try:
         if args.mode == "tc":
             fd = tracker.fn("ct_tc").fd
-            hooks = ("ingress",) if wire else ("ingress", "egress")
             for n in ifaces:
                 atts.attach_tc(n, fd, hooks, tracker=args.name)
         else:
@@ -130,6 +144,7 @@ def run(args):
         meta = pins.publish(args.name, tracker, {
             "interfaces": ifaces, "wire": wire, "mode": args.mode, "policy": args.policy,
             "pickup": args.pickup, "timeouts": cfg.effective_timeouts(),
+            "hooks": list(hooks) if args.mode == "tc" else ["xdp"],
             "table_size": args.table_size or tracker.defs.CT_TABLE_SIZE,
             "attached": atts.record()})
         if atts.removed_orphans:
@@ -142,7 +157,9 @@ def run(args):
         reader = EventReader(tracker.bpf)
         how = " <-> ".join(ifaces) if wire else ifaces[0] + " (observing)"
         note = ""
-        if args.mode == "xdp" and not wire:
+        if not wire and is_loopback(atts.ipr, ifaces[0]):
+            note = " Loopback: each packet is seen once, as it comes back in."
+        elif args.mode == "xdp" and not wire:
             note = " XDP sees received packets only."
         print(f"Tracking {how}: {args.mode}, {args.policy}"
               f"{', pickup' if args.pickup else ''}, tracker {meta['name']!r}.{note} "

@@ -12,6 +12,7 @@
  *   CT_REPLAY       the clock comes from the `trace` map (capture timestamps) and the verdict of
  *                   the last packet is written there, for replay and tests
  *   CT_NO_EVENTS    no ring buffer events at all
+ *   CT_TC_EGRESS    ct_tc also runs at egress of the interface it observes (ctrack run -i)
  *   CT_TIMEOUT_*, CT_TABLE_SIZE   see ctrack.h
  *
  * Reads only packet bytes and uapi headers, never a kernel-internal struct: it loads on any kernel
@@ -19,6 +20,7 @@
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
+#include <uapi/linux/if_packet.h>
 #include <uapi/linux/in.h>
 #include <uapi/linux/ip.h>
 #include <uapi/linux/ipv6.h>
@@ -1594,6 +1596,13 @@ static __always_inline __u32 ct_tc_headers_len(void *data, void *data_end)
 
 int ct_tc(struct __sk_buff *skb)
 {
+#ifdef CT_TC_EGRESS
+	/* The host's copy of its own multicast or broadcast (IP_MULTICAST_LOOP), handed back to
+	 * the sending interface's ingress: the egress hook already took the original. On lo every
+	 * packet comes back, but as PACKET_HOST, so there user space hooks ingress only. */
+	if (skb->pkt_type == PACKET_LOOPBACK)
+		return TC_ACT_OK;
+#endif
 	struct ct_result r = {};
 	struct ct_key key = {};
 	__u32 redirect_to = 0;
