@@ -92,7 +92,7 @@ struct ct_pkt {
 	struct ct_key key;
 	__u32 seq;
 	__u32 ack;
-	__u32 datalen;    /* TCP payload bytes */
+	__u32 datalen;    /* TCP payload bytes; UDP: the UDP header's length less 8 */
 	__u32 ip_len;     /* bytes at the IP layer */
 	__u16 win;
 	__u16 mss;
@@ -437,6 +437,7 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 			*reason = CT_REASON_UDP_BAD_LENGTH;
 			return CT_CLASS_INVALID;
 		}
+		p->datalen = ulen - sizeof(*uh);   /* for replay's line (len=); UDP judges no lengths */
 		sport = uh->source;
 		dport = uh->dest;
 	} else if (l4proto == IPPROTO_ICMP || l4proto == IPPROTO_ICMPV6) {
