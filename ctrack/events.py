@@ -108,6 +108,7 @@ def format_event(e):
 
 def add_time_arguments(p):
     """-t/-T for the tools that print events (ctrack events, ctrack run): one meaning in both."""
+    p = p.add_mutually_exclusive_group()
     p.add_argument("-t", "--timestamp", action="store_true",
                    help="prefix each event with its wall-clock time in seconds since the epoch, "
                         "[1700000000.123456] (conntrack -E -o timestamp)")
