@@ -388,6 +388,14 @@ def test_d_means_destination_in_every_ctrack_command():
         "the run time is --duration SECONDS (try `ctrack run -h`)"]
 
 
+def test_run_help_says_how_each_mode_hooks():
+    h = " ".join(subprocess.run(["ctrack", "run", "-h"], capture_output=True, text=True).stdout.split())
+    assert "-1/-2 take the TC ingress of both interfaces" in h
+    assert "-i takes the TC ingress and egress of IFACE" in h
+    assert "on a loopback device (lo), where every packet is sent and then received, ingress only" in h
+    assert "XDP (--mode xdp) hooks only what IFACE receives" in h
+
+
 def test_readme_synopsis_lists_every_run_option():
     import re
     readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
