@@ -103,7 +103,7 @@ class TrackerProcess:
                  extra=(), limit_s=180):
         v1, v2 = lab.tracker_ifaces
         self.argv = ["ctrack", "run", "-1", v1, "-2", v2, "--mode", mode, "--policy", policy,
-                     "--name", name, "--json", "-l", "2", "-d", str(limit_s)]
+                     "--name", name, "--json", "-l", "2", "--duration", str(limit_s)]
         for state, secs in (timeouts or {}).items():
             self.argv += ["--timeout", f"{state}={secs}"]
         if pickup:
