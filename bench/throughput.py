@@ -20,11 +20,14 @@ same hook, conntrack / routed). This machine is shared and noisy, so the paths c
 tc-tracker, say) run one round of all tests each, --repeat times, interleaved; cells are the
 median over rounds (with min-max), ratios the median of the same-round ratios.
 
-Unless --no-profile, a further 3 s TCP run per BPF path measures the program's own cost from
-the kernel's run-time statistics (BPF_ENABLE_STATS, on for that run only: nothing is left
-changed): ns per program run, runs per second, share of one core. For TC it also runs
-passthrough.c's pt_tc_pull (the pass-through plus the tracker's header pull) to tell what
-pulling a GSO super-packet's headers into its linear part costs from the tracker's own work.
+Unless --no-profile, further 3 s TCP runs per BPF program measure the program's own cost from
+the kernel's run-time statistics (BPF_ENABLE_STATS, on for those runs only: nothing is left
+changed): ns per program run, runs per second, share of one core; --profile-rounds rounds,
+interleaved, median reported. Beside the pass-through and the tracker it profiles
+bench/reference_ct.c in the same hook (a minimal conntrack: parse, one lookup, a locked counter
+update; redirecting like the others), which tells what tracking at all costs live from what the
+tracker adds to that; and for TC passthrough.c's pt_tc_pull (the pass-through plus the 256-byte
+header pull ct_tc once did to every packet).
 The tracker comes from kernel/ (CTRACK_KERNEL_DIR overrides, e.g. a clean `git show` copy).
 """
 import argparse
@@ -46,6 +49,7 @@ from ctrack.lab import Lab  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PASSTHROUGH_C = os.path.join(HERE, "passthrough.c")
+REFERENCE_C = os.path.join(HERE, "reference_ct.c")
 TARGET = 0.90
 
 PATHS = {
@@ -114,26 +118,28 @@ def attached_prog_ids(ifaces):
 
 
 class PassThrough:
-    """bench/passthrough.c attached to both tracker interfaces of a wire lab, as TC or XDP."""
+    """bench/passthrough.c attached to both tracker interfaces of a wire lab, as TC or XDP; or,
+    with reference=True, bench/reference_ct.c (the minimal conntrack, redirecting the same way)."""
 
-    def __init__(self, ifaces, mode):
+    def __init__(self, ifaces, mode, reference=False):
         from bcc import BPF
         from pyroute2 import IPRoute
         from ctrack.attach import Attachments
         with IPRoute() as ipr:
             a, b = (ipr.link_lookup(ifname=n)[0] for n in ifaces)
-        self.bpf = BPF(src_file=PASSTHROUGH_C.encode(), cflags=[f"-DPEER_A={a}", f"-DPEER_B={b}"])
+        src, prefix = (REFERENCE_C, "ref_") if reference else (PASSTHROUGH_C, "pt_")
+        self.bpf = BPF(src_file=src.encode(), cflags=[f"-DPEER_A={a}", f"-DPEER_B={b}"])
         self.atts = Attachments()
         self.fd = None
         try:
             if mode == "xdp":
                 # multi-buffer, like `ctrack run --mode xdp`, so both see the same frames
                 from ctrack.bpfsys import load_xdp_with_frags
-                self.fd = load_xdp_with_frags(self.bpf.dump_func("pt_xdp"), "pt_xdp")
+                self.fd = load_xdp_with_frags(self.bpf.dump_func(prefix + "xdp"), prefix + "xdp")
                 for n in ifaces:
                     self.atts.attach_xdp(n, self.fd)
             else:
-                fd = self.bpf.load_func("pt_" + mode, BPF.SCHED_CLS).fd   # pt_tc, pt_tc_pull
+                fd = self.bpf.load_func(prefix + mode, BPF.SCHED_CLS).fd   # pt_tc, pt_tc_pull, ref_tc
                 for n in ifaces:
                     self.atts.attach_tc(n, fd, ("ingress",))
         except BaseException:
@@ -276,6 +282,8 @@ class Group:
         thing = None
         if what and what.startswith("pass-"):
             thing = PassThrough(lab.tracker_ifaces, what[5:])
+        elif what and what.startswith("ref-"):
+            thing = PassThrough(lab.tracker_ifaces, what[4:], reference=True)
         elif what and what.startswith("tracker-"):
             thing = TrackerRun(lab.tracker_ifaces, what[8:], f"bench-{lab.name}")
         lab.flush_neighbours()
@@ -290,7 +298,16 @@ class Group:
             lab.down()
 
 
-def measure_group(key, paths, seconds, repeat, want_profile, log, tests=TESTS, profile_test="tcp1"):
+def median_profile(profs):
+    """The profile round with the median ns per run, with every round's figure beside it."""
+    ordered = sorted(profs, key=lambda x: x["ns_per_run"] or 0)
+    mid = dict(ordered[len(ordered) // 2])
+    mid["ns_per_run_all"] = [round(x["ns_per_run"] or 0) for x in profs]
+    return mid
+
+
+def measure_group(key, paths, seconds, repeat, want_profile, log, tests=TESTS, profile_test="tcp1",
+                  profile_rounds=1):
     g = Group(key, paths, log)
     results = {p: {"path": p, "label": LABELS[p], "runs": {t: [] for t in tests},
                    "hosts": "tx off gro on" if PATHS[p][3] else "default offloads"} for p in paths}
@@ -310,19 +327,33 @@ def measure_group(key, paths, seconds, repeat, want_profile, log, tests=TESTS, p
                         if isinstance(thing, TrackerRun):
                             results[p].setdefault("tracker_summaries", []).append(_summary(thing.summary))
         if want_profile:
-            extra = [("tc-pass", "pass-tc_pull", "TC pass-through + the tracker's header pull")] \
-                if key == "tc" and "tc-pass" in paths else []
-            for p, what, label in [(p, None, None) for p in paths if PATHS[p][2]] + extra:
-                thing = g.attach(p, what)
-                try:
-                    prof = profile(g.labs[p], g.labs[p].tracker_ifaces, test=profile_test)
-                finally:
-                    thing.close()
+            # the minimal conntrack in the same hook (what tracking at all costs live), and, for
+            # TC, the pass-through plus the 256-byte pull ct_tc once did to every packet
+            extra = []
+            if key == "tc" and "tc-pass" in paths:
+                extra = [("tc-pass", "ref-tc", "reference conntrack (bench/reference_ct.c), TC"),
+                         ("tc-pass", "pass-tc_pull", "TC pass-through + a 256-byte header pull")]
+            elif key == "xdp" and "xdp-pass" in paths:
+                extra = [("xdp-pass", "ref-xdp", "reference conntrack (bench/reference_ct.c), XDP*")]
+            # rounds interleaved like the throughput tests; each figure is the median round
+            progs = [(p, None, None) for p in paths if PATHS[p][2]] + extra
+            profs = {i: [] for i in range(len(progs))}
+            for rnd in range(profile_rounds):
+                for i, (p, what, label) in enumerate(progs):
+                    thing = g.attach(p, what)
+                    try:
+                        prof = profile(g.labs[p], g.labs[p].tracker_ifaces, test=profile_test)
+                    finally:
+                        thing.close()
+                    profs[i].append(prof)
+                    log(f"  profile {rnd + 1}/{profile_rounds} {label or p}: {prof['ns_per_run']:.0f} ns/run, "
+                        f"{prof['runs_per_s']:,.0f} runs/s")
+            for i, (p, what, label) in enumerate(progs):
+                prof = median_profile(profs[i])
                 if what is None:
                     results[p]["profile"] = prof
                 else:
                     results[p].setdefault("profile_extra", []).append(dict(prof, label=label))
-                log(f"  profile {label or p}: {prof['ns_per_run']:.0f} ns/run, {prof['runs_per_s']:,.0f} runs/s")
     finally:
         g.close()
     for r in results.values():
@@ -382,13 +413,18 @@ def table(results, seconds, repeat):
         else:
             ratio = "baseline"
         lines.append(f"| {r['label']} | {r['hosts']} | " + " | ".join(cells) + f" | {ratio} |")
-    prof = [(r["label"], r["profile"]) for r in results if r.get("profile")]
-    prof += [(p["label"], p) for r in results for p in r.get("profile_extra", [])]
+    prof = []
+    for r in results:
+        if r.get("profile"):
+            prof.append((r["label"], r["profile"]))
+        prof += [(p["label"], p) for p in r.get("profile_extra", [])]
     if prof:
         lines += ["", "| program (during the profile run) | ns per run | runs/s | CPU, % of one core |",
                   "|---|---:|---:|---:|"]
         for label, p in prof:
-            lines.append(f"| {label} | {p['ns_per_run']:.0f} | {p['runs_per_s']:,.0f} | "
+            rounds = p.get("ns_per_run_all", [])
+            spread = f" ({min(rounds)}-{max(rounds)})" if len(rounds) > 1 else ""
+            lines.append(f"| {label} | {p['ns_per_run']:.0f}{spread} | {p['runs_per_s']:,.0f} | "
                          f"{p['cpu_pct_of_one_core']:.1f} |")
     return "\n".join(lines)
 
@@ -424,6 +460,8 @@ def main(argv=None):
     ap.add_argument("--no-profile", action="store_true", help="skip the BPF run-time statistics run")
     ap.add_argument("--profile-test", choices=TESTS, default="tcp1",
                     help="the iperf3 test the profile run uses (default tcp1, 3 s)")
+    ap.add_argument("--profile-rounds", type=int, default=3,
+                    help="interleaved rounds of the profile runs; the median is reported (default 3)")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON document")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     args = ap.parse_args(argv)
@@ -434,8 +472,8 @@ def main(argv=None):
     tests = [t for t in TESTS if t in args.tests.split(",")]
     if not tests or set(args.tests.split(",")) - set(TESTS):
         ap.error(f"--tests takes a comma-separated list from {', '.join(TESTS)}")
-    if not 1 <= args.seconds <= 60 or not 1 <= args.repeat <= 20:
-        ap.error("--seconds must be 1-60 and --repeat 1-20")
+    if not 1 <= args.seconds <= 60 or not 1 <= args.repeat <= 20 or not 1 <= args.profile_rounds <= 20:
+        ap.error("--seconds must be 1-60, --repeat and --profile-rounds 1-20")
     if os.geteuid() != 0:
         print("throughput.py: must run as root (namespaces, BPF)", file=sys.stderr)
         return 1
@@ -451,7 +489,7 @@ def main(argv=None):
             if chosen:
                 log(f"{key}: {', '.join(chosen)}, {args.repeat} round(s) of {', '.join(tests)}, -t {args.seconds}")
                 results += measure_group(key, chosen, args.seconds, args.repeat, not args.no_profile, log,
-                                         tests, args.profile_test)
+                                         tests, args.profile_test, args.profile_rounds)
     except CtrackError as exc:
         print(f"throughput.py: {exc}", file=sys.stderr)
         return 1
