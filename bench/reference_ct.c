@@ -24,10 +24,14 @@
 #define REF_TABLE_SIZE 65536
 #endif
 
+/* Room for IPv6 addresses, as any dual-stack table needs (the tracker's struct ct_key is the
+ * same 40 bytes): the hash over the key is part of the lookup's cost. IPv4 uses the first word. */
 struct ref_key {
-	__be32 addr[2];
+	__be32 addr[2][4];
 	__be16 port[2];
-	__u32 proto;
+	__u8 proto;
+	__u8 family;
+	__u16 pad;
 };
 
 struct ref_entry {
@@ -58,11 +62,12 @@ static __always_inline int ref_track(void *data, void *data_end)
 	struct ref_key k = {};
 	__u32 side = iph->saddr > iph->daddr ||
 		     (iph->saddr == iph->daddr && th->source > th->dest);
-	k.addr[side] = iph->saddr;
-	k.addr[side ^ 1] = iph->daddr;
+	k.addr[side][0] = iph->saddr;
+	k.addr[side ^ 1][0] = iph->daddr;
 	k.port[side] = th->source;
 	k.port[side ^ 1] = th->dest;
 	k.proto = IPPROTO_TCP;
+	k.family = 4;
 	__u64 len = ntohs(iph->tot_len);
 	__u64 now = bpf_ktime_get_coarse_ns();
 

@@ -164,10 +164,17 @@ class TrackerRun:
         self.proc = subprocess.Popen(["ctrack", "run", "-1", ifaces[0], "-2", ifaces[1], "--mode", mode,
                                       "--name", name, "-l", "0", "--json", "-d", "900"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stderr.readline()
-        if "Tracking" not in line:
-            self.proc.kill()
-            raise CtrackError(f"ctrack run did not start: {line.strip() or self.proc.stderr.read().strip()}")
+        # lines before "Tracking" are notices (another tracker's leftovers being removed, ...);
+        # only the end of the output before it is a failure
+        head = []
+        while True:
+            line = self.proc.stderr.readline()
+            if "Tracking" in line:
+                break
+            head.append(line.strip())
+            if not line:
+                self.proc.kill()
+                raise CtrackError(f"ctrack run did not start: {' '.join(h for h in head if h) or 'no output'}")
         self.summary = None
 
     def close(self):
