@@ -131,6 +131,13 @@ def main():
     ]
     try:
         samples = measure(cases, args.repeat, args.runs)
+        # the reference must have measured its established path: one flow, every run counted
+        flows = list(ref.flows().values())
+        want = 1 + 2 * args.repeat * args.runs
+        if len(flows) != 1 or sum(flows[0][0]) != want:
+            print(f"fastpath.py: the reference counted {flows} (expected one flow of {want} packets)",
+                  file=sys.stderr)
+            return 1
     finally:
         tr.close()
         ref.close()
@@ -162,4 +169,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

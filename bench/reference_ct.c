@@ -26,8 +26,12 @@
 
 /* Room for IPv6 addresses, as any dual-stack table needs (the tracker's struct ct_key is the
  * same 40 bytes): the hash over the key is part of the lookup's cost. IPv4 uses the first word. */
+struct ref_addr {
+	__be32 w[4];
+};
+
 struct ref_key {
-	__be32 addr[2][4];
+	struct ref_addr addr[2];   /* not __be32 [2][4]: BCC 0.26 sizes 2-D arrays wrongly */
 	__be16 port[2];
 	__u8 proto;
 	__u8 family;
@@ -62,8 +66,8 @@ static __always_inline int ref_track(void *data, void *data_end)
 	struct ref_key k = {};
 	__u32 side = iph->saddr > iph->daddr ||
 		     (iph->saddr == iph->daddr && th->source > th->dest);
-	k.addr[side][0] = iph->saddr;
-	k.addr[side ^ 1][0] = iph->daddr;
+	k.addr[side].w[0] = iph->saddr;
+	k.addr[side ^ 1].w[0] = iph->daddr;
 	k.port[side] = th->source;
 	k.port[side ^ 1] = th->dest;
 	k.proto = IPPROTO_TCP;
