@@ -245,19 +245,22 @@ def profile(lab, ifaces, seconds=3, test="tcp1", perf=False):
             after = [prog_stats(fd) for fd in fds]
             if rec:
                 rec.wait(timeout=30)
+        ns = sum(a[1] - b[1] for a, b in zip(after, before))
+        runs = sum(a[2] - b[2] for a, b in zip(after, before))
+        out = {"prog_ids": [a[0] for a in after], "runs": runs, "ns_per_run": ns / runs if runs else None,
+               "runs_per_s": runs / wall, "cpu_pct_of_one_core": 100.0 * ns / 1e9 / wall}
+        if rec:
+            out["split"] = perf_split(data, ids, out["ns_per_run"])
+        return out
     finally:
         for fd in fds:
             os.close(fd)
-    ns = sum(a[1] - b[1] for a, b in zip(after, before))
-    runs = sum(a[2] - b[2] for a, b in zip(after, before))
-    out = {"prog_ids": [a[0] for a in after], "runs": runs, "ns_per_run": ns / runs if runs else None,
-           "runs_per_s": runs / wall, "cpu_pct_of_one_core": 100.0 * ns / 1e9 / wall}
-    if rec:
-        try:
-            out["split"] = perf_split(data, ids, out["ns_per_run"])
-        finally:
-            os.unlink(data)
-    return out
+        if rec:   # an error or Ctrl-C meanwhile: the recorder (ours) goes too
+            if rec.poll() is None:
+                rec.kill()
+                rec.wait()
+            if os.path.exists(data):
+                os.unlink(data)
 
 
 # What a sample inside a BPF program was doing, from its stack (leaf first): the first frame
@@ -522,8 +525,9 @@ def verdicts(results):
             goal = TARGETS[r["path"]]
             tcp = [t for t in ("tcp1", "tcp4") if t in r["runs"] and r[t]["ratio"] is not None]
             low = [t for t in tcp if r[t]["ratio"] < goal]
-            out.append(f"{r['path']}: " + (f"keeps >= {goal:.0%} of its pass-through in TCP" if not low else
-                                           f"BELOW {goal:.0%} of its pass-through in {', '.join(low)}"))
+            if tcp:
+                out.append(f"{r['path']}: " + (f"keeps >= {goal:.0%} of its pass-through in TCP" if not low else
+                                               f"BELOW {goal:.0%} of its pass-through in {', '.join(low)}"))
             base = by[r["baseline"]]
             refs = [p for p in base.get("profile_extra", []) if p["label"].startswith("reference")]
             if r.get("profile") and base.get("profile") and refs:
