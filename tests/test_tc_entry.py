@@ -97,7 +97,7 @@ def test_tc_tracks_gso_super_packets_live(make_lab, trackers):
     length: every packet is tracked (none INVALID), the flow counts every byte, and fewer
     packets than MTU-sized segments would need, i.e. it did see super-packets."""
     from live_helpers import PY
-    lab = make_lab("gso")
+    lab = make_lab("to")   # t<letter><tag>: the suite's lab naming (conftest clears leftovers)
     t = trackers(lab, "gso", ["--mode", "tc"])
     size, port = 8 << 20, 7301
     srv = lab.spawn("ns2", [PY, "-c", BULK_SERVER, str(port), str(size)])
