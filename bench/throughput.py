@@ -20,11 +20,14 @@ same hook, conntrack / routed). This machine is shared and noisy, so the paths c
 tc-tracker, say) run one round of all tests each, --repeat times, interleaved; cells are the
 median over rounds (with min-max), ratios the median of the same-round ratios.
 
-Unless --no-profile, a further 3 s TCP run per BPF path measures the program's own cost from
-the kernel's run-time statistics (BPF_ENABLE_STATS, on for that run only: nothing is left
-changed): ns per program run, runs per second, share of one core. For TC it also runs
-passthrough.c's pt_tc_pull (the pass-through plus the tracker's header pull) to tell what
-pulling a GSO super-packet's headers into its linear part costs from the tracker's own work.
+Unless --no-profile, further 3 s TCP runs per BPF program measure the program's own cost from
+the kernel's run-time statistics (BPF_ENABLE_STATS, on for those runs only: nothing is left
+changed): ns per program run, runs per second, share of one core; --profile-rounds rounds,
+interleaved, median reported. Beside the pass-through and the tracker it profiles
+bench/reference_ct.c in the same hook (a minimal conntrack: parse, one lookup, a locked counter
+update; redirecting like the others), which tells what tracking at all costs live from what the
+tracker adds to that; and for TC passthrough.c's pt_tc_pull (the pass-through plus the 256-byte
+header pull ct_tc once did to every packet).
 The tracker comes from kernel/ (CTRACK_KERNEL_DIR overrides, e.g. a clean `git show` copy).
 """
 import argparse
@@ -33,6 +36,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -46,7 +50,9 @@ from ctrack.lab import Lab  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PASSTHROUGH_C = os.path.join(HERE, "passthrough.c")
-TARGET = 0.90
+REFERENCE_C = os.path.join(HERE, "reference_ct.c")
+# issue 13's goals for the tracker against its own hook's pass-through, TCP tests (median ratio)
+TARGETS = {"tc-tracker": 0.97, "xdp-tracker": 0.95}
 
 PATHS = {
     # name: (topology, lab options, what sits in the path, hosts need XDP offloads, baseline)
@@ -72,6 +78,7 @@ EXAMPLES = """examples:
   sudo /usr/bin/python3 bench/throughput.py --repeat 1       # one round: ~2 minutes, noisier
   sudo /usr/bin/python3 bench/throughput.py --paths tc-pass,tc-tracker --seconds 3
   sudo /usr/bin/python3 bench/throughput.py --paths tc-pass,tc-tracker --tests tcp4 --repeat 9
+  sudo /usr/bin/python3 bench/throughput.py --paths xdp-pass,xdp-tracker --tests tcp1 --perf   # where the time goes
   sudo /usr/bin/python3 bench/throughput.py --json > throughput.json
 
 Traffic stays inside the lab's namespaces; every iperf3 run is bounded (-t SECONDS, and a
@@ -114,26 +121,28 @@ def attached_prog_ids(ifaces):
 
 
 class PassThrough:
-    """bench/passthrough.c attached to both tracker interfaces of a wire lab, as TC or XDP."""
+    """bench/passthrough.c attached to both tracker interfaces of a wire lab, as TC or XDP; or,
+    with reference=True, bench/reference_ct.c (the minimal conntrack, redirecting the same way)."""
 
-    def __init__(self, ifaces, mode):
+    def __init__(self, ifaces, mode, reference=False):
         from bcc import BPF
         from pyroute2 import IPRoute
         from ctrack.attach import Attachments
         with IPRoute() as ipr:
             a, b = (ipr.link_lookup(ifname=n)[0] for n in ifaces)
-        self.bpf = BPF(src_file=PASSTHROUGH_C.encode(), cflags=[f"-DPEER_A={a}", f"-DPEER_B={b}"])
+        src, prefix = (REFERENCE_C, "ref_") if reference else (PASSTHROUGH_C, "pt_")
+        self.bpf = BPF(src_file=src.encode(), cflags=[f"-DPEER_A={a}", f"-DPEER_B={b}"])
         self.atts = Attachments()
         self.fd = None
         try:
             if mode == "xdp":
                 # multi-buffer, like `ctrack run --mode xdp`, so both see the same frames
                 from ctrack.bpfsys import load_xdp_with_frags
-                self.fd = load_xdp_with_frags(self.bpf.dump_func("pt_xdp"), "pt_xdp")
+                self.fd = load_xdp_with_frags(self.bpf.dump_func(prefix + "xdp"), prefix + "xdp")
                 for n in ifaces:
                     self.atts.attach_xdp(n, self.fd)
             else:
-                fd = self.bpf.load_func("pt_" + mode, BPF.SCHED_CLS).fd   # pt_tc, pt_tc_pull
+                fd = self.bpf.load_func(prefix + mode, BPF.SCHED_CLS).fd   # pt_tc, pt_tc_pull, ref_tc
                 for n in ifaces:
                     self.atts.attach_tc(n, fd, ("ingress",))
         except BaseException:
@@ -155,10 +164,17 @@ class TrackerRun:
         self.proc = subprocess.Popen(["ctrack", "run", "-1", ifaces[0], "-2", ifaces[1], "--mode", mode,
                                       "--name", name, "-l", "0", "--json", "--duration", "900"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stderr.readline()
-        if "Tracking" not in line:
-            self.proc.kill()
-            raise CtrackError(f"ctrack run did not start: {line.strip() or self.proc.stderr.read().strip()}")
+        # lines before "Tracking" are notices (another tracker's leftovers being removed, ...);
+        # only the end of the output before it is a failure
+        head = []
+        while True:
+            line = self.proc.stderr.readline()
+            if "Tracking" in line:
+                break
+            head.append(line.strip())
+            if not line:
+                self.proc.kill()
+                raise CtrackError(f"ctrack run did not start: {' '.join(h for h in head if h) or 'no output'}")
         self.summary = None
 
     def close(self):
@@ -207,26 +223,86 @@ def median_run(runs):
     return mid
 
 
-def profile(lab, ifaces, seconds=3, test="tcp1"):
+def profile(lab, ifaces, seconds=3, test="tcp1", perf=False):
     """ns per program run and runs per second of the BPF program(s) on the path, during one
-    iperf3 test (BPF_ENABLE_STATS for that run only)."""
+    iperf3 test (BPF_ENABLE_STATS for that run only). perf=True also samples every CPU with
+    perf (cpu-clock, call stacks) meanwhile and splits the program's time by what it was in."""
     from ctrack.observers import enable_stats
     from ctrack.observers.program import prog_stats
-    fds = [prog_fd_by_id(i) for i in attached_prog_ids(ifaces)]
+    ids = attached_prog_ids(ifaces)
+    fds = [prog_fd_by_id(i) for i in ids]
+    rec, data = None, f"/tmp/ctrack-bench-perf-{os.getpid()}.data"
     try:
         with enable_stats():
             before = [prog_stats(fd) for fd in fds]
+            if perf:
+                rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-a", "-g", "-o", data,
+                                        "--", "sleep", str(seconds)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             t0 = time.monotonic()
             iperf(lab, test, seconds)
             wall = time.monotonic() - t0
             after = [prog_stats(fd) for fd in fds]
+            if rec:
+                rec.wait(timeout=30)
+        ns = sum(a[1] - b[1] for a, b in zip(after, before))
+        runs = sum(a[2] - b[2] for a, b in zip(after, before))
+        out = {"prog_ids": [a[0] for a in after], "runs": runs, "ns_per_run": ns / runs if runs else None,
+               "runs_per_s": runs / wall, "cpu_pct_of_one_core": 100.0 * ns / 1e9 / wall}
+        if rec:
+            out["split"] = perf_split(data, ids, out["ns_per_run"])
+        return out
     finally:
         for fd in fds:
             os.close(fd)
-    ns = sum(a[1] - b[1] for a, b in zip(after, before))
-    runs = sum(a[2] - b[2] for a, b in zip(after, before))
-    return {"prog_ids": [a[0] for a in after], "runs": runs, "ns_per_run": ns / runs if runs else None,
-            "runs_per_s": runs / wall, "cpu_pct_of_one_core": 100.0 * ns / 1e9 / wall}
+        if rec:   # an error or Ctrl-C meanwhile: the recorder (ours) goes too
+            if rec.poll() is None:
+                rec.kill()
+                rec.wait()
+            if os.path.exists(data):
+                os.unlink(data)
+
+
+# What a sample inside a BPF program was doing, from its stack (leaf first): the first frame
+# that names one of these. cpu-clock samples cannot interrupt a section run with interrupts off,
+# so the time inside a bpf_spin_lock'ed section is counted where the unlock restores them.
+SPLIT = (("flow lock and the section it holds", ("bpf_spin_lock", "bpf_spin_unlock",
+                                                   "__bpf_spin_lock_irqsave", "__bpf_spin_unlock_irqrestore")),
+         ("hash lookup", ("htab_map_hash", "lookup_nulls_elem_raw", "__htab_map_lookup_elem", "memcmp")),
+         ("clock", ("bpf_ktime_get_coarse_ns", "bpf_ktime_get_ns", "ktime_get_coarse_ts64")),
+         ("header pull", ("bpf_skb_pull_data", "__pskb_pull_tail", "pskb_expand_head")),
+         ("redirect", ("bpf_redirect", "bpf_xdp_redirect")),
+         ("multi-buffer length", ("bpf_xdp_get_buff_len",)))
+
+
+def perf_split(data, prog_ids, ns_per_run):
+    """{what: [share of the programs' samples, ns per run]} from a `perf record -g` file: samples
+    whose stack holds one of the programs (by tag, as kallsyms names JIT images), classified by
+    SPLIT; the program's own instructions and anything else are their own rows."""
+    tags = set()
+    for i in prog_ids:
+        res = subprocess.run(["bpftool", "-j", "prog", "show", "id", str(i)], capture_output=True, text=True)
+        tags.add(json.loads(res.stdout)["tag"])
+    res = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym"], capture_output=True, text=True, timeout=120)
+    counts, total = {}, 0
+    for block in res.stdout.split("\n\n"):
+        frames = [ln.split()[1] for ln in block.splitlines() if len(ln.split()) >= 2]   # "address symbol"
+        hit = [k for k, f in enumerate(frames) if f.startswith("bpf_prog_") and f.split("_")[2] in tags]
+        if not hit:
+            continue
+        total += 1
+        what = "the program's own instructions"
+        for f in frames[:hit[0]]:
+            found = [name for name, syms in SPLIT if f in syms]
+            if found:
+                what = found[0]
+                break
+        else:
+            if hit[0]:
+                what = f"other: {frames[0]}"
+        counts[what] = counts.get(what, 0) + 1
+    return {w: [round(n / total, 3), round(n / total * (ns_per_run or 0))]
+            for w, n in sorted(counts.items(), key=lambda x: -x[1])} if total else {}
 
 
 # ---- the paths, measured in interleaved rounds -------------------------------------------------
@@ -276,6 +352,8 @@ class Group:
         thing = None
         if what and what.startswith("pass-"):
             thing = PassThrough(lab.tracker_ifaces, what[5:])
+        elif what and what.startswith("ref-"):
+            thing = PassThrough(lab.tracker_ifaces, what[4:], reference=True)
         elif what and what.startswith("tracker-"):
             thing = TrackerRun(lab.tracker_ifaces, what[8:], f"bench-{lab.name}")
         lab.flush_neighbours()
@@ -290,7 +368,16 @@ class Group:
             lab.down()
 
 
-def measure_group(key, paths, seconds, repeat, want_profile, log, tests=TESTS, profile_test="tcp1"):
+def median_profile(profs):
+    """The profile round with the median ns per run, with every round's figure beside it."""
+    ordered = sorted(profs, key=lambda x: x["ns_per_run"] or 0)
+    mid = dict(ordered[len(ordered) // 2])
+    mid["ns_per_run_all"] = [round(x["ns_per_run"] or 0) for x in profs]
+    return mid
+
+
+def measure_group(key, paths, seconds, repeat, want_profile, log, tests=TESTS, profile_test="tcp1",
+                  profile_rounds=1, want_perf=False):
     g = Group(key, paths, log)
     results = {p: {"path": p, "label": LABELS[p], "runs": {t: [] for t in tests},
                    "hosts": "tx off gro on" if PATHS[p][3] else "default offloads"} for p in paths}
@@ -310,19 +397,34 @@ def measure_group(key, paths, seconds, repeat, want_profile, log, tests=TESTS, p
                         if isinstance(thing, TrackerRun):
                             results[p].setdefault("tracker_summaries", []).append(_summary(thing.summary))
         if want_profile:
-            extra = [("tc-pass", "pass-tc_pull", "TC pass-through + the tracker's header pull")] \
-                if key == "tc" and "tc-pass" in paths else []
-            for p, what, label in [(p, None, None) for p in paths if PATHS[p][2]] + extra:
-                thing = g.attach(p, what)
-                try:
-                    prof = profile(g.labs[p], g.labs[p].tracker_ifaces, test=profile_test)
-                finally:
-                    thing.close()
+            # the minimal conntrack in the same hook (what tracking at all costs live), and, for
+            # TC, the pass-through plus the 256-byte pull ct_tc once did to every packet
+            extra = []
+            if key == "tc" and "tc-pass" in paths:
+                extra = [("tc-pass", "ref-tc", "reference conntrack (bench/reference_ct.c), TC"),
+                         ("tc-pass", "pass-tc_pull", "TC pass-through + a 256-byte header pull")]
+            elif key == "xdp" and "xdp-pass" in paths:
+                extra = [("xdp-pass", "ref-xdp", "reference conntrack (bench/reference_ct.c), XDP*")]
+            # rounds interleaved like the throughput tests; each figure is the median round
+            progs = [(p, None, None) for p in paths if PATHS[p][2]] + extra
+            profs = {i: [] for i in range(len(progs))}
+            for rnd in range(profile_rounds):
+                for i, (p, what, label) in enumerate(progs):
+                    thing = g.attach(p, what)
+                    try:
+                        prof = profile(g.labs[p], g.labs[p].tracker_ifaces, test=profile_test,
+                                       perf=want_perf)
+                    finally:
+                        thing.close()
+                    profs[i].append(prof)
+                    log(f"  profile {rnd + 1}/{profile_rounds} {label or p}: {prof['ns_per_run']:.0f} ns/run, "
+                        f"{prof['runs_per_s']:,.0f} runs/s")
+            for i, (p, what, label) in enumerate(progs):
+                prof = median_profile(profs[i])
                 if what is None:
                     results[p]["profile"] = prof
                 else:
                     results[p].setdefault("profile_extra", []).append(dict(prof, label=label))
-                log(f"  profile {label or p}: {prof['ns_per_run']:.0f} ns/run, {prof['runs_per_s']:,.0f} runs/s")
     finally:
         g.close()
     for r in results.values():
@@ -382,14 +484,25 @@ def table(results, seconds, repeat):
         else:
             ratio = "baseline"
         lines.append(f"| {r['label']} | {r['hosts']} | " + " | ".join(cells) + f" | {ratio} |")
-    prof = [(r["label"], r["profile"]) for r in results if r.get("profile")]
-    prof += [(p["label"], p) for r in results for p in r.get("profile_extra", [])]
+    prof = []
+    for r in results:
+        if r.get("profile"):
+            prof.append((r["label"], r["profile"]))
+        prof += [(p["label"], p) for p in r.get("profile_extra", [])]
     if prof:
         lines += ["", "| program (during the profile run) | ns per run | runs/s | CPU, % of one core |",
                   "|---|---:|---:|---:|"]
         for label, p in prof:
-            lines.append(f"| {label} | {p['ns_per_run']:.0f} | {p['runs_per_s']:,.0f} | "
+            rounds = p.get("ns_per_run_all", [])
+            spread = f" ({min(rounds)}-{max(rounds)})" if len(rounds) > 1 else ""
+            lines.append(f"| {label} | {p['ns_per_run']:.0f}{spread} | {p['runs_per_s']:,.0f} | "
                          f"{p['cpu_pct_of_one_core']:.1f} |")
+    split = [(label, p["split"]) for label, p in prof if p.get("split")]
+    if split:
+        lines += ["", "| program (perf, the median profile run) | where its time went: share (ns per run) |",
+                  "|---|---|"]
+        for label, sp in split:
+            lines.append(f"| {label} | " + "; ".join(f"{w} {v[0]:.0%} ({v[1]})" for w, v in sp.items()) + " |")
     return "\n".join(lines)
 
 
@@ -403,12 +516,25 @@ def _cell(test, scale=1, digits=2):
 
 
 def verdicts(results):
+    """One line per tracker path: its TCP ratios against the goal, and from the profile, what
+    it adds per run to its hook's pass-through beside what the reference conntrack adds."""
     out = []
+    by = {r["path"]: r for r in results}
     for r in results:
-        if r["path"].endswith("-tracker") and "baseline" in r:
-            low = [t for t in r["runs"] if r[t]["ratio"] is not None and r[t]["ratio"] < TARGET]
-            out.append(f"{r['path']}: " + ("keeps >= 90% of its pass-through in every test" if not low else
-                                           f"BELOW 90% of its pass-through in {', '.join(low)}"))
+        if r["path"] in TARGETS and "baseline" in r:
+            goal = TARGETS[r["path"]]
+            tcp = [t for t in ("tcp1", "tcp4") if t in r["runs"] and r[t]["ratio"] is not None]
+            low = [t for t in tcp if r[t]["ratio"] < goal]
+            if tcp:
+                out.append(f"{r['path']}: " + (f"keeps >= {goal:.0%} of its pass-through in TCP" if not low else
+                                               f"BELOW {goal:.0%} of its pass-through in {', '.join(low)}"))
+            base = by[r["baseline"]]
+            refs = [p for p in base.get("profile_extra", []) if p["label"].startswith("reference")]
+            if r.get("profile") and base.get("profile") and refs:
+                pt = base["profile"]["ns_per_run"]
+                added, ref_added = r["profile"]["ns_per_run"] - pt, refs[0]["ns_per_run"] - pt
+                out.append(f"{r['path']}: adds {added:.0f} ns per run to the pass-through; the reference "
+                           f"conntrack adds {ref_added:.0f}" + (f" ({added / ref_added:.2f}x)" if ref_added > 0 else ""))
     return out
 
 
@@ -424,6 +550,11 @@ def main(argv=None):
     ap.add_argument("--no-profile", action="store_true", help="skip the BPF run-time statistics run")
     ap.add_argument("--profile-test", choices=TESTS, default="tcp1",
                     help="the iperf3 test the profile run uses (default tcp1, 3 s)")
+    ap.add_argument("--profile-rounds", type=int, default=3,
+                    help="interleaved rounds of the profile runs; the median is reported (default 3)")
+    ap.add_argument("--perf", action="store_true",
+                    help="during the profile runs, sample with perf and split each program's time: its own "
+                         "instructions, the flow lock's section, the hash lookup, the clock, helpers")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON document")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     args = ap.parse_args(argv)
@@ -434,8 +565,13 @@ def main(argv=None):
     tests = [t for t in TESTS if t in args.tests.split(",")]
     if not tests or set(args.tests.split(",")) - set(TESTS):
         ap.error(f"--tests takes a comma-separated list from {', '.join(TESTS)}")
-    if not 1 <= args.seconds <= 60 or not 1 <= args.repeat <= 20:
-        ap.error("--seconds must be 1-60 and --repeat 1-20")
+    if not 1 <= args.seconds <= 60 or not 1 <= args.repeat <= 20 or not 1 <= args.profile_rounds <= 20:
+        ap.error("--seconds must be 1-60, --repeat and --profile-rounds 1-20")
+    if args.perf and args.no_profile:
+        ap.error("--perf samples the profile runs: it cannot go with --no-profile")
+    if args.perf and not shutil.which("perf"):
+        print("throughput.py: --perf needs perf(1) (apt-get install linux-perf)", file=sys.stderr)
+        return 1
     if os.geteuid() != 0:
         print("throughput.py: must run as root (namespaces, BPF)", file=sys.stderr)
         return 1
@@ -451,7 +587,7 @@ def main(argv=None):
             if chosen:
                 log(f"{key}: {', '.join(chosen)}, {args.repeat} round(s) of {', '.join(tests)}, -t {args.seconds}")
                 results += measure_group(key, chosen, args.seconds, args.repeat, not args.no_profile, log,
-                                         tests, args.profile_test)
+                                         tests, args.profile_test, args.profile_rounds, args.perf)
     except CtrackError as exc:
         print(f"throughput.py: {exc}", file=sys.stderr)
         return 1
