@@ -36,6 +36,8 @@ class TrackerConfig:
     replay: bool = False
     events: bool = True
     xdp_frags: bool = False
+    rtt: bool = True        # passive RTT (ctrack.rtt); off: -DCT_NO_RTT, nothing of it runs
+    synopts: bool = True    # the SYNs' options summary (ctrack.tcpopts); off: -DCT_NO_SYNOPTS
 
     def cflags(self):
         d = defs()
@@ -63,6 +65,10 @@ class TrackerConfig:
             flags.append("-DCT_NO_EVENTS")
         if self.xdp_frags:
             flags.append("-DCT_XDP_FRAGS")
+        if not self.rtt:
+            flags.append("-DCT_NO_RTT")
+        if not self.synopts:
+            flags.append("-DCT_NO_SYNOPTS")
         return flags
 
     def effective_timeouts(self):
