@@ -121,9 +121,6 @@ struct ct_pkt {
 	__u8 icmp_code;   /* side and seq above are then those of the packet it quotes */
 	__u8 icmp_error;  /* the packet is an ICMP error (whatever its class) */
 	__u8 synopts_dir; /* its SYN options became direction synopts_dir - 1's (the counters) */
-	/* for the end events (here, not in struct ct_result: the stack is full) */
-	struct ct_rtt_summary rtt_sum;       /* the flow's RTT when the packet closed it */
-	struct ct_rtt_summary prev_rtt_sum;  /* the previous flow's, when it ended (prev_closed) */
 #ifndef CT_NO_SYNOPTS
 	struct ct_synopts synopts;   /* the SYN's options (SYN walk) */
 #endif
@@ -151,10 +148,20 @@ struct ct_pkt {
  * machine is verified once, not once per path. The new entry is built here too (too big for the
  * 512-byte stack); plain bytes, since a per-CPU map may not hold a bpf_spin_lock. */
 struct ct_scratch {
-	struct ct_pkt pkt;
+	struct ct_pkt pkt;   /* first: ct_scratch_of() */
+	/* RTTs for the end events, written just before they are sent (here, not in struct
+	 * ct_result: the stack is full; not in ct_pkt: cleared for every packet) */
+	struct ct_rtt_summary rtt_sum;       /* the flow's when the packet closed it */
+	struct ct_rtt_summary prev_rtt_sum;  /* the previous flow's, when it ended (prev_closed) */
 	__u8 entry[sizeof(struct ct_entry)];
 };
 BPF_PERCPU_ARRAY(scratch, struct ct_scratch, 1);
+
+/* The scratch area a parsed packet lives in (p is always &scratch->pkt, its first member). */
+static __always_inline struct ct_scratch *ct_scratch_of(struct ct_pkt *p)
+{
+	return (struct ct_scratch *)p;
+}
 
 #define TH_FIN 0x01
 #define TH_SYN 0x02
@@ -866,8 +873,8 @@ static __always_inline void ct_rtt_sample(struct ct_entry *e, struct ct_pkt *p, 
 {
 	struct ct_rtt *half = &e->rtt[d & 1], *other = &e->rtt[(d ^ 1) & 1];
 	__u64 now = p->rtt_now;
-	if (now < t0 || now - t0 > (__u64)CT_RTT_MAX_US * 1000)
-		return;
+	if (!now || now < t0 || now - t0 > (__u64)CT_RTT_MAX_US * 1000)
+		return;   /* no clock read (see ct_rtt_arm), a clock gone backwards, a stale match */
 	__u32 m = (now - t0) / 1000;
 	if (handshake) {
 		half->hs_us = m;
@@ -891,6 +898,8 @@ static __always_inline void ct_rtt_sample(struct ct_entry *e, struct ct_pkt *p, 
 
 static __always_inline void ct_rtt_arm(struct ct_rtt *me, __u8 mode, __u32 ref, __u64 now)
 {
+	if (!now)
+		return;   /* no clock read: ct_rtt_wants_clock saw nothing to time (or lost a race) */
 	me->mode = mode;
 	me->ref = ref;
 	me->t_ns = now;
@@ -958,11 +967,37 @@ static __always_inline void ct_rtt_update(struct ct_entry *e, struct ct_pkt *p, 
 		}
 	}
 }
+
+/* Would ct_rtt_update time anything in this segment (arm or sample)? Read without the lock, to
+ * spare most segments the fine clock: a bulk transfer's segments repeat their TSval for a
+ * millisecond and echo nothing awaited. Racing another CPU only loses a sample (no clock: the
+ * update does nothing). */
+static __always_inline int ct_rtt_wants_clock(struct ct_entry *e, struct ct_pkt *p)
+{
+	__u32 d = (p->side == e->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY;
+	struct ct_rtt *me = &e->rtt[d & 1], *peer = &e->rtt[(d ^ 1) & 1];
+	__u8 f = p->tcp_flags;
+	if (f & (TH_SYN | TH_RST))
+		return f & TH_SYN;
+	if (peer->mode != CT_RTT_NONE && (f & TH_ACK)) {
+		if (peer->mode == CT_RTT_TS ? (p->has_ts && p->tsecr == peer->ref)
+					    : !seq_before(p->ack, peer->ref))
+			return 1;
+	}
+	if (me->mode != CT_RTT_NONE)
+		return 0;
+	if (p->has_ts)
+		return !(me->flags & CT_RTT_F_TSVAL) || p->tsval != me->ts_max;
+	/* without timestamps: new data only (a retransmission is not timed) */
+	__u32 len = p->datalen + ((f & TH_FIN) ? 1 : 0);
+	return len && seq_after(p->seq + len, e->dir[d & 1].td_end);
+}
 #endif
 
 /* The flow's RTT for its end event: the two halves' sums. */
 static __always_inline void ct_rtt_summarise(struct ct_entry *e, struct ct_rtt_summary *s)
 {
+	__builtin_memset(s, 0, sizeof(*s));
 #ifndef CT_NO_RTT
 	struct ct_rtt *a = &e->rtt[0], *b = &e->rtt[1];
 	s->samples = a->samples + b->samples;
@@ -1454,7 +1489,7 @@ static __always_inline void ct_emit(__u8 type, struct ct_key *key, struct ct_res
 		__u32 z = 0;
 		struct ct_scratch *sc = scratch.lookup(&z);   /* the packet's, set under the lock */
 		if (sc)
-			ev->rtt = prev ? sc->pkt.prev_rtt_sum : sc->pkt.rtt_sum;
+			ev->rtt = prev ? sc->prev_rtt_sum : sc->rtt_sum;
 	}
 	events.ringbuf_submit(ev, 0);
 #endif
@@ -1554,7 +1589,7 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 		r->orig_state = e->dir[0].state;
 		r->reply_state = e->dir[1].state;
 		r->orig_side = e->orig_side;
-		ct_rtt_summarise(e, &p->prev_rtt_sum);
+		ct_rtt_summarise(e, &ct_scratch_of(p)->prev_rtt_sum);
 		if (e->close_reason == CT_CLOSE_NONE)
 			e->close_reason = CT_CLOSE_TIMEOUT;
 		if (!ct_can_open(p)) {
@@ -1583,7 +1618,7 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 			__u32 prev_isn = e->dir[d & 1].isn, prev_end = e->dir[d & 1].td_end;
 #endif
 			if (p->tcp_flags & TH_SYN)   /* it may end the flow and open another */
-				ct_rtt_summarise(e, &p->prev_rtt_sum);
+				ct_rtt_summarise(e, &ct_scratch_of(p)->prev_rtt_sum);
 			ct_tcp_existing(e, p, d, now, r);
 #ifndef CT_NO_RTT
 			if (r->klass != CT_CLASS_INVALID && !r->created)
@@ -1625,7 +1660,7 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 				r->closed = 1;
 			}
 			if (r->closed)
-				ct_rtt_summarise(e, &p->rtt_sum);
+				ct_rtt_summarise(e, &ct_scratch_of(p)->rtt_sum);
 			r->close_reason = e->close_reason;
 		}
 		if (ct_closing_state(e->state) && !(e->flags & CT_F_EVICT_QUEUED)) {
@@ -1759,10 +1794,7 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 	}
 	*key_out = p->key;
 	__u64 now = ct_now();   /* only tracked packets need the clock */
-#ifndef CT_NO_RTT
-	if (p->key.proto == IPPROTO_TCP)
-		p->rtt_now = ct_now_fine();   /* before the lock: no helper calls under it */
-#endif
+
 #ifdef CT_REPLAY
 	struct ct_trace *t = trace.lookup(&z);
 	if (t) {
@@ -1785,6 +1817,10 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 			return r->klass;
 		}
 		struct ct_entry *ne = (struct ct_entry *)sc->entry;
+#ifndef CT_NO_RTT
+		if (p->key.proto == IPPROTO_TCP)
+			p->rtt_now = ct_now_fine();   /* the opening segment is timed */
+#endif
 		ct_entry_build(ne, p, now);
 
 		/* Insert only if absent: another CPU may have created the flow since our lookup. */
@@ -1820,6 +1856,11 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 			return r->klass;
 		}
 	}
+#ifndef CT_NO_RTT
+	/* the fine clock, before the lock (no helper calls under it), when there is anything to time */
+	if (p->key.proto == IPPROTO_TCP && (p->rtt_now || ct_rtt_wants_clock(e, p)))
+		p->rtt_now = ct_now_fine();
+#endif
 	ct_update(e, p, now, r);
 	if (r->reopened && flows.lookup(&p->key) != e) {
 		/* The collector removed the expired entry between our lookup and our lock, or just
