@@ -21,7 +21,10 @@ timeouts (seconds; names as in kernel/ctrack.h): SYN_SENT SYN_RECV ESTABLISHED F
 
 output: one line a packet: index, seconds since the first packet, the packet as the tracker
 parsed it, verdict (pass/drop), class (NEW/ESTABLISHED/RELATED/INVALID/UNTRACKED) and reason, and the
-flow's overall state with the opener's/responder's endpoint states. Then the flow table.
+flow's overall state with the opener's/responder's endpoint states. Then the flow table, TCP
+flows with their passive RTT (rtt= smoothed, min=, hs= handshake, n= samples: sums of the halves
+tracker->responder->tracker and tracker->opener->tracker, on the capture's clock) and the options
+each side's SYN offered (opts=opener/responder).
 --json prints {"packets": [...], "flows": [...]} (see README: "ctrack replay --json").
 """
 
@@ -40,6 +43,9 @@ def add_parser(sub):
     p.add_argument("--timeout", action="append", metavar="STATE=SECONDS", default=[],
                    help="override one per-state timeout (repeatable)")
     p.add_argument("--table-size", type=int, metavar="N", help="flow table capacity (default 65536)")
+    p.add_argument("--no-rtt", action="store_true", help="build the tracker without passive RTT")
+    p.add_argument("--no-syn-options", action="store_true",
+                   help="build the tracker without the SYNs' TCP options summary")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=run)
 
@@ -47,7 +53,7 @@ def add_parser(sub):
 def run(args):
     cfg = TrackerConfig(policy=args.policy, pickup=args.pickup,
                         timeouts=parse_timeouts(args.timeout), table_size=args.table_size,
-                        replay=True)
+                        replay=True, rtt=not args.no_rtt, synopts=not args.no_syn_options)
     frames = read_capture(args.file, warn=lambda msg: print(f"ctrack: warning: {msg}",
                                                             file=sys.stderr))
     first = next(frames, None)   # reads the header now: a bad file fails before compiling
