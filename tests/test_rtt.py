@@ -196,3 +196,17 @@ def test_no_rtt_build_measures_nothing_and_judges_the_same(replayer):
             assert rtt["samples"] == 0 and rtt["handshake_us"] is None
             assert sum(v for k, v in rp.tracker.stats().items() if k.startswith("rtt_hist.")) == 0
     assert verdicts[True] == verdicts[False]
+
+
+def test_tc_entry_and_ipv6(replayer):
+    """The TC entry point reads the timestamps through the same parser; IPv6 alike."""
+    from wire import C6, S6
+    rp = replayer(entry="ct_tc")
+    conv = TcpConv(rp, client=C6, server=S6)
+    conv.c("S", options=syn_ts(100), wait=0)
+    conv.s("SA", options=syn_ts(900, 100), wait=0.0021)
+    conv.c("A", options=ts(101, 900), wait=0.0013)
+    conv.s("PA", b"r" * 20, options=ts(901, 101), wait=0.0040)
+    rtt = conv.flow()["rtt"]
+    assert (rtt["reply"]["handshake_us"], rtt["orig"]["handshake_us"]) == (2100, 1300)
+    assert rtt["reply"]["last_us"] == 4000 and rtt["reply"]["samples"] == 2
