@@ -158,7 +158,7 @@ def rtt_metrics(st):
         acc += c
         hi = bucket_range_us(b)[1]
         # a log2 bucket holds whole µs up to 2^b - 1: that is its inclusive upper bound
-        buckets.append(("+Inf" if hi is None else f"{hi / 1e6:g}", acc))
+        buckets.append(("+Inf" if hi is None else f"{hi / 1e6:.6f}", acc))   # whole µs: exact
     yield HistogramMetricFamily("ctrack_tcp_rtt_seconds",
                                 "End-to-end TCP RTT samples measured passively by the tracker.",
                                 buckets=buckets, sum_value=st.get("rtt_sum_us", 0) / 1e6)

@@ -210,3 +210,34 @@ def test_tc_entry_and_ipv6(replayer):
     rtt = conv.flow()["rtt"]
     assert (rtt["reply"]["handshake_us"], rtt["orig"]["handshake_us"]) == (2100, 1300)
     assert rtt["reply"]["last_us"] == 4000 and rtt["reply"]["samples"] == 2
+
+
+def test_histogram_as_prometheus_and_top_show_it(rp):
+    """The per-tracker histogram, as the metrics export it (a Prometheus histogram, no flow
+    label) and as ctrack-top's header line sums it up."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from ctrack.metrics import rtt_metrics
+    from ctrack.topview import rtt_options_line
+    for i, (a, b) in enumerate(((0.003, 0.002), (0.030, 0.020))):   # 5000 us, 50000 us
+        conv = TcpConv(rp, client=("10.1.0.1", 42000 + i))
+        conv.c("S", options=NO_TS, wait=0)
+        conv.s("SA", options=NO_TS, wait=a)
+        conv.c("A", wait=b)
+    st = rp.tracker.stats()
+
+    class One:
+        def collect(self):
+            return rtt_metrics(st)
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(One())
+    text = generate_latest(reg).decode()
+    assert 'ctrack_tcp_rtt_seconds_bucket{le="0.004095"} 0.0' in text
+    assert 'ctrack_tcp_rtt_seconds_bucket{le="0.008191"} 1.0' in text      # 5000 us
+    assert 'ctrack_tcp_rtt_seconds_bucket{le="0.032767"} 1.0' in text
+    assert 'ctrack_tcp_rtt_seconds_bucket{le="0.065535"} 2.0' in text      # 50000 us
+    assert "ctrack_tcp_rtt_seconds_count 2.0" in text and "ctrack_tcp_rtt_seconds_sum 0.055" in text
+    assert 'ctrack_tcp_option_flows_total{option="mss",side="orig"} 2.0' in text
+    line = rtt_options_line(st).plain
+    assert "samples 2" in line and "p50 <8.19ms" in line and "p99 <65.5ms" in line
+    assert "mss 2/2" in line and "sack_perm 2/2" in line
