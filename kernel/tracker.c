@@ -187,16 +187,6 @@ static __always_inline int ct_endpoint_after(union ct_addr *a, __u16 pa, union c
 	return pa > pb;
 }
 
-/* SYN options: MSS, window scale, SACK-permitted, timestamps. Unknown and experimental kinds
- * (RFC 6994's 253/254, TFO cookies, MPTCP, ...) are skipped by their length; a length that runs
- * past the header is malformed. Known options of a wrong length are ignored, as Linux does.
- *
- * The option block (at most 40 bytes) is copied to the stack and walked there. The walk's
- * position lives in p, i.e. in map memory, which the verifier does not track: every iteration
- * then reaches the loop head in the same verifier state and the walk is verified about once,
- * where a position kept in a register makes it follow every combination of option lengths (a
- * 40-step walk then exceeds the verifier's budget). 40 steps cover any option block, one-byte
- * NOPs included. (bpf_loop would do too, but BCC 0.26 cannot relocate its callback.) */
 /* The summary of one option in a SYN (struct ct_synopts): its kind by number and by ctrack's
  * name, an RFC 6994 ExID, MPTCP's subtype. i is the option's offset in buf, len its length. */
 static __always_inline void ct_synopt_note(struct ct_pkt *p, __u8 *buf, __u32 i, __u8 kind, __u8 len)
@@ -247,6 +237,17 @@ static __always_inline void ct_synopt_note(struct ct_pkt *p, __u8 *buf, __u32 i,
 #endif
 }
 
+/* SYN options: MSS, window scale, SACK-permitted, timestamps. Unknown and experimental kinds
+ * (RFC 6994's 253/254, TFO cookies, MPTCP, ...) are noted in the summary (ct_synopt_note) and
+ * skipped by their length; a length that runs
+ * past the header is malformed. Known options of a wrong length are ignored, as Linux does.
+ *
+ * The option block (at most 40 bytes) is copied to the stack and walked there. The walk's
+ * position lives in p, i.e. in map memory, which the verifier does not track: every iteration
+ * then reaches the loop head in the same verifier state and the walk is verified about once,
+ * where a position kept in a register makes it follow every combination of option lengths (a
+ * 40-step walk then exceeds the verifier's budget). 40 steps cover any option block, one-byte
+ * NOPs included. (bpf_loop would do too, but BCC 0.26 cannot relocate its callback.) */
 static __always_inline int ct_parse_syn_options(void *opt, void *data_end, __u32 optlen,
 						 struct ct_pkt *p)
 {
