@@ -855,12 +855,14 @@ static __always_inline void ct_flow_reset(struct ct_entry *e, __u8 orig_side, __
 
 /* ---- SYN options summary and passive RTT ------------------------------------------------------- */
 /* A SYN's options become direction d's (every place a SYN initialises a direction calls this;
- * the per-tracker counters follow after the lock, from p->synopts_dir). */
-static __always_inline void ct_synopts_take(struct ct_entry *e, struct ct_pkt *p, __u32 d)
+ * the per-tracker counters follow after the lock, from p->synopts_dir, when `count`: not for an
+ * opener's SYN with a new ISN, the same flow's). */
+static __always_inline void ct_synopts_take(struct ct_entry *e, struct ct_pkt *p, __u32 d, int count)
 {
 #ifndef CT_NO_SYNOPTS
 	e->synopts[d & 1] = p->synopts;
-	p->synopts_dir = (d & 1) + 1;
+	if (count)
+		p->synopts_dir = (d & 1) + 1;
 #endif
 }
 
@@ -1027,7 +1029,7 @@ static __always_inline void ct_flow_init(struct ct_entry *e, struct ct_pkt *p, _
 	struct ct_dir *o = &e->dir[CT_DIR_ORIG];
 	if (p->tcp_flags & TH_SYN) {
 		ct_dir_init_syn(o, p);
-		ct_synopts_take(e, p, CT_DIR_ORIG);
+		ct_synopts_take(e, p, CT_DIR_ORIG, 1);
 		o->state = CT_TCP_SYN_SENT;
 		e->dir[CT_DIR_REPLY].state = CT_TCP_SYN_RECV;   /* assumes the SYN is delivered */
 		e->state = CT_STATE_SYN_SENT;
@@ -1354,7 +1356,7 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 			/* Retransmitted SYN; a different ISN means the opener started over. */
 			if (p->seq != snd->isn) {
 				ct_dir_init_syn(snd, p);
-				ct_synopts_take(e, p, d);
+				ct_synopts_take(e, p, d, 0);
 				snd->state = CT_TCP_SYN_SENT;
 			}
 			return;
@@ -1362,7 +1364,7 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 		if (st == CT_STATE_SYN_SENT && d == CT_DIR_REPLY) {
 			/* Simultaneous open: the responder's own SYN. */
 			ct_dir_init_syn(snd, p);
-			ct_synopts_take(e, p, d);
+			ct_synopts_take(e, p, d, 1);
 			if (!((snd->flags & rcv->flags) & CT_DF_WSCALE))
 				snd->wscale = rcv->wscale = 0;
 			ct_tcp_endpoints(e, p, d);
@@ -1404,7 +1406,7 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 				return;
 			}
 			ct_dir_init_syn(snd, p);
-			ct_synopts_take(e, p, d);
+			ct_synopts_take(e, p, d, 1);
 			if (!((snd->flags & rcv->flags) & CT_DF_WSCALE))
 				snd->wscale = rcv->wscale = 0;
 		} else if (st == CT_STATE_SYN_SENT2) {

@@ -73,3 +73,15 @@ def test_no_synopts_build(replayer):
     assert r.klass == "ESTABLISHED"
     assert conv.flow()["tcp_options"] == {"orig": None, "reply": None}
     assert not any(v for k, v in rp.tracker.stats().items() if k.startswith("opt_"))
+
+
+def test_a_new_isn_is_the_same_flow(rp):
+    """An opener that starts over with a new ISN (SYN_SENT, a SYN with another sequence number)
+    replaces its options but is counted once."""
+    conv = TcpConv(rp)
+    conv.c("S", options=[("MSS", 1400)])
+    conv.c("S", seq=conv.cli.isn + 77777, options=[("MSS", 1300), EXP_4E58])
+    assert conv.flow()["tcp_options"]["orig"]["mss"] == 1300
+    assert conv.flow()["tcp_options"]["orig"]["exids"] == ["0x4e58"]
+    st = rp.tracker.stats()
+    assert st["opt_orig.mss"] == 1 and st["opt_orig.exp"] == 0
