@@ -9,7 +9,8 @@ import sys
 from . import cmd_flush, pins
 from .flowfilter import FlowFilter
 from .flows import flow_object
-from .flowview import Names, conntrack_line, duration, endpoint_text, orig, size
+from .flowview import Names, conntrack_line, duration, endpoint_text, orig, row_srtt_us, size
+from .rtt import us_text
 from .tracker import kernel_now_ns
 from .text import plural
 
@@ -25,6 +26,8 @@ EXAMPLES = """examples:
 
 Expired entries the collector has not removed yet count as absent (as in the tracker); --all
 shows them too. Times: AGE since the first packet, IDLE since the last, TTL until expiry.
+SRTT: the TCP flow's smoothed round-trip time measured passively at the tracker (the sum of its
+two halves, '-' until each has a sample); --json has the details and the SYNs' TCP options.
 """
 
 SORTS = ("age", "idle", "ttl", "bytes", "packets", "state")
@@ -75,7 +78,7 @@ def sort_rows(rows, L, how, now):
 
 def table_lines(rows, L, now):
     names = Names()
-    head = ("PROTO", "STATE", "ORIGINAL", "ENDPOINTS", "AGE", "IDLE", "TTL", "PKTS", "BYTES")
+    head = ("PROTO", "STATE", "ORIGINAL", "ENDPOINTS", "AGE", "IDLE", "TTL", "PKTS", "BYTES", "SRTT")
     out = []
     for r in rows:
         src, sport, dst, dport = orig(r, L)
@@ -86,7 +89,8 @@ def table_lines(rows, L, now):
                     duration(now - r[L.FIRST]), duration(now - r[L.LAST]),
                     duration(r[L.EXPIRES] - now) if r[L.EXPIRES] > now else "expired",
                     f"{r[L.PKTS0]}/{r[L.PKTS1]}",
-                    f"{size(r[L.BYTES0])}/{size(r[L.BYTES1])}"))
+                    f"{size(r[L.BYTES0])}/{size(r[L.BYTES1])}",
+                    us_text(row_srtt_us(r, L))))
     widths = [max([len(h)] + [len(x[i]) for x in out]) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return [fmt.format(*head).rstrip()] + [fmt.format(*x).rstrip() for x in out]

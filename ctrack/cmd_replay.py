@@ -24,7 +24,10 @@ TIME (seconds since the first packet), VERDICT (pass/drop), CLASS (NEW, ESTABLIS
 INVALID, UNTRACKED), REASON (why INVALID), STATE (the flow's overall state after the packet),
 ENDPOINTS (opener's/responder's TCP states), then the packet as the tracker parsed it, tcpdump
 style (`len=` the TCP or UDP payload); what it does not track is named by IP protocol or
-EtherType (arp, igmp, lldp, ...). "-": nothing to say. Then the flow table.
+EtherType (arp, igmp, lldp, ...). "-": nothing to say. Then the flow table, TCP flows with
+their passive RTT (rtt= smoothed, min=, hs= handshake, n= samples: sums of the halves
+tracker->responder->tracker and tracker->opener->tracker, on the capture's clock) and the
+options each side's SYN offered (opts=opener/responder).
 --json prints {"packets": [...], "flows": [...]}; each packet object has index, time, ts_ns,
 class, verdict, reason, flow, proto, family, src, sport, dst, dport, tcp_flags, payload_len,
 icmp, quoted (see README: "ctrack replay --json").
@@ -45,6 +48,9 @@ def add_parser(sub):
     p.add_argument("--timeout", action="append", metavar="STATE=SECONDS", default=[],
                    help="override one per-state timeout (repeatable)")
     p.add_argument("--table-size", type=int, metavar="N", help="flow table capacity (default 65536)")
+    p.add_argument("--no-rtt", action="store_true", help="build the tracker without passive RTT")
+    p.add_argument("--no-syn-options", action="store_true",
+                   help="build the tracker without the SYNs' TCP options summary")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=run)
 
@@ -52,7 +58,7 @@ def add_parser(sub):
 def run(args):
     cfg = TrackerConfig(policy=args.policy, pickup=args.pickup,
                         timeouts=parse_timeouts(args.timeout), table_size=args.table_size,
-                        replay=True)
+                        replay=True, rtt=not args.no_rtt, synopts=not args.no_syn_options)
     frames = read_capture(args.file, warn=lambda msg: print(f"ctrack: warning: {msg}",
                                                             file=sys.stderr))
     first = next(frames, None)   # reads the header now: a bad file fails before compiling

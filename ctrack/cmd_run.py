@@ -60,6 +60,10 @@ def add_parser(sub):
     p.add_argument("--timeout", action="append", default=[], metavar="STATE=SECONDS",
                    help="override a per-state timeout (repeatable; see `ctrack replay -h`)")
     p.add_argument("--table-size", type=int, metavar="N", help="flow table capacity (default 65536)")
+    p.add_argument("--no-rtt", action="store_true",
+                   help="leave passive RTT out of the tracker (compiled out: costs nothing)")
+    p.add_argument("--no-syn-options", action="store_true",
+                   help="leave the SYNs' TCP options summary out (compiled out)")
     p.add_argument("--name", default=pins.DEFAULT_NAME,
                    help="tracker name, for several at once (default: default)")
     p.add_argument("-l", "--log-level", type=int, choices=(0, 1, 2), default=1,
@@ -115,7 +119,8 @@ def run(args):
         cfg = TrackerConfig(policy=args.policy, pickup=args.pickup,
                             timeouts=parse_timeouts(args.timeout), table_size=args.table_size,
                             redirect=tuple(idx) if wire else None,
-                            xdp_frags=args.mode == "xdp",
+                            xdp_frags=args.mode == "xdp", rtt=not args.no_rtt,
+                            synopts=not args.no_syn_options,
                             tc_egress=args.mode == "tc" and "egress" in hooks)
         pins.claim(args.name)
         pins.running()   # and any other dead tracker's leftovers, before looking at interfaces

@@ -2,7 +2,8 @@
 
     {"ts_ns", "type": "new"|"state"|"closed"|"destroy", "event": "NEW"|"UPDATE"|"DESTROY",
      "proto", "family", "orig": {...}, "state", "old_state", "orig_state", "reply_state",
-     "reason" (closed, destroy), "packets": [o, r], "bytes": [o, r]}
+     "reason" (closed, destroy), "packets": [o, r], "bytes": [o, r],
+     "rtt": {"handshake_us", "srtt_us", "min_us", "samples"} (TCP flows that ended or left the table, else null)}
 
 "type" says what happened, "event" is its conntrack message type:
     new      NEW      a flow opened
@@ -20,6 +21,7 @@ import threading
 
 from .defs import defs
 from .flows import PROTO_NAMES, orig_tuple
+from .rtt import rtt_text, summary_object
 
 
 EVENT_NAMES = {"new": "NEW", "state": "UPDATE", "closed": "UPDATE", "destroy": "DESTROY"}
@@ -48,6 +50,8 @@ def decode_event(ev):
         "packets": [ev.packets[0], ev.packets[1]],
         "bytes": [ev.bytes[0], ev.bytes[1]],
     }
+    # the end event carries the flow's RTT (ctrack.rtt's flow-level part)
+    out["rtt"] = summary_object(ev.rtt) if tcp and etype in ("closed", "destroy") else None
     return out
 
 
@@ -114,6 +118,8 @@ def format_event(e):
     o = e["orig"]
     eps = f" {e['orig_state']}/{e['reply_state']}" if e["orig_state"] else ""
     why = f" reason={e['reason']}" if e["reason"] else ""
+    rtt = rtt_text(e.get("rtt"))
+    why += f" {rtt}" if rtt else ""
     return (f"{tag:>9} {e['proto']} {e['state']}{eps} src={o['src']} dst={o['dst']} "
             f"sport={o['sport']} dport={o['dport']} packets={e['packets'][0]}/{e['packets'][1]} "
             f"bytes={e['bytes'][0]}/{e['bytes'][1]}{why}")

@@ -2,7 +2,7 @@
 
 The flow object is the one `ctrack replay --json` prints under "flows" (and `ctrack list --json`
 prints): proto, family, orig {src, sport, dst, dport}, state, orig_state, reply_state,
-packets [orig, reply], bytes [orig, reply]. Names come from kernel/ctrack.h via ctrack.defs.
+packets [orig, reply], bytes [orig, reply], rtt (ctrack.rtt), tcp_options (ctrack.tcpopts). Names come from kernel/ctrack.h via ctrack.defs.
 """
 import ipaddress
 import socket
@@ -49,7 +49,7 @@ def flow_states(entry, proto):
 def flow_object(key, entry):
     """The flow as a JSON-ready dict (see module docstring)."""
     state, o_state, r_state = flow_states(entry, key.proto)
-    return {
+    obj = {
         "proto": PROTO_NAMES.get(key.proto, str(key.proto)),
         "family": key.family,
         "orig": orig_tuple(key, entry.orig_side),
@@ -59,6 +59,17 @@ def flow_object(key, entry):
         "packets": [entry.dir[0].packets, entry.dir[1].packets],
         "bytes": [entry.dir[0].bytes, entry.dir[1].bytes],
     }
+    obj.update(flow_extras(key, entry))
+    return obj
+
+
+def flow_extras(key, entry):
+    """TCP's passive RTT ("rtt", ctrack.rtt) and SYN options ("tcp_options", ctrack.tcpopts);
+    both None for UDP."""
+    from .rtt import rtt_object
+    from .tcpopts import options_object
+    tcp = key.proto == socket.IPPROTO_TCP
+    return {"rtt": rtt_object(entry) if tcp else None, "tcp_options": options_object(key, entry)}
 
 
 def flow_details(entry):
@@ -97,5 +108,9 @@ def format_flow_line(obj):
     src = f"[{o['src']}]:{o['sport']}" if fam6 else f"{o['src']}:{o['sport']}"
     dst = f"[{o['dst']}]:{o['dport']}" if fam6 else f"{o['dst']}:{o['dport']}"
     eps = f" {obj['orig_state']}/{obj['reply_state']}" if obj["orig_state"] else ""
+    from .rtt import rtt_text
+    from .tcpopts import options_text
+    extra = " ".join(t for t in (rtt_text(obj.get("rtt")), options_text(obj.get("tcp_options"))) if t)
     return (f"{obj['proto']:<4} {obj['state']:<12} {src} -> {dst}{eps} "
-            f"pkts={obj['packets'][0]}/{obj['packets'][1]} bytes={obj['bytes'][0]}/{obj['bytes'][1]}")
+            f"pkts={obj['packets'][0]}/{obj['packets'][1]} bytes={obj['bytes'][0]}/{obj['bytes'][1]}"
+            + (" " + extra if extra else ""))

@@ -89,6 +89,13 @@ def rate(v, unit="b/s"):
     return f"{v:.1f}T"
 
 
+def row_srtt_us(row, L):
+    """The flow's end-to-end smoothed RTT (µs, the two halves' sum) or None (see ctrack.rtt)."""
+    if not (row[L.RTTN0] and row[L.RTTN1]):
+        return None
+    return (row[L.SRTT8_0] >> 3) + (row[L.SRTT8_1] >> 3)
+
+
 def conntrack_line(row, L, names, now_ns):
     """conntrack -L's form: proto, number, seconds left, state (TCP), original tuple and its
     counters, [UNREPLIED], reply tuple and its counters, [ASSURED]."""

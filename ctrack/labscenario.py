@@ -311,7 +311,8 @@ while time.monotonic() < end:
         seq, ack, off, flags, win = struct.unpack("!IIBBH", data[l4 + 4:l4 + 16])
         doff = (off >> 4) * 4
         rec.update(proto="tcp", seq=seq, ack=ack, win=win, len=max(0, total - ihl - doff),
-                   flags="".join(c for c, b in zip("FSRPAUEC", range(8)) if flags >> b & 1))
+                   flags="".join(c for c, b in zip("FSRPAUEC", range(8)) if flags >> b & 1),
+                   opts=data[l4 + 20:l4 + doff].hex())
     elif proto == 17:
         rec.update(proto="udp", len=max(0, total - ihl - 8))
     else:

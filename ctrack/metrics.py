@@ -20,6 +20,10 @@ A custom collector reads the pinned maps at scrape time (nothing is sampled in b
     ctrack_gc_revived_total                the collector (see ctrack/gc.py)
     ctrack_gc_running, ctrack_gc_interval_seconds, ctrack_gc_last_scan_seconds
     ctrack_event_readers                   subscribers of the event stream (ctrack run only)
+    ctrack_tcp_rtt_seconds                 histogram of end-to-end RTT samples (passive, see
+                                           ctrack/rtt.py); buckets from the log2 counters
+    ctrack_tcp_option_flows_total{side,option}  flows whose opener's (orig) or responder's
+                                           (reply) SYN carried the option (ctrack/tcpopts.py)
 
 Counter names follow the enums of kernel/ctrack.h, so a new reason appears without a change here.
 No label ever names a flow: the series count stays bounded whatever the traffic.
@@ -140,9 +144,32 @@ class TrackerCollector:
                                     value=gs.get("interval_s", 0))
             yield GaugeMetricFamily("ctrack_gc_last_scan_seconds", "Duration of the last pass.",
                                     value=gs.get("last", {}).get("duration_ms", 0) / 1000)
+        yield from rtt_metrics(st)
         if self.bus is not None:
             yield GaugeMetricFamily("ctrack_event_readers", "Readers of the event stream.",
                                     value=self.bus.reader_count)
+
+
+def rtt_metrics(st):
+    """The RTT histogram and the option counters from decoded stats."""
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+    from .rtt import bucket_range_us, hist_buckets
+    from .tcpopts import option_counts
+    buckets, acc = [], 0
+    for b, c in hist_buckets(st):
+        acc += c
+        hi = bucket_range_us(b)[1]
+        # a log2 bucket holds whole µs up to 2^b - 1: that is its inclusive upper bound
+        buckets.append(("+Inf" if hi is None else f"{hi / 1e6:.6f}", acc))   # whole µs: exact
+    yield HistogramMetricFamily("ctrack_tcp_rtt_seconds",
+                                "End-to-end TCP RTT samples measured passively by the tracker.",
+                                buckets=buckets, sum_value=st.get("rtt_sum_us", 0) / 1e6)
+    m = CounterMetricFamily("ctrack_tcp_option_flows", "Flows by TCP option in a side's SYN.",
+                            labels=["side", "option"])
+    for side, counts in option_counts(st).items():
+        for name, v in sorted(counts.items()):
+            m.add_metric([side, name], v)
+    yield m
 
 
 class MetricsServer:

@@ -68,6 +68,7 @@ class RowLayout:
         PROTO FAMILY ADDR0 ADDR1 (16 raw bytes) PORT0 PORT1 (host order)  -- key sides 0/1
         STATE ORIG_SIDE FLAGS CLOSE_REASON FIRST LAST EXPIRES
         STATE0 STATE1 PKTS0 PKTS1 BYTES0 BYTES1  -- per direction: 0 orig, 1 reply
+        SRTT8_0 SRTT8_1 RTTN0 RTTN1              -- passive RTT per direction (struct ct_rtt)
 
     and last KEY, the key's raw bytes: the entry's identity (a dict key whose hash Python
     caches, unlike a tuple's), and what a removal or a ctypes view needs."""
@@ -95,6 +96,13 @@ class RowLayout:
             off, ft = _field(dir_t._type_, sub)
             for i in (0, 1):
                 eparts.append((f"{attr}{i}", dir_off + i * dsize + off, _code(ctypes.sizeof(ft))))
+        # passive RTT per direction (struct ct_rtt): smoothed x8 and sample count (ctrack.rtt)
+        rtt_off, rtt_t = _field(Entry, "rtt")
+        rsize = ctypes.sizeof(rtt_t._type_)
+        for attr, sub in (("SRTT8_", "srtt8_us"), ("RTTN", "samples")):
+            off, ft = _field(rtt_t._type_, sub)
+            for i in (0, 1):
+                eparts.append((f"{attr}{i}", rtt_off + i * rsize + off, _code(ctypes.sizeof(ft))))
         self.entry, enames = _struct_of(eparts, es, "=")
         self.NKEY = len(knames)
         for i, n in enumerate(knames + enames + ["KEY"]):

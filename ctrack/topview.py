@@ -11,7 +11,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .defs import defs
-from .flowview import duration, endpoint_text, orig, rate, size
+from .flowview import duration, endpoint_text, orig, rate, row_srtt_us, size
+from .rtt import hist_buckets, hist_quantile_us, us_text
+from .tcpopts import option_counts
 
 STATE_STYLE = {
     "ESTABLISHED": "green", "NEW": "cyan",
@@ -21,7 +23,7 @@ STATE_STYLE = {
 }
 EVENT_STYLE = {"new": "green", "state": "yellow", "closed": "yellow", "destroy": "red"}
 EVENT_TAG = {"new": "NEW", "state": "UPDATE", "closed": "UPDATE", "destroy": "DESTROY"}
-HEADER_LINES = 6
+HEADER_LINES = 7
 KEYS = ("q quit  space pause  s sort  r reverse  / filter  p proto  t state  c clear  "
         "\u2191\u2193 PgUp PgDn Home End scroll  e events")
 
@@ -140,6 +142,8 @@ def header(ctx):
              f"timeout {_n(st.get('closed_timeout', 0))} evicted {_n(st.get('evicted', 0))}")
     lines.append(t)
 
+    lines.append(rtt_options_line(st))
+
     t = Text()
     arrow = "\u2191" if ctx.view.reverse else "\u2193"
     t.append("sort ", style="bold")
@@ -155,6 +159,29 @@ def header(ctx):
     return lines
 
 
+def rtt_options_line(st):
+    """Passive RTT's histogram in three quantiles (bucket upper bounds) and the flows by SYN
+    option, opener/responder (ctrack.rtt, ctrack.tcpopts)."""
+    t = Text()
+    t.append("tcp rtt ", style="bold")
+    b = hist_buckets(st)
+    n = sum(c for _, c in b)
+    if n:
+        t.append(f"samples {_n(n)}  p50 <{us_text(hist_quantile_us(b, 0.5))}  "
+                 f"p90 <{us_text(hist_quantile_us(b, 0.9))}  p99 <{us_text(hist_quantile_us(b, 0.99))}")
+    else:
+        t.append("no samples", style="bright_black")
+    t.append("   syn options ", style="bold")
+    oc = option_counts(st)
+    shown = [(k, oc["orig"].get(k, 0), oc["reply"].get(k, 0)) for k in oc["orig"]]
+    shown = [x for x in shown if x[1] or x[2]]
+    if not shown:
+        t.append("none", style="bright_black")
+    for i, (k, a, r) in enumerate(shown):
+        t.append(("  " if i else "") + f"{k} {_n(a)}/{_n(r)}")
+    return t
+
+
 def flow_table(ctx, rows):
     L, s, names = ctx.layout, ctx.sample, ctx.names
     now = s.now
@@ -164,7 +191,8 @@ def flow_table(ctx, rows):
                     ("DESTINATION", {}), ("ORIG", {}), ("REPLY", {}),
                     ("AGE", {"justify": "right"}), ("IDLE", {"justify": "right"}),
                     ("TTL", {"justify": "right"}), ("PKTS \u2192/\u2190", {"justify": "right"}),
-                    ("BYTES \u2192/\u2190", {"justify": "right"}), ("RATE", {"justify": "right"})):
+                    ("BYTES \u2192/\u2190", {"justify": "right"}), ("RATE", {"justify": "right"}),
+                    ("SRTT", {"justify": "right"})):
         tb.add_column(col, no_wrap=True, overflow="ellipsis", **kw)
     ik = L.KEY
     tcp = names.tcp
@@ -183,7 +211,8 @@ def flow_table(ctx, rows):
                  duration(now - r[L.FIRST]), duration(now - r[L.LAST]),
                  duration(r[L.EXPIRES] - now),
                  f"{r[L.PKTS0]}/{r[L.PKTS1]}", f"{size(r[L.BYTES0])}/{size(r[L.BYTES1])}",
-                 "-" if bps is None else rate(bps) + "b/s")
+                 "-" if bps is None else rate(bps) + "b/s",
+                 us_text(row_srtt_us(r, L)) if is_tcp else "-")
         tb.add_row(*(Text(c) for c in cells), style=style)
     return tb
 
@@ -204,6 +233,8 @@ def event_line(ev, meta):
         t.append(f"  {ev['reason']}", style="bold red" if ev["reason"] in ("rst", "timeout", "evicted") else "bold")
         t.append(f"  pkts {ev['packets'][0]}/{ev['packets'][1]} bytes {size(ev['bytes'][0])}/"
                  f"{size(ev['bytes'][1])}", style="bright_black")
+        if ev.get("rtt") and ev["rtt"]["srtt_us"] is not None:
+            t.append(f"  rtt {us_text(ev['rtt']['srtt_us'])}", style="bright_black")
     return t
 
 

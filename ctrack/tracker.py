@@ -37,6 +37,8 @@ class TrackerConfig:
     events: bool = True
     xdp_frags: bool = False
     tc_egress: bool = False   # ct_tc also hooks egress of the observed interface
+    rtt: bool = True        # passive RTT (ctrack.rtt); off: -DCT_NO_RTT, nothing of it runs
+    synopts: bool = True    # the SYNs' options summary (ctrack.tcpopts); off: -DCT_NO_SYNOPTS
 
     def cflags(self):
         d = defs()
@@ -66,6 +68,10 @@ class TrackerConfig:
             flags.append("-DCT_XDP_FRAGS")
         if self.tc_egress:
             flags.append("-DCT_TC_EGRESS")
+        if not self.rtt:
+            flags.append("-DCT_NO_RTT")
+        if not self.synopts:
+            flags.append("-DCT_NO_SYNOPTS")
         return flags
 
     def effective_timeouts(self):

@@ -126,6 +126,50 @@ enum ct_event_type {
 	CT_EVENT_DESTROY = 4,
 };
 
+/* ---- TCP options a side offered in its SYN (struct ct_synopts; per-tracker flow counts) ------ */
+/* What ctrack names; any kind is also kept by number in ct_synopts.kinds. */
+enum ct_tcpopt {
+	CT_TCPOPT_MSS = 0,          /* kind 2 */
+	CT_TCPOPT_WSCALE = 1,       /* kind 3 */
+	CT_TCPOPT_SACK_PERM = 2,    /* kind 4 */
+	CT_TCPOPT_TIMESTAMPS = 3,   /* kind 8 */
+	CT_TCPOPT_MD5 = 4,          /* kind 19, RFC 2385 */
+	CT_TCPOPT_UTO = 5,          /* kind 28, RFC 5482 user timeout */
+	CT_TCPOPT_AO = 6,           /* kind 29, RFC 5925 TCP-AO */
+	CT_TCPOPT_MPTCP = 7,        /* kind 30, RFC 8684 (ct_synopts.mptcp_subtype) */
+	CT_TCPOPT_TFO = 8,          /* kind 34, RFC 7413; or kind 254 with ExID 0xF989 */
+	CT_TCPOPT_EXP = 9,          /* kinds 253/254, RFC 6994 (ct_synopts.exid), TFO's excepted */
+	CT_TCPOPT_OTHER = 10,       /* any kind not named above */
+	CT_TCPOPT_MAX = 11,
+};
+/* TCP option kinds the parser looks for (IANA's numbers). */
+#define CT_TCPOPT_KIND_MSS 2
+#define CT_TCPOPT_KIND_WSCALE 3
+#define CT_TCPOPT_KIND_SACK_PERM 4
+#define CT_TCPOPT_KIND_TIMESTAMPS 8
+#define CT_TCPOPT_KIND_MD5 19
+#define CT_TCPOPT_KIND_UTO 28
+#define CT_TCPOPT_KIND_AO 29
+#define CT_TCPOPT_KIND_MPTCP 30
+#define CT_TCPOPT_KIND_TFO 34
+#define CT_TCPOPT_KIND_EXP1 253
+#define CT_TCPOPT_KIND_EXP2 254
+#define CT_TCPOPT_EXID_TFO 0xF989   /* RFC 7413's ExID: a TFO cookie in kind 254 */
+#define CT_SYNOPT_EXIDS 2           /* RFC 6994 ExIDs kept per SYN */
+
+/* ---- Passive RTT (struct ct_rtt) ------------------------------------------------------------- */
+#define CT_RTT_HIST_SLOTS 32        /* log2 buckets of us: the last holds everything >= 2^30 us */
+/* What ct_rtt.ref awaits (ct_rtt.mode); NONE: nothing. */
+#define CT_RTT_NONE 0
+#define CT_RTT_SEQ 1                /* a segment's end sequence, to be covered by the peer's ACK */
+#define CT_RTT_TS 2                 /* a TSval, to be echoed in the peer's TSecr (ePPing) */
+#define CT_RTT_HANDSHAKE 3          /* a SYN's or SYN/ACK's end sequence (handshake halves) */
+/* ct_rtt.flags */
+#define CT_RTT_F_TSVAL 0x01         /* ts_max holds a TSval this side sent */
+#define CT_RTT_F_HANDSHAKE 0x02     /* hs_us holds this half's handshake sample */
+/* A sample above this is no round trip but a stale match (a peer silent for minutes). */
+#define CT_RTT_MAX_US 60000000
+
 /* ---- Global statistics: one per-CPU struct ct_stats, its counters indexed by these ------------ */
 enum ct_stat {
 	CT_STAT_PACKETS = 0,                   /* every packet the program saw */
@@ -148,13 +192,24 @@ enum ct_stat {
 	CT_STAT_CLOSED_FLUSHED = 71,           /* removed by `ctrack flush` / `ctrack delete` */
 	CT_STAT_RST_CHALLENGED = 72,           /* in-window RSTs off the receiver's RCV.NXT: passed,
 	                                        * the connection kept (RFC 5961 challenge ACK) */
-	CT_STAT_MAX = 73,
+	CT_STAT_RTT_HIST = 73,                 /* + log2 bucket: end-to-end RTT samples in us, bucket
+	                                        * b > 0 holding [2^(b-1), 2^b) (BCC's log2 buckets;
+	                                        * room for CT_RTT_HIST_SLOTS) */
+	CT_STAT_RTT_SUM_US = 105,              /* sum of those samples, us (the histogram's _sum) */
+	CT_STAT_OPT_ORIG = 106,                /* + enum ct_tcpopt: flows whose opener's SYN carried
+	                                        * the option (room for 16) */
+	CT_STAT_OPT_REPLY = 122,               /* + enum ct_tcpopt: flows whose responder's SYN/ACK
+	                                        * carried it (room for 16) */
+	CT_STAT_MAX = 138,
 };
 /* The ranges above must not overlap (user space reads them by these numbers). */
 _Static_assert(CT_STAT_CLASS + CT_CLASS_MAX <= CT_STAT_ACTION, "class counters overlap");
 _Static_assert(CT_STAT_ACTION + CT_ACTION_MAX <= CT_STAT_REASON, "action counters overlap");
 _Static_assert(CT_STAT_REASON + CT_REASON_MAX <= CT_STAT_FLOWS_CREATED, "reason counters overlap");
 _Static_assert(CT_STAT_BYTES_CLASS + CT_CLASS_MAX <= CT_STAT_CLOSED_FLUSHED, "byte counters overlap");
+_Static_assert(CT_STAT_RTT_HIST + CT_RTT_HIST_SLOTS <= CT_STAT_RTT_SUM_US, "RTT histogram overlaps");
+_Static_assert(CT_STAT_OPT_ORIG + CT_TCPOPT_MAX <= CT_STAT_OPT_REPLY, "option counters overlap");
+_Static_assert(CT_STAT_OPT_REPLY + CT_TCPOPT_MAX <= CT_STAT_MAX, "option counters overlap");
 
 struct ct_stats {
 	__u64 v[CT_STAT_MAX];
@@ -281,6 +336,35 @@ struct ct_dir {
 	__u64 bytes;      /* at the IP layer, as conntrack's accounting counts */
 };
 
+/* The TCP options one side put in its SYN (or SYN/ACK). */
+struct ct_synopts {
+	__u64 kinds;         /* bit k: option kind k (k < 63) appeared; bit 63: a kind >= 63 did */
+	__u16 exid[CT_SYNOPT_EXIDS];       /* first RFC 6994 ExIDs (kinds 253/254), in order */
+	__u8 exid_kind[CT_SYNOPT_EXIDS];   /* their kinds (0: slot unused) */
+	__u8 high_kind;      /* the first kind >= 63 that is not 253/254 (0: none) */
+	__u8 mptcp_subtype;  /* MPTCP (kind 30): its subtype + 1 (0: no MPTCP option) */
+	__u16 named;         /* bit (enum ct_tcpopt): what ctrack names, for the counters */
+	__u16 pad;
+};
+
+/* Passive RTT of one side: the half of the round trip from the tracker to this endpoint and
+ * back (its samples), and what this side sent that still awaits the peer's answer (ref). A
+ * flow's end-to-end RTT is the sum of its two sides' halves. Times in us unless said. */
+struct ct_rtt {
+	__u64 t_ns;          /* when ref was first seen (fine clock; capture clock in replays) */
+	__u32 ref;           /* what awaits the peer: see mode */
+	__u32 ts_max;        /* the newest TSval this side sent (CT_RTT_F_TSVAL): each counts once */
+	__u32 srtt8_us;      /* smoothed RTT of this half, x8 (RFC 6298's 1/8 gain, as Linux) */
+	__u32 min_us;
+	__u32 last_us;
+	__u32 samples;
+	__u32 hs_us;         /* this half in the handshake (CT_RTT_F_HANDSHAKE; none when its SYN or
+	                      * SYN/ACK was retransmitted: ambiguous, Karn) */
+	__u8 mode;           /* CT_RTT_NONE / SEQ / TS / HANDSHAKE: what ref holds */
+	__u8 flags;          /* CT_RTT_F_* */
+	__u16 pad;
+};
+
 /* A flow table entry. The lock serialises CPUs handling the same flow (see tracker.c). */
 struct ct_entry {
 	struct bpf_spin_lock lock;
@@ -303,6 +387,10 @@ struct ct_entry {
 	__u64 last_seen;     /* ns */
 	__u64 expires;       /* ns: the entry counts as absent from this time on */
 	struct ct_dir dir[2];  /* indexed by enum ct_dir_index */
+	/* Kept in every build (one layout for every tool); filled unless compiled out with
+	 * CT_NO_SYNOPTS / CT_NO_RTT. Indexed by enum ct_dir_index. */
+	struct ct_synopts synopts[2];
+	struct ct_rtt rtt[2];
 };
 
 /* An eviction queue item: a key and the first_seen of the flow it was queued for, so that an
@@ -311,6 +399,18 @@ struct ct_evict_item {
 	struct ct_key key;
 	__u64 first_seen;
 };
+
+/* A flow's RTT as its end event reports it: sums of the two halves (see struct ct_rtt). */
+struct ct_rtt_summary {
+	__u32 handshake_us;  /* valid with CT_RTT_SUM_HANDSHAKE */
+	__u32 srtt_us;       /* valid with CT_RTT_SUM_BOTH: each half has samples */
+	__u32 min_us;        /* valid with CT_RTT_SUM_BOTH */
+	__u32 samples;       /* of both halves */
+	__u8 flags;          /* CT_RTT_SUM_* */
+	__u8 pad[7];
+};
+#define CT_RTT_SUM_HANDSHAKE 0x01
+#define CT_RTT_SUM_BOTH 0x02
 
 /* A flow event. */
 struct ct_event {
@@ -326,6 +426,7 @@ struct ct_event {
 	__u8 pad;
 	__u64 packets[2];
 	__u64 bytes[2];
+	struct ct_rtt_summary rtt;   /* CT_EVENT_CLOSED: the flow's RTT (zero otherwise) */
 };
 
 /* What the last packet did, for replay and tests (only in programs built with CT_REPLAY):

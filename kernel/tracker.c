@@ -13,6 +13,9 @@
  *                   the last packet is written there, for replay and tests
  *   CT_NO_EVENTS    no ring buffer events at all
  *   CT_TC_EGRESS    ct_tc also runs at egress of the interface it observes (ctrack run -i)
+ *   CT_NO_RTT       no passive RTT (no per-segment timestamp read, no fine clock; ct_entry.rtt
+ *                   stays zero)
+ *   CT_NO_SYNOPTS   no summary of the SYNs' options (ct_entry.synopts stays zero)
  *   CT_TIMEOUT_*, CT_TABLE_SIZE   see ctrack.h
  *
  * Reads only packet bytes and uapi headers, never a kernel-internal struct: it loads on any kernel
@@ -71,6 +74,19 @@ static __always_inline void stat_inc(__u32 idx)
 		st->v[idx] += 1;   /* per-CPU: no atomics needed */
 }
 
+/* The clock of RTT samples: fine (RTTs of a few ms need better than a jiffy); the capture's in
+ * replays. Read only for TCP segments of builds with RTT. */
+static __always_inline __u64 ct_now_fine(void)
+{
+#ifdef CT_REPLAY
+	__u32 z = 0;
+	struct ct_trace *t = trace.lookup(&z);
+	return t ? t->now : 0;
+#else
+	return bpf_ktime_get_ns();
+#endif
+}
+
 static __always_inline __u64 ct_now(void)
 {
 #ifdef CT_REPLAY
@@ -106,6 +122,19 @@ struct ct_pkt {
 	__u8 icmp_type;   /* an ICMP error (parse returned RELATED): its type and code; the key, */
 	__u8 icmp_code;   /* side and seq above are then those of the packet it quotes */
 	__u8 icmp_error;  /* the packet is an ICMP error (whatever its class) */
+	__u8 synopts_dir; /* its SYN options became direction synopts_dir - 1's (the counters) */
+#ifndef CT_NO_SYNOPTS
+	struct ct_synopts synopts;   /* the SYN's options (SYN walk) */
+#endif
+#ifndef CT_NO_RTT
+	/* passive RTT (ct_rtt_update) */
+	__u8 has_ts;      /* a TCP timestamps option: tsval and tsecr are valid */
+	__u8 rtt_sampled; /* a sample was taken and both halves have one: rtt_e2e_us is valid */
+	__u32 tsval;
+	__u32 tsecr;
+	__u32 rtt_e2e_us; /* end-to-end RTT of that sample (this half's + the other's last) */
+	__u64 rtt_now;    /* the fine clock (ns), read before the flow's lock */
+#endif
 #ifdef CT_REPLAY
 	/* for the replay's description of an ICMP error (replay builds only: the live packet
 	 * path does not pay for clearing them) */
@@ -121,10 +150,20 @@ struct ct_pkt {
  * machine is verified once, not once per path. The new entry is built here too (too big for the
  * 512-byte stack); plain bytes, since a per-CPU map may not hold a bpf_spin_lock. */
 struct ct_scratch {
-	struct ct_pkt pkt;
+	struct ct_pkt pkt;   /* first: ct_scratch_of() */
+	/* RTTs for the end events, written just before they are sent (here, not in struct
+	 * ct_result: the stack is full; not in ct_pkt: cleared for every packet) */
+	struct ct_rtt_summary rtt_sum;       /* the flow's when the packet closed it */
+	struct ct_rtt_summary prev_rtt_sum;  /* the previous flow's, when it ended (prev_closed) */
 	__u8 entry[sizeof(struct ct_entry)];
 };
 BPF_PERCPU_ARRAY(scratch, struct ct_scratch, 1);
+
+/* The scratch area a parsed packet lives in (p is always &scratch->pkt, its first member). */
+static __always_inline struct ct_scratch *ct_scratch_of(struct ct_pkt *p)
+{
+	return (struct ct_scratch *)p;
+}
 
 #define TH_FIN 0x01
 #define TH_SYN 0x02
@@ -150,8 +189,59 @@ static __always_inline int ct_endpoint_after(union ct_addr *a, __u16 pa, union c
 	return pa > pb;
 }
 
+/* The summary of one option in a SYN (struct ct_synopts): its kind by number and by ctrack's
+ * name, an RFC 6994 ExID, MPTCP's subtype. i is the option's offset in buf, len its length. */
+static __always_inline void ct_synopt_note(struct ct_pkt *p, __u8 *buf, __u32 i, __u8 kind, __u8 len)
+{
+#ifndef CT_NO_SYNOPTS
+	struct ct_synopts *so = &p->synopts;
+	__u16 named = 1 << CT_TCPOPT_OTHER;
+	so->kinds |= kind < 63 ? (1ULL << kind) : (1ULL << 63);
+	if (kind == CT_TCPOPT_KIND_MSS)
+		named = 1 << CT_TCPOPT_MSS;
+	else if (kind == CT_TCPOPT_KIND_WSCALE)
+		named = 1 << CT_TCPOPT_WSCALE;
+	else if (kind == CT_TCPOPT_KIND_SACK_PERM)
+		named = 1 << CT_TCPOPT_SACK_PERM;
+	else if (kind == CT_TCPOPT_KIND_TIMESTAMPS)
+		named = 1 << CT_TCPOPT_TIMESTAMPS;
+	else if (kind == CT_TCPOPT_KIND_MD5)
+		named = 1 << CT_TCPOPT_MD5;
+	else if (kind == CT_TCPOPT_KIND_UTO)
+		named = 1 << CT_TCPOPT_UTO;
+	else if (kind == CT_TCPOPT_KIND_AO)
+		named = 1 << CT_TCPOPT_AO;
+	else if (kind == CT_TCPOPT_KIND_TFO)
+		named = 1 << CT_TCPOPT_TFO;
+	else if (kind == CT_TCPOPT_KIND_MPTCP) {
+		named = 1 << CT_TCPOPT_MPTCP;
+		if (len >= 3 && !so->mptcp_subtype)
+			so->mptcp_subtype = (buf[(i + 2) & 63] >> 4) + 1;
+	} else if (kind == CT_TCPOPT_KIND_EXP1 || kind == CT_TCPOPT_KIND_EXP2) {
+		/* RFC 6994: a 16-bit ExID follows kind and length (shorter ones: pre-6994 use) */
+		named = 1 << CT_TCPOPT_EXP;
+		if (len >= 4) {
+			__u16 exid = ((__u16)buf[(i + 2) & 63] << 8) | buf[(i + 3) & 63];
+			if (kind == CT_TCPOPT_KIND_EXP2 && exid == CT_TCPOPT_EXID_TFO)
+				named = 1 << CT_TCPOPT_TFO;
+			if (!so->exid_kind[0]) {
+				so->exid[0] = exid;
+				so->exid_kind[0] = kind;
+			} else if (!so->exid_kind[1]) {
+				so->exid[1] = exid;
+				so->exid_kind[1] = kind;
+			}
+		}
+	} else if (kind >= 63 && !so->high_kind) {
+		so->high_kind = kind;
+	}
+	so->named |= named;
+#endif
+}
+
 /* SYN options: MSS, window scale, SACK-permitted, timestamps. Unknown and experimental kinds
- * (RFC 6994's 253/254, TFO cookies, MPTCP, ...) are skipped by their length; a length that runs
+ * (RFC 6994's 253/254, TFO cookies, MPTCP, ...) are noted in the summary (ct_synopt_note) and
+ * skipped by their length; a length that runs
  * past the header is malformed. Known options of a wrong length are ignored, as Linux does.
  *
  * The option block (at most 40 bytes) is copied to the stack and walked there. The walk's
@@ -189,6 +279,7 @@ static __always_inline int ct_parse_syn_options(void *opt, void *data_end, __u32
 			break;   /* the capture cut the block here: keep what was read */
 		if (i + 1 >= optlen || len < 2 || i + len > optlen)
 			return CT_REASON_TCP_BAD_OPTIONS;
+		ct_synopt_note(p, buf, i, kind, len);
 		if (kind == 2 && len == 4) {
 			p->mss = ((__u16)buf[(i + 2) & 63] << 8) | buf[(i + 3) & 63];
 		} else if (kind == 3 && len == 3) {
@@ -199,11 +290,71 @@ static __always_inline int ct_parse_syn_options(void *opt, void *data_end, __u32
 			p->opt_flags |= CT_DF_SACK_PERM;
 		} else if (kind == 8 && len == 10) {
 			p->opt_flags |= CT_DF_TIMESTAMPS;
+#ifndef CT_NO_RTT
+			p->tsval = ((__u32)buf[(i + 2) & 63] << 24) | ((__u32)buf[(i + 3) & 63] << 16) |
+				   ((__u32)buf[(i + 4) & 63] << 8) | buf[(i + 5) & 63];
+			p->tsecr = ((__u32)buf[(i + 6) & 63] << 24) | ((__u32)buf[(i + 7) & 63] << 16) |
+				   ((__u32)buf[(i + 8) & 63] << 8) | buf[(i + 9) & 63];
+			p->has_ts = 1;
+#endif
 		}
 		p->optpos = i + len;
 	}
 	return CT_REASON_NONE;
 }
+
+#ifndef CT_NO_RTT
+/* The timestamps option of a segment that is not a SYN, for the passive RTT. Costs little on
+ * the common layout -- NOP, NOP, TS first, as Linux and the BSDs send it: one 4-byte compare --
+ * and otherwise walks at most CT_MAX_TCP_OPTIONS options for kind 8 (Windows, middleboxes). A
+ * malformed or cut block only means no timestamps: the SYN-only validation stays as it was.
+ * Sets has_ts, tsval, tsecr in p. Reads the packet the way ct_parse does (data/data_end). */
+static __always_inline void ct_parse_ts(void *opt, void *data_end, __u32 optlen, struct ct_pkt *p)
+{
+	if (optlen >= 12 && opt + 12 <= data_end) {
+		__u8 *o = opt;
+		if (o[0] == 1 && o[1] == 1 && o[2] == 8 && o[3] == 10) {
+			p->tsval = ntohl(*(__be32 *)(o + 4));
+			p->tsecr = ntohl(*(__be32 *)(o + 8));
+			p->has_ts = 1;
+			return;
+		}
+	}
+	if (optlen < 10 || optlen > 40 || opt + optlen > data_end)
+		return;
+	__u8 buf[64];
+	__builtin_memset(buf, 0, sizeof(buf));
+	__u32 n = optlen;
+	asm volatile("" : "+r"(n));
+	if (bpf_probe_read_kernel(buf, n & 63, opt))
+		return;
+	p->optpos = 0;
+	for (int k = 0; k < CT_MAX_TCP_OPTIONS; k++) {
+		__u32 i = p->optpos;   /* in map memory: see ct_parse_syn_options */
+		if (i + 1 >= optlen)
+			break;
+		__u8 kind = buf[i & 63];
+		if (kind == 0)
+			break;
+		if (kind == 1) {
+			p->optpos = i + 1;
+			continue;
+		}
+		__u8 len = buf[(i + 1) & 63];
+		if (len < 2 || i + len > optlen)
+			break;
+		if (kind == 8 && len == 10) {
+			p->tsval = ((__u32)buf[(i + 2) & 63] << 24) | ((__u32)buf[(i + 3) & 63] << 16) |
+				   ((__u32)buf[(i + 4) & 63] << 8) | buf[(i + 5) & 63];
+			p->tsecr = ((__u32)buf[(i + 6) & 63] << 24) | ((__u32)buf[(i + 7) & 63] << 16) |
+				   ((__u32)buf[(i + 8) & 63] << 8) | buf[(i + 9) & 63];
+			p->has_ts = 1;
+			break;
+		}
+		p->optpos = i + len;
+	}
+}
+#endif
 
 /* Parses one frame. Returns CT_CLASS_UNTRACKED (pass, no flow), CT_CLASS_INVALID with *reason
  * set, or CT_CLASS_NEW meaning "a TCP/UDP packet to look up" (the caller decides the class).
@@ -404,8 +555,8 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 		p->fragmented = first_fragment;
 		sport = th->source;
 		dport = th->dest;
-		/* Options matter only in SYNs (MSS, scale, SACK, timestamps); parsing them on every
-		 * segment would cost the fast path for nothing ctrack uses. */
+		/* Options are walked in SYNs only (MSS, scale, SACK, timestamps, the summary); other
+		 * segments are only looked at for their timestamps (passive RTT), cheaply. */
 		if ((flags & TH_SYN) && doff > sizeof(*th)) {
 			void *opt = (void *)(th + 1);
 			__u32 optlen = doff - sizeof(*th);
@@ -426,6 +577,11 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 				return CT_CLASS_INVALID;
 			}
 		}
+#ifndef CT_NO_RTT
+		else if (doff > sizeof(*th)) {
+			ct_parse_ts((void *)(th + 1), data_end, doff - sizeof(*th), p);
+		}
+#endif
 	} else if (l4proto == IPPROTO_UDP) {
 		struct udphdr *uh = data + l4off;
 		if (l4len < sizeof(*uh) || (void *)(uh + 1) > data_end) {
@@ -716,6 +872,8 @@ static __always_inline void ct_prev_end(struct ct_entry *e, struct ct_result *r,
 static __always_inline void ct_flow_reset(struct ct_entry *e, __u8 orig_side, __u64 now)
 {
 	__builtin_memset(&e->dir, 0, sizeof(e->dir));
+	__builtin_memset(&e->synopts, 0, sizeof(e->synopts));
+	__builtin_memset(&e->rtt, 0, sizeof(e->rtt));
 	e->orig_side = orig_side;
 	e->flags = 0;
 	e->close_reason = CT_CLOSE_NONE;
@@ -723,6 +881,170 @@ static __always_inline void ct_flow_reset(struct ct_entry *e, __u8 orig_side, __
 	e->ignored_seq = 0;
 	e->ignored_win = 0;
 	e->first_seen = now;
+}
+
+/* ---- SYN options summary and passive RTT ------------------------------------------------------- */
+/* A SYN's options become direction d's (every place a SYN initialises a direction calls this;
+ * the per-tracker counters follow after the lock, from p->synopts_dir, when `count`: not for an
+ * opener's SYN with a new ISN, the same flow's). */
+static __always_inline void ct_synopts_take(struct ct_entry *e, struct ct_pkt *p, __u32 d, int count)
+{
+#ifndef CT_NO_SYNOPTS
+	e->synopts[d & 1] = p->synopts;
+	if (count)
+		p->synopts_dir = (d & 1) + 1;
+#endif
+}
+
+#ifndef CT_NO_RTT
+/* One sample of the half of the round trip through `half`'s endpoint, from t0 to now (ns):
+ * last, minimum, and the smoothed value with RFC 6298's gain of 1/8, kept x8 as Linux keeps
+ * srtt_us. A clock that went backwards or a sample above CT_RTT_MAX_US (a stale match) is
+ * no sample. */
+static __always_inline void ct_rtt_sample(struct ct_entry *e, struct ct_pkt *p, __u32 d, __u64 t0,
+					  int handshake)
+{
+	struct ct_rtt *half = &e->rtt[d & 1], *other = &e->rtt[(d ^ 1) & 1];
+	__u64 now = p->rtt_now;
+	if (!now || now < t0 || now - t0 > (__u64)CT_RTT_MAX_US * 1000)
+		return;   /* no clock read (see ct_rtt_arm), a clock gone backwards, a stale match */
+	__u32 m = (now - t0) / 1000;
+	if (handshake) {
+		half->hs_us = m;
+		half->flags |= CT_RTT_F_HANDSHAKE;
+	}
+	if (half->samples == 0) {
+		half->srtt8_us = m << 3;
+		half->min_us = m;
+	} else {
+		half->srtt8_us += (__s32)(m - (half->srtt8_us >> 3));
+		if (m < half->min_us)
+			half->min_us = m;
+	}
+	half->last_us = m;
+	half->samples += 1;
+	if (other->samples) {
+		p->rtt_e2e_us = m + other->last_us;
+		p->rtt_sampled = 1;
+	}
+}
+
+static __always_inline void ct_rtt_arm(struct ct_rtt *me, __u8 mode, __u32 ref, __u64 now)
+{
+	if (!now)
+		return;   /* no clock read: ct_rtt_wants_clock saw nothing to time (or lost a race) */
+	me->mode = mode;
+	me->ref = ref;
+	me->t_ns = now;
+}
+
+/* Passive RTT, after a valid segment from direction d was applied (lock held). prev_* are the
+ * sender's SYN flag, ISN and td_end before the segment (what tells a retransmission).
+ *   1. Does it answer what the peer sent? Its ACK covering the peer's awaited end sequence (SYN,
+ *      SYN/ACK, or a data segment of a flow without timestamps), or its TSecr echoing the peer's
+ *      awaited TSval (ePPing): a sample of this side's half. A TSecr beyond the awaited TSval
+ *      means its echo went by unseen: the wait ends without a sample.
+ *   2. What does it send that the peer will answer? A SYN or SYN/ACK: its end (a retransmitted
+ *      one cancels the wait, Karn: which copy the answer is for is unknown). With timestamps:
+ *      a TSval on its first appearance only (later copies, retransmissions and duplicate ACKs
+ *      carry it again). Without: new data's end sequence; a retransmission below the awaited
+ *      end cancels the wait (Karn).
+ * One thing awaited per direction: about a sample per round trip, which is what smoothing needs. */
+static __always_inline void ct_rtt_update(struct ct_entry *e, struct ct_pkt *p, __u32 d,
+					  __u8 prev_flags, __u32 prev_isn, __u32 prev_end)
+{
+	struct ct_rtt *me = &e->rtt[d & 1], *peer = &e->rtt[(d ^ 1) & 1];
+	__u8 f = p->tcp_flags;
+	__u64 now = p->rtt_now;
+	if (f & TH_RST)
+		return;
+	if (peer->mode != CT_RTT_NONE && (f & TH_ACK)) {
+		if (peer->mode == CT_RTT_TS) {
+			if (p->has_ts && p->tsecr == peer->ref) {
+				ct_rtt_sample(e, p, d, peer->t_ns, 0);
+				peer->mode = CT_RTT_NONE;
+			} else if (p->has_ts && seq_after(p->tsecr, peer->ref)) {
+				peer->mode = CT_RTT_NONE;
+			}
+		} else if (!seq_before(p->ack, peer->ref)) {
+			ct_rtt_sample(e, p, d, peer->t_ns, peer->mode == CT_RTT_HANDSHAKE);
+			peer->mode = CT_RTT_NONE;
+		}
+	}
+	int new_tsval = 0;
+	if (p->has_ts && (!(me->flags & CT_RTT_F_TSVAL) || seq_after(p->tsval, me->ts_max))) {
+		me->ts_max = p->tsval;
+		me->flags |= CT_RTT_F_TSVAL;
+		new_tsval = 1;
+	}
+	if (f & TH_SYN) {
+		if ((prev_flags & CT_DF_SYN) && p->seq == prev_isn) {
+			if (me->mode == CT_RTT_HANDSHAKE)
+				me->mode = CT_RTT_NONE;
+		} else {
+			ct_rtt_arm(me, CT_RTT_HANDSHAKE, p->seq + 1, now);
+		}
+	} else if (p->has_ts) {
+		if (new_tsval && me->mode == CT_RTT_NONE)
+			ct_rtt_arm(me, CT_RTT_TS, p->tsval, now);
+	} else {
+		__u32 len = p->datalen + ((f & TH_FIN) ? 1 : 0);
+		if (len) {
+			__u32 end = p->seq + len;
+			if (seq_after(end, prev_end)) {
+				if (me->mode == CT_RTT_NONE)
+					ct_rtt_arm(me, CT_RTT_SEQ, end, now);
+			} else if (me->mode == CT_RTT_SEQ && seq_before(p->seq, me->ref)) {
+				me->mode = CT_RTT_NONE;
+			}
+		}
+	}
+}
+
+/* Would ct_rtt_update time anything in this segment (arm or sample)? Read without the lock, to
+ * spare most segments the fine clock: a bulk transfer's segments repeat their TSval for a
+ * millisecond and echo nothing awaited. Racing another CPU only loses a sample (no clock: the
+ * update does nothing). */
+static __always_inline int ct_rtt_wants_clock(struct ct_entry *e, struct ct_pkt *p)
+{
+	__u32 d = (p->side == e->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY;
+	struct ct_rtt *me = &e->rtt[d & 1], *peer = &e->rtt[(d ^ 1) & 1];
+	__u8 f = p->tcp_flags;
+	if (f & (TH_SYN | TH_RST))
+		return f & TH_SYN;
+	if (peer->mode != CT_RTT_NONE && (f & TH_ACK)) {
+		if (peer->mode == CT_RTT_TS ? (p->has_ts && p->tsecr == peer->ref)
+					    : !seq_before(p->ack, peer->ref))
+			return 1;
+	}
+	if (me->mode != CT_RTT_NONE)
+		return 0;
+	if (p->has_ts)
+		return !(me->flags & CT_RTT_F_TSVAL) || p->tsval != me->ts_max;
+	/* without timestamps: new data only (a retransmission is not timed) */
+	__u32 len = p->datalen + ((f & TH_FIN) ? 1 : 0);
+	return len && seq_after(p->seq + len, e->dir[d & 1].td_end);
+}
+#endif
+
+/* The flow's RTT for its end event: the two halves' sums. */
+static __always_inline void ct_rtt_summarise(struct ct_entry *e, struct ct_rtt_summary *s)
+{
+	__builtin_memset(s, 0, sizeof(*s));
+#ifndef CT_NO_RTT
+	struct ct_rtt *a = &e->rtt[0], *b = &e->rtt[1];
+	s->samples = a->samples + b->samples;
+	s->flags = 0;
+	if ((a->flags & b->flags) & CT_RTT_F_HANDSHAKE) {
+		s->handshake_us = a->hs_us + b->hs_us;
+		s->flags |= CT_RTT_SUM_HANDSHAKE;
+	}
+	if (a->samples && b->samples) {
+		s->srtt_us = (a->srtt8_us >> 3) + (b->srtt8_us >> 3);
+		s->min_us = a->min_us + b->min_us;
+		s->flags |= CT_RTT_SUM_BOTH;
+	}
+#endif
 }
 
 /* (Re)starts the entry as a new flow opened by packet p: a SYN (TCP), a first datagram (UDP), or
@@ -737,6 +1059,7 @@ static __always_inline void ct_flow_init(struct ct_entry *e, struct ct_pkt *p, _
 	struct ct_dir *o = &e->dir[CT_DIR_ORIG];
 	if (p->tcp_flags & TH_SYN) {
 		ct_dir_init_syn(o, p);
+		ct_synopts_take(e, p, CT_DIR_ORIG, 1);
 		o->state = CT_TCP_SYN_SENT;
 		e->dir[CT_DIR_REPLY].state = CT_TCP_SYN_RECV;   /* assumes the SYN is delivered */
 		e->state = CT_STATE_SYN_SENT;
@@ -754,6 +1077,10 @@ static __always_inline void ct_flow_init(struct ct_entry *e, struct ct_pkt *p, _
 		e->flags = CT_F_PICKED_UP;   /* assured once the other side answers (netfilter) */
 		e->state = CT_STATE_ESTABLISHED;
 	}
+#ifndef CT_NO_RTT
+	/* what the opening segment awaits: its SYN's answer, or (picked up) its data's or TSval's */
+	ct_rtt_update(e, p, CT_DIR_ORIG, 0, 0, p->seq);
+#endif
 }
 
 /* A new entry for the flow packet p opens: its state, the packet's counters and times. */
@@ -1059,6 +1386,7 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 			/* Retransmitted SYN; a different ISN means the opener started over. */
 			if (p->seq != snd->isn) {
 				ct_dir_init_syn(snd, p);
+				ct_synopts_take(e, p, d, 0);
 				snd->state = CT_TCP_SYN_SENT;
 			}
 			return;
@@ -1066,6 +1394,7 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 		if (st == CT_STATE_SYN_SENT && d == CT_DIR_REPLY) {
 			/* Simultaneous open: the responder's own SYN. */
 			ct_dir_init_syn(snd, p);
+			ct_synopts_take(e, p, d, 1);
 			if (!((snd->flags & rcv->flags) & CT_DF_WSCALE))
 				snd->wscale = rcv->wscale = 0;
 			ct_tcp_endpoints(e, p, d);
@@ -1107,6 +1436,7 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 				return;
 			}
 			ct_dir_init_syn(snd, p);
+			ct_synopts_take(e, p, d, 1);
 			if (!((snd->flags & rcv->flags) & CT_DF_WSCALE))
 				snd->wscale = rcv->wscale = 0;
 		} else if (st == CT_STATE_SYN_SENT2) {
@@ -1199,6 +1529,13 @@ static __always_inline void ct_emit(__u8 type, struct ct_key *key, struct ct_res
 		ev->bytes[0] = r->bytes[0];
 		ev->bytes[1] = r->bytes[1];
 	}
+	__builtin_memset(&ev->rtt, 0, sizeof(ev->rtt));
+	if (type == CT_EVENT_CLOSED || type == CT_EVENT_DESTROY) {
+		__u32 z = 0;
+		struct ct_scratch *sc = scratch.lookup(&z);   /* the packet's, set under the lock */
+		if (sc)
+			ev->rtt = prev ? sc->prev_rtt_sum : sc->rtt_sum;
+	}
 	events.ringbuf_submit(ev, 0);
 #endif
 }
@@ -1258,6 +1595,50 @@ static __always_inline void ct_after(struct ct_key *key, struct ct_result *r, __
 		stat_inc(CT_STAT_RST_CHALLENGED);
 }
 
+/* log2 bucket of v as BCC's bpf_log2l numbers them: 0 for 0, else floor(log2(v)) + 1; the last
+ * slot takes everything above. */
+static __always_inline __u32 ct_log2_bucket(__u32 v)
+{
+	if (!v)
+		return 0;
+	__u32 b = 1;
+	if (v >> 16) { v >>= 16; b += 16; }
+	if (v >> 8) { v >>= 8; b += 8; }
+	if (v >> 4) { v >>= 4; b += 4; }
+	if (v >> 2) { v >>= 2; b += 2; }
+	if (v >> 1) b += 1;
+	return b < CT_RTT_HIST_SLOTS ? b : CT_RTT_HIST_SLOTS - 1;
+}
+
+/* After ct_after: the per-tracker counters of SYN options and the RTT histogram. */
+static __always_inline void ct_after_extras(struct ct_pkt *p)
+{
+#if !defined(CT_NO_RTT) || !defined(CT_NO_SYNOPTS)
+	struct ct_stats *st;
+#endif
+#ifndef CT_NO_SYNOPTS
+	if (p->synopts_dir) {
+		st = stats_get();
+		if (st) {
+			__u32 base = p->synopts_dir == 1 ? CT_STAT_OPT_ORIG : CT_STAT_OPT_REPLY;
+#pragma unroll
+			for (int i = 0; i < CT_TCPOPT_MAX; i++)
+				if (p->synopts.named & (1 << i))
+					st->v[base + i] += 1;
+		}
+	}
+#endif
+#ifndef CT_NO_RTT
+	if (p->rtt_sampled) {
+		st = stats_get();
+		if (st) {
+			st->v[CT_STAT_RTT_HIST + ct_log2_bucket(p->rtt_e2e_us)] += 1;
+			st->v[CT_STAT_RTT_SUM_US] += p->rtt_e2e_us;
+		}
+	}
+#endif
+}
+
 static __always_inline int ct_closing_state(__u8 s)
 {
 	return s == CT_STATE_FIN_WAIT || s == CT_STATE_CLOSE_WAIT || s == CT_STATE_LAST_ACK ||
@@ -1277,6 +1658,7 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 		r->orig_state = e->dir[0].state;
 		r->reply_state = e->dir[1].state;
 		r->orig_side = e->orig_side;
+		ct_rtt_summarise(e, &ct_scratch_of(p)->prev_rtt_sum);
 		if (!ct_can_open(p)) {
 			/* Nothing takes the entry: it leaves the table now (ct_after deletes it),
 			 * unless a remover claimed it already. */
@@ -1301,7 +1683,18 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 				e->state = CT_STATE_ESTABLISHED;
 			}
 		} else {
+#ifndef CT_NO_RTT
+			/* what tells ct_rtt_update a retransmission, before the segment moves it */
+			__u8 prev_flags = e->dir[d & 1].flags;
+			__u32 prev_isn = e->dir[d & 1].isn, prev_end = e->dir[d & 1].td_end;
+#endif
+			if (p->tcp_flags & TH_SYN)   /* it may end the flow and open another */
+				ct_rtt_summarise(e, &ct_scratch_of(p)->prev_rtt_sum);
 			ct_tcp_existing(e, p, d, now, r);
+#ifndef CT_NO_RTT
+			if (r->klass != CT_CLASS_INVALID && !r->created)
+				ct_rtt_update(e, p, d, prev_flags, prev_isn, prev_end);
+#endif
 		}
 	}
 
@@ -1337,6 +1730,8 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 				e->close_reason = CT_CLOSE_FIN;
 				r->closed = 1;
 			}
+			if (r->closed)
+				ct_rtt_summarise(e, &ct_scratch_of(p)->rtt_sum);
 			r->close_reason = e->close_reason;
 		}
 		if (ct_closing_state(e->state) && !(e->flags & CT_F_EVICT_QUEUED)) {
@@ -1472,6 +1867,7 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 	}
 	*key_out = p->key;
 	__u64 now = ct_now();   /* only tracked packets need the clock */
+
 #ifdef CT_REPLAY
 	struct ct_trace *t = trace.lookup(&z);
 	if (t) {
@@ -1494,6 +1890,10 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 			return r->klass;
 		}
 		struct ct_entry *ne = (struct ct_entry *)sc->entry;
+#ifndef CT_NO_RTT
+		if (p->key.proto == IPPROTO_TCP)
+			p->rtt_now = ct_now_fine();   /* the opening segment is timed */
+#endif
 		ct_entry_build(ne, p, now);
 
 		/* Insert only if absent: another CPU may have created the flow since our lookup. */
@@ -1502,6 +1902,7 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 			err = flows.insert(&p->key, ne);
 		if (err == -EEXIST) {
 			e = flows.lookup(&p->key);   /* lost the race: handle it as an existing flow */
+			p->synopts_dir = 0;          /* the entry built for nothing took the options */
 		} else if (err) {
 			stat_inc(CT_STAT_TABLE_FULL);
 			r->klass = CT_CLASS_INVALID;
@@ -1519,6 +1920,7 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 			r->packets[0] = 1;
 			r->bytes[0] = p->ip_len;
 			ct_after(&p->key, r, now);
+			ct_after_extras(p);
 			return r->klass;
 		}
 		if (!e) {
@@ -1527,6 +1929,11 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 			return r->klass;
 		}
 	}
+#ifndef CT_NO_RTT
+	/* the fine clock, before the lock (no helper calls under it), when there is anything to time */
+	if (p->key.proto == IPPROTO_TCP && (p->rtt_now || ct_rtt_wants_clock(e, p)))
+		p->rtt_now = ct_now_fine();
+#endif
 	ct_update(e, p, now, r);
 	if (r->reopened && flows.lookup(&p->key) != e) {
 		/* The collector removed the expired entry between our lookup and our lock, or just
@@ -1537,6 +1944,7 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 		flows.insert(&p->key, ne);
 	}
 	ct_after(&p->key, r, now);
+	ct_after_extras(p);
 	return r->klass;
 }
 

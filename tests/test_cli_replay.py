@@ -208,7 +208,14 @@ def test_json_contract(session_pcap):
         "index": 8, "verdict": "pass", "reason": "tcp_no_flow", "flow": None, "class": "invalid"}
     tcp, udp = doc["flows"]
     assert set(tcp) == {"proto", "family", "orig", "state", "orig_state", "reply_state",
-                        "packets", "bytes"}
+                        "packets", "bytes", "rtt", "tcp_options"}
+    # passive RTT and the SYNs' options (tests/test_rtt.py, tests/test_tcpopts.py check values)
+    rtt, opts = tcp.pop("rtt"), tcp.pop("tcp_options")
+    assert set(rtt) == {"handshake_us", "srtt_us", "min_us", "samples", "orig", "reply"}
+    for side in ("orig", "reply"):
+        assert set(rtt[side]) == {"srtt_us", "min_us", "last_us", "samples", "handshake_us"}
+    assert set(opts) == {"orig", "reply"}
+    assert (udp.pop("rtt"), udp.pop("tcp_options")) == (None, None)
     assert tcp == {"proto": "tcp", "family": 4,
                    "orig": {"src": "10.1.0.1", "sport": 40000, "dst": "10.2.0.2", "dport": 80},
                    "state": "ESTABLISHED", "orig_state": "ESTABLISHED",

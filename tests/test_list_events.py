@@ -39,7 +39,12 @@ def test_tcp_flow_listed_with_states_and_counters(live):
         # three 100-byte requests and answers, plus the handshake: the IP-layer bytes say so
         assert f["bytes"][0] >= 3 * 100 + 3 * 52 and f["bytes"][1] >= 3 * 100 + 2 * 52
         assert set(f) == {"proto", "family", "orig", "state", "orig_state", "reply_state",
-                          "packets", "bytes"}   # the flow object of `ctrack replay --json`
+                          "packets", "bytes", "rtt", "tcp_options"}   # `ctrack replay --json`'s
+        # passive RTT of a live connection (three rounds and the handshake) and its SYNs' options
+        assert f["rtt"]["handshake_us"] is not None and f["rtt"]["samples"] >= 4, f["rtt"]
+        assert f["rtt"]["srtt_us"] > 0
+        assert "mss" in f["tcp_options"]["orig"]["options"]
+        assert "mss" in f["tcp_options"]["reply"]["options"]
         sport = f["orig"]["sport"]
 
         # filters, conntrack's way

@@ -65,9 +65,16 @@ def test_metrics_while_traffic_flows(live):
                           else None)(samples(scrape(port))), 5)
     assert m and m["ctrack_gc_removed_total"] >= 1
     assert m['ctrack_flows_closed_total{reason="fin"}'] >= 1   # the TCP connection above
+    # its passive RTT samples and its SYNs' options, as aggregates
+    assert m["ctrack_tcp_rtt_seconds_count"] >= 1
+    assert m['ctrack_tcp_rtt_seconds_bucket{le="+Inf"}'] == m["ctrack_tcp_rtt_seconds_count"]
+    assert m["ctrack_tcp_rtt_seconds_sum"] > 0
+    assert m['ctrack_tcp_option_flows_total{option="mss",side="orig"}'] >= 1
+    assert m['ctrack_tcp_option_flows_total{option="timestamps",side="reply"}'] >= 1
     text = scrape(port)
     assert "# TYPE ctrack_packets_total counter" in text
     assert "# TYPE ctrack_flows gauge" in text
+    assert "# TYPE ctrack_tcp_rtt_seconds histogram" in text
     assert "10.0.0.1" not in text   # no per-flow labels
 
 

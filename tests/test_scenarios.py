@@ -12,7 +12,8 @@ from ctrack import pins
 from ctrack.lab import Lab
 from ctrack.labscenario import scenario_files
 
-SCENARIOS = ["iperf3-tcp", "socat-tcp", "socat-udp", "hping3-rst", "scapy-simclose", "idle-timeout", "enforce"]
+SCENARIOS = ["iperf3-tcp", "socat-tcp", "socat-udp", "hping3-rst", "scapy-simclose", "idle-timeout", "enforce",
+             "tcp-options"]
 PID = os.getpid() % 1000
 
 
@@ -27,6 +28,8 @@ def assert_clean(lab):
     assert lab not in Lab.names()
     assert not os.path.exists(f"/run/netns/{lab}-ns1")
     assert not os.path.exists(os.path.join(pins.PIN_ROOT, f"sc-{lab}"))
+    # tcp-options' cgroup for its sock_ops program (ctrack/labsockops.py)
+    assert not any(os.path.exists(f"{root}/ctrack-{lab}") for root in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"))
 
 
 def failures(result):
