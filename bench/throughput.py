@@ -153,7 +153,7 @@ class TrackerRun:
 
     def __init__(self, ifaces, mode, name):
         self.proc = subprocess.Popen(["ctrack", "run", "-1", ifaces[0], "-2", ifaces[1], "--mode", mode,
-                                      "--name", name, "-l", "0", "--json", "-d", "900"],
+                                      "--name", name, "-l", "0", "--json", "--duration", "900"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()
         if "Tracking" not in line:

@@ -47,6 +47,15 @@ def ifindex(ipr, name):
     return idx[0]
 
 
+IFF_LOOPBACK = 0x8   # uapi/linux/if.h
+
+
+def is_loopback(ipr, name):
+    """A loopback device (lo): every packet sent on it leaves by its egress and comes back in by
+    its ingress, so a hook on each would see every packet twice."""
+    return bool(ipr.get_links(ifindex(ipr, name))[0]["flags"] & IFF_LOOPBACK)
+
+
 def xdp_prog_id(ipr, idx):
     """Id of the XDP program on an interface, or 0."""
     link = ipr.get_links(idx)[0]

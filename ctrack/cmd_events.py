@@ -12,14 +12,16 @@ import time
 from . import pins
 from .errors import CtrackError
 from .eventbus import Subscription
-from .events import format_event
+from .events import add_time_arguments, format_event, time_prefix, wall_time  # noqa: F401
 from .flowfilter import FlowFilter
 from .stopsignal import StopOnSignal
+from .text import plural
 
 EXAMPLES = """examples:
   ctrack events                             # every event of the only running tracker
   ctrack events -e new,destroy              # entries created and removed, no updates
   ctrack events -p tcp --dport 443 -t       # HTTPS flows, with wall-clock timestamps
+  ctrack events -T                          # ... as the time of day, HH:MM:SS.uuuuuu
   ctrack events --json | jq .reason         # JSON lines (the same dicts as `ctrack run --json`)
   ctrack events --history 50 -c 10         # the last 50 events, then stop after 10 more
 
@@ -55,18 +57,13 @@ def add_parser(sub):
     p.add_argument("-e", "--event-mask", default="all", metavar="TYPES",
                    help="comma-separated: new, update, destroy (default all)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("-t", "--timestamp", action="store_true", help="prefix each line with the time")
+    add_time_arguments(p)
     p.add_argument("--history", type=int, default=0, metavar="N",
                    help="start with up to N recent events (default 0: only new ones)")
     p.add_argument("-c", "--count", type=int, metavar="N", help="exit after N events")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="exit after this long")
     FlowFilter.add_arguments(p)
     p.set_defaults(func=run)
-
-
-def wall_time(ev, meta):
-    """Wall-clock seconds of an event (its ts is the tracker's monotonic clock)."""
-    return meta["started"] + (ev["ts_ns"] - meta["started_monotonic_ns"]) / 1e9
 
 
 def run(args):
@@ -91,9 +88,7 @@ def run(args):
                     if args.json:
                         line = json.dumps(ev)
                     else:
-                        line = format_event(ev)
-                        if args.timestamp:
-                            line = f"[{wall_time(ev, meta):.6f}] " + line
+                        line = time_prefix(ev, meta, args) + format_event(ev)
                     out.write(line + "\n")
                     seen += 1
                     if args.count and seen >= args.count:
@@ -101,7 +96,7 @@ def run(args):
                         return 0
                 out.flush()
                 if sub.lost > lost_reported:
-                    print(f"ctrack: {sub.lost - lost_reported} events lost (reading too slowly)",
+                    print(f"ctrack: {plural(sub.lost - lost_reported, 'event')} lost (reading too slowly)",
                           file=sys.stderr)
                     lost_reported = sub.lost
             if sub.closed:

@@ -15,6 +15,7 @@ from . import pins
 from .errors import CtrackError
 from .events import format_event
 from .flowfilter import FlowFilter
+from .text import plural
 
 FLUSH_EXAMPLES = """examples:
   ctrack flush                         # empty the table of the only running tracker
@@ -89,5 +90,6 @@ def run(args):
     else:
         for ev in removed:
             out.write(format_event(ev) + "\n")
-        print(f"ctrack: {len(removed)} flow entries have been deleted.", file=sys.stderr)
+        print(f"ctrack: {plural(len(removed), 'flow entry', 'flow entries')} "
+              f"{'has' if len(removed) == 1 else 'have'} been deleted.", file=sys.stderr)
     return 0

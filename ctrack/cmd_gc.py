@@ -10,6 +10,7 @@ from . import pins
 from .events import format_event
 from .flowfilter import positive_float
 from .gc import BACKOFF, MIN_FRACTION, QUIET_PASSES
+from .text import plural
 
 EXAMPLES = f"""examples:
   ctrack gc --once                 # one pass now: remove what has expired, say how much
@@ -25,7 +26,7 @@ otherwise (by FIN or RST, reported then as an [UPDATE]).
 Schedule: the next pass comes when the earliest remaining flow expires, at least every
 --interval, every {BACKOFF} x --interval once {QUIET_PASSES} passes found nothing while the table
 is under 90% full, never more often than --interval / {MIN_FRACTION}.
-`ctrack run` runs a collector itself unless --no-gc: only one runs per tracker (--once
+`ctrack run` runs a collector itself (not with `--no-gc`): only one runs per tracker (--once
 passes may run beside it).
 """
 
@@ -54,7 +55,7 @@ def _report(r, args, out):
             for ev in r.flows:
                 out.write(format_event(ev) + "\n")
         if args.once or r.removed:
-            out.write(f"scanned {r.scanned} entries in {r.duration_s * 1000:.1f} ms: removed "
+            out.write(f"scanned {plural(r.scanned, 'entry', 'entries')} in {r.duration_s * 1000:.1f} ms: removed "
                       f"{r.removed} expired ({r.ended} ended by timeout, {r.removed - r.ended} "
                       f"closed before), {r.live} live\n")
     out.flush()

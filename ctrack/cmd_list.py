@@ -11,6 +11,7 @@ from .flowfilter import FlowFilter
 from .flows import flow_object
 from .flowview import Names, conntrack_line, duration, endpoint_text, orig, size
 from .tracker import kernel_now_ns
+from .text import plural
 
 EXAMPLES = """examples:
   ctrack list                              # every live flow of the only running tracker
@@ -111,10 +112,11 @@ def run(args):
             names = Names()
             for r in rows:
                 out.write(conntrack_line(r, L, names, now) + "\n")
-            print(f"ctrack: {len(rows)} flow entries have been shown.", file=sys.stderr)
+            print(f"ctrack: {plural(len(rows), 'flow entry', 'flow entries')} "
+                  f"{'has' if len(rows) == 1 else 'have'} been shown.", file=sys.stderr)
         else:
             for line in table_lines(rows, L, now):
                 out.write(line + "\n")
-            print(f"ctrack: {len(rows)} flows shown; table {total}/{sh.table_size} entries "
+            print(f"ctrack: {plural(len(rows), 'flow')} shown; table {total}/{sh.table_size} entries "
                   f"(tracker {meta['name']!r})", file=sys.stderr)
     return 0

@@ -19,10 +19,15 @@ EXAMPLES = """examples:
 timeouts (seconds; names as in kernel/ctrack.h): SYN_SENT SYN_RECV ESTABLISHED FIN_WAIT
   CLOSE_WAIT LAST_ACK TIME_WAIT CLOSE SYN_SENT2 UNACK UDP_NEW UDP_ESTABLISHED
 
-output: one line a packet: index, seconds since the first packet, the packet as the tracker
-parsed it, verdict (pass/drop), class (NEW/ESTABLISHED/RELATED/INVALID/UNTRACKED) and reason, and the
-flow's overall state with the opener's/responder's endpoint states. Then the flow table.
---json prints {"packets": [...], "flows": [...]} (see README: "ctrack replay --json").
+output: a header line, then one line a packet in fixed columns: NO (index in the capture),
+TIME (seconds since the first packet), VERDICT (pass/drop), CLASS (NEW, ESTABLISHED, RELATED,
+INVALID, UNTRACKED), REASON (why INVALID), STATE (the flow's overall state after the packet),
+ENDPOINTS (opener's/responder's TCP states), then the packet as the tracker parsed it, tcpdump
+style (`len=` the TCP or UDP payload); what it does not track is named by IP protocol or
+EtherType (arp, igmp, lldp, ...). "-": nothing to say. Then the flow table.
+--json prints {"packets": [...], "flows": [...]}; each packet object has index, time, ts_ns,
+class, verdict, reason, flow, proto, family, src, sport, dst, dport, tcp_flags, payload_len,
+icmp, quoted (see README: "ctrack replay --json").
 """
 
 
@@ -51,6 +56,7 @@ def run(args):
     frames = read_capture(args.file, warn=lambda msg: print(f"ctrack: warning: {msg}",
                                                             file=sys.stderr))
     first = next(frames, None)   # reads the header now: a bad file fails before compiling
+    columns = _columns()
     with Tracker(cfg) as tracker:
         rp = Replayer(tracker)
         packets = []
@@ -62,8 +68,10 @@ def run(args):
             if args.json:
                 packets.append(res.json())
             else:
-                out.write(_packet_line(res, t0) + "\n")
+                out.write(_packet_line(res, t0, columns) + "\n")
 
+        if not args.json:
+            out.write(_header(columns) + "\n")
         if first is not None:
             handle(first)
             for fr in frames:
@@ -79,10 +87,32 @@ def run(args):
     return 0
 
 
-def _packet_line(res, t0):
-    what = res.klass + (f" {res.reason}" if res.reason else "")
-    flow = ""
-    if res.flow:
-        f = res.flow
-        flow = f["state"] + (f" ({f['orig_state']}/{f['reply_state']})" if f["orig_state"] else "")
-    return f"{res.index:>5} {(res.ts_ns - t0) / 1e9:10.6f}  {res.summary}  {res.verdict} {what}  {flow}"
+def _columns():
+    """The fixed columns of a packet line before the packet itself: (header, width, right
+    aligned, value of (result, t0)). Widths come from the longest names in kernel/ctrack.h, so
+    every line lines up whatever it holds; a new column is one more item here."""
+    from .defs import defs
+    d = defs()
+    longest = lambda enum: max(len(n) for n in enum.names())   # noqa: E731
+    ep = longest(d.ct_tcp_endpoint)
+    return [
+        ("NO", 5, True, lambda r, t0: str(r.index)),
+        ("TIME", 10, True, lambda r, t0: f"{(r.ts_ns - t0) / 1e9:.6f}"),
+        ("VERDICT", 7, False, lambda r, t0: r.verdict),
+        ("CLASS", longest(d.ct_class), False, lambda r, t0: r.klass),
+        ("REASON", longest(d.ct_reason), False, lambda r, t0: r.reason or "-"),
+        ("STATE", longest(d.ct_state), False, lambda r, t0: r.flow["state"] if r.flow else "-"),
+        ("ENDPOINTS", 2 * ep + 1, False,
+         lambda r, t0: f"{r.flow['orig_state']}/{r.flow['reply_state']}"
+         if r.flow and r.flow["orig_state"] else "-"),
+    ]
+
+
+def _header(columns):
+    cells = [h.rjust(w) if right else h.ljust(w) for h, w, right, _ in columns]
+    return " ".join(cells) + " PACKET"
+
+
+def _packet_line(res, t0, columns):
+    cells = [(v(res, t0).rjust(w) if right else v(res, t0).ljust(w)) for _, w, right, v in columns]
+    return " ".join(cells) + " " + res.summary

@@ -6,9 +6,9 @@ import sys
 import time
 
 from . import pins, preflight, runextras
-from .attach import Attachments, ifindex
+from .attach import Attachments, ifindex, is_loopback
 from .errors import CtrackError
-from .events import EventReader, format_event
+from .events import EventReader, add_time_arguments, format_event, time_prefix
 from .stopsignal import StopOnSignal
 from .tracker import Tracker, TrackerConfig, parse_timeouts
 
@@ -19,7 +19,8 @@ EXAMPLES = """examples:
   ctrack run -i eth0                         # observe one interface, both directions (TC)
   ctrack run -i eth0 -l 2                    # ... printing every state change
   ctrack run -i eth0 --timeout ESTABLISHED=600 --table-size 262144
-  ctrack run -i eth0 --name edge -d 60       # a named tracker, for 60 seconds
+  ctrack run -i eth0 --name edge --duration 60   # a named tracker, for 60 seconds
+  ctrack run -i eth0 -l 2 -T                 # every state change, with the time of day
   ctrack run -i eth0 --metrics 9100          # Prometheus metrics on 127.0.0.1:9100
   ctrack run -i eth0 --gc-interval 5         # collect idle expired flows every 5 s at most
 
@@ -27,6 +28,11 @@ while it runs, from another terminal: ctrack list, ctrack events, ctrack-top, ct
 log levels: 0 nothing but the summary at exit, 1 flows opened, ended and removed (default),
             2 every state change.
 the banner says whether a collector removes idle flows, how, or why none does.
+hooks: -1/-2 take the TC ingress of both interfaces, each redirecting to the other. -i takes
+       the TC ingress and egress of IFACE, so each direction of a connection is seen once;
+       on a loopback device (lo), where every packet is sent and then received, ingress only;
+       the host's own multicast/broadcast looped back to IFACE's ingress is not counted
+       again. XDP (--mode xdp) hooks only what IFACE receives (on lo: every packet).
 modes: tc (default) keeps GSO/TSO super-packets whole and measured fastest on veth (19 Gbit/s
        pass-through); xdp runs before the kernel allocates an skb. On veth, XDP redirect needs the
        hosts' ends at `ethtool -K eth0 tx off gro on` (checked before attaching: TCP would stall
@@ -58,11 +64,29 @@ def add_parser(sub):
                    help="tracker name, for several at once (default: default)")
     p.add_argument("-l", "--log-level", type=int, choices=(0, 1, 2), default=1,
                    help="0 quiet, 1 flows opened/closed, 2 every state change")
-    p.add_argument("-d", "--duration", type=float, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    # -d is a destination address in ctrack list/events/flush/delete and ctrack-top (conntrack's
+    # -s/-d); here it only says so, for those used to the old `ctrack run -d SECONDS`
+    p.add_argument("-d", action=_NotDuration, nargs="?", help=argparse.SUPPRESS)
+    add_time_arguments(p)
     p.add_argument("--json", action="store_true", help="events and the summary as JSON lines")
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     runextras.add_arguments(p)
     p.set_defaults(func=run)
+
+
+class _NotDuration(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error("-d is a destination address in ctrack's other commands (conntrack's -s/-d); "
+                     "the run time is --duration SECONDS")
+
+
+def observer_hooks(ipr, name):
+    """The TC hooks an observer of one interface takes: ingress and egress, each direction of
+    a connection crossing one of them; on a loopback device, where every packet crosses both
+    (it is sent, then received), ingress alone. (The copies of its own multicast and broadcast
+    a host loops back to any interface are skipped at ingress: CT_TC_EGRESS.)"""
+    return ("ingress",) if is_loopback(ipr, name) else ("ingress", "egress")
 
 
 def _plan(args):
@@ -87,10 +111,12 @@ def run(args):
     atts = Attachments()
     try:
         idx = [ifindex(atts.ipr, n) for n in ifaces]
+        hooks = observer_hooks(atts.ipr, ifaces[0]) if not wire else ("ingress",)
         cfg = TrackerConfig(policy=args.policy, pickup=args.pickup,
                             timeouts=parse_timeouts(args.timeout), table_size=args.table_size,
                             redirect=tuple(idx) if wire else None,
-                            xdp_frags=args.mode == "xdp")
+                            xdp_frags=args.mode == "xdp",
+                            tc_egress=args.mode == "tc" and "egress" in hooks)
         pins.claim(args.name)
         pins.running()   # and any other dead tracker's leftovers, before looking at interfaces
         tracker = Tracker(cfg, checks=False)
@@ -102,7 +128,6 @@ def run(args):
     try:
         if args.mode == "tc":
             fd = tracker.fn("ct_tc").fd
-            hooks = ("ingress",) if wire else ("ingress", "egress")
             for n in ifaces:
                 atts.attach_tc(n, fd, hooks, tracker=args.name)
         else:
@@ -120,6 +145,7 @@ def run(args):
         meta = pins.publish(args.name, tracker, {
             "interfaces": ifaces, "wire": wire, "mode": args.mode, "policy": args.policy,
             "pickup": args.pickup, "timeouts": cfg.effective_timeouts(),
+            "hooks": list(hooks) if args.mode == "tc" else ["xdp"],
             "table_size": args.table_size or tracker.defs.CT_TABLE_SIZE,
             "attached": atts.record()})
         if atts.removed_orphans:
@@ -132,7 +158,9 @@ def run(args):
         reader = EventReader(tracker.bpf)
         how = " <-> ".join(ifaces) if wire else ifaces[0] + " (observing)"
         note = ""
-        if args.mode == "xdp" and not wire:
+        if not wire and is_loopback(atts.ipr, ifaces[0]):
+            note = " Loopback: each packet is seen once, as it comes back in."
+        elif args.mode == "xdp" and not wire:
             note = " XDP sees received packets only."
         print(f"Tracking {how}: {args.mode}, {args.policy}"
               f"{', pickup' if args.pickup else ''}, tracker {meta['name']!r}, "
@@ -143,10 +171,10 @@ def run(args):
         with StopOnSignal() as stop:
             while not stop() and (deadline is None or time.monotonic() < deadline):
                 for ev in reader.poll(200):
-                    _print_event(ev, args, out)
+                    _print_event(ev, args, out, meta)
                     extras.publish(ev)
         for ev in reader.poll(0):
-            _print_event(ev, args, out)
+            _print_event(ev, args, out, meta)
             extras.publish(ev)
         extras.close()
         _summary(tracker, args, out)
@@ -174,7 +202,7 @@ def _xdp_frags_fd(tracker):
     return fd
 
 
-def _print_event(ev, args, out):
+def _print_event(ev, args, out, meta):
     if args.log_level == 0:
         return
     if args.log_level == 1 and ev["type"] == "state":
@@ -183,7 +211,7 @@ def _print_event(ev, args, out):
         import json
         out.write(json.dumps(ev) + "\n")
     else:
-        out.write(format_event(ev) + "\n")
+        out.write(time_prefix(ev, meta, args) + format_event(ev) + "\n")
     out.flush()
 
 

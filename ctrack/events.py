@@ -117,3 +117,31 @@ def format_event(e):
     return (f"{tag:>9} {e['proto']} {e['state']}{eps} src={o['src']} dst={o['dst']} "
             f"sport={o['sport']} dport={o['dport']} packets={e['packets'][0]}/{e['packets'][1]} "
             f"bytes={e['bytes'][0]}/{e['bytes'][1]}{why}")
+
+
+def add_time_arguments(p):
+    """-t/-T for the tools that print events (ctrack events, ctrack run): one meaning in both."""
+    p = p.add_mutually_exclusive_group()
+    p.add_argument("-t", "--timestamp", action="store_true",
+                   help="prefix each event with its wall-clock time in seconds since the epoch, "
+                        "[1700000000.123456] (conntrack -E -o timestamp)")
+    p.add_argument("-T", "--time", action="store_true",
+                   help="prefix each event with its wall-clock time of day, HH:MM:SS.uuuuuu")
+
+
+def wall_time(ev, meta):
+    """Wall-clock seconds of an event. Its ts_ns is CLOCK_MONOTONIC (bpf_ktime_get_ns, read
+    when the event is emitted); the tracker's description pairs time.time() with
+    time.monotonic_ns(), the same clock, read when it started."""
+    return meta["started"] + (ev["ts_ns"] - meta["started_monotonic_ns"]) / 1e9
+
+
+def time_prefix(ev, meta, args):
+    """The -t / -T prefix of an event line ("" without either)."""
+    if not (getattr(args, "timestamp", False) or getattr(args, "time", False)):
+        return ""
+    import time
+    wall = wall_time(ev, meta)
+    if args.timestamp:
+        return f"[{wall:.6f}] "
+    return time.strftime("%H:%M:%S", time.localtime(wall)) + f".{int(wall * 1e6) % 1000000:06d} "

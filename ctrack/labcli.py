@@ -74,8 +74,12 @@ def build_parser():
     sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("up", help="build a lab (harmless when it is already up)", formatter_class=_Formatter,
-                       description="Build a lab and print what it made.", epilog=EXAMPLES)
+    p = sub.add_parser("up", help="build a lab (already up: applies the --delay/--bridge given)",
+                       formatter_class=_Formatter,
+                       description="Build a lab and print what it made. On a lab that is already "
+                                   "up, the delay options and --bridge given are applied (as `set` "
+                                   "and `bridge on` would); the rest needs `down` first.",
+                       epilog=EXAMPLES)
     _add_name(p)
     p.add_argument("-t", "--topology", choices=TOPOLOGIES, default="wire", help="default: %(default)s")
     p.add_argument("--bridge", action="store_true",
@@ -86,16 +90,20 @@ def build_parser():
                    help="turn TSO/GSO off on the hosts' eth0 (an XDP program without frags support "
                         "on veth stalls TCP sent with TSO; TC programs are fine with it)")
     p.add_argument("--json", action="store_true", help="print the lab description as JSON")
-    _add_delay(p, "0")
+    _add_delay(p, None)   # None: not given, so `up` on a running lab can tell what was asked
 
     p = sub.add_parser("down", help="remove everything a lab made", formatter_class=_Formatter,
                        description="Remove the lab's namespaces, interfaces, rules and delay lines, "
-                                   "and stop programs still running in its namespaces.")
+                                   "and stop programs still running in its namespaces.",
+                       epilog="examples:\n  ctrack-lab down                  # the default lab (ns1, ns2)\n"
+                              "  ctrack-lab down --name t1        # lab t1 (t1-ns1, t1-ns2, ...)")
     _add_name(p)
 
     p = sub.add_parser("status", help="what exists and what is attached", formatter_class=_Formatter,
                        description="Show the lab's namespaces and interfaces, the XDP and TC programs "
-                                   "attached to them, and the delay lines' counters.")
+                                   "attached to them, and the delay lines' counters.",
+                       epilog="examples:\n  ctrack-lab status                # is the tracker attached? packets delayed?\n"
+                              "  ctrack-lab status --name t1 --json | jq '.interfaces'")
     _add_name(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -120,11 +128,15 @@ def build_parser():
     p = sub.add_parser("bridge", help="join or part veth1/veth2 on a running wire lab",
                        formatter_class=_Formatter,
                        description="on: veth1 and veth2 join bridge ctbr0 and the hosts talk with no "
-                                   "tracker. off: the bridge goes, and a tracker must redirect.")
+                                   "tracker. off: the bridge goes, and a tracker must redirect.",
+                       epilog="examples:\n  ctrack-lab bridge off            # before `ctrack run -1 veth1 -2 veth2`\n"
+                              "  ctrack-lab bridge on --name t1   # lab t1's hosts talk with no tracker")
     _add_name(p)
     p.add_argument("state", choices=("on", "off"))
 
-    sub.add_parser("list", help="the labs that are up", description="List the labs that have state files.")
+    sub.add_parser("list", help="the labs that are up", formatter_class=_Formatter,
+                   description="List the labs that have state files: name, topology, namespaces.",
+                   epilog="example:\n  ctrack-lab list                  # then `ctrack-lab down --name NAME` for each")
 
     from .labscenario import add_parser as add_run_parser   # `run`: validation scenarios
     add_run_parser(sub, _Formatter)
@@ -163,15 +175,41 @@ def cmd_up(args):
     lab = Lab(args.name, args.topology, bridge=args.bridge, no_tso=args.no_tso, conntrack=args.conntrack,
               **_delay_kwargs(args))
     built = lab.up()
-    if args.json:
-        print(json.dumps({"built": built, **lab.info()}, indent=1))
-        return 0
+    changed = []
     if not built:
         lab = Lab.attach(args.name)
-        print(f"lab {args.name!r} is already up (nothing changed; `ctrack-lab set` / `ctrack-lab bridge` "
-              f"change a running lab)")
+        changed = _apply_to_running(lab, args)
+    if args.json:
+        print(json.dumps({"built": built, "changed": changed, **lab.info()}, indent=1))
+        return 0
+    if not built:
+        print(f"lab {args.name!r} is already up (" + ("; ".join(changed) if changed else
+              "nothing changed; `ctrack-lab set` / `ctrack-lab bridge` change a running lab") + ")")
     _print_summary(lab)
     return 0
+
+
+def _apply_to_running(lab, args):
+    """`up` on a lab that is already up: what the user asked for is applied as `set` and
+    `bridge on` would (delay options given keep the others' values); what only a rebuild can
+    change is refused, saying how. Returns what changed, as text."""
+    opts = lab.state.get("options") or {}
+    for flag, key in (("--no-tso", "no_tso"), ("--conntrack", "conntrack")):
+        if getattr(args, key) and not opts.get(key):
+            raise CtrackError(f"lab {lab.name!r} is already up without {flag}: `ctrack-lab down"
+                              f"{lab._name_flag()}`, then up again with it")
+    changed = []
+    if args.bridge and lab.set_bridge(True):
+        changed.append("bridge on")
+    kw = _delay_kwargs(args)
+    if kw:
+        from .labdelay import DelayConfig
+        before = DelayConfig.from_dict(lab.state.get("delay"))
+        attr = {"queue_cap": "cap"}
+        if any(getattr(before, attr.get(k, k)) != v for k, v in kw.items()):
+            # restarts the delay lines: only when something differs
+            changed.append(f"delay now {lab.set_delay(**kw).describe()}")
+    return changed
 
 
 def _print_summary(lab):

@@ -34,9 +34,8 @@ import time
 from . import labnet
 from .errors import CtrackError
 from .lab import Lab
+from .resources import SCENARIO_DIR
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIO_DIR = os.environ.get("CTRACK_SCENARIO_DIR", os.path.join(REPO, "lab", "scenarios"))
 PY = "/usr/bin/python3"   # the only python that imports BCC; helpers use it too
 
 OK, BAD = "\u2713", "\u2717"
@@ -104,7 +103,7 @@ class TrackerProcess:
                  extra=(), limit_s=180):
         v1, v2 = lab.tracker_ifaces
         self.argv = ["ctrack", "run", "-1", v1, "-2", v2, "--mode", mode, "--policy", policy,
-                     "--name", name, "--json", "-l", "2", "-d", str(limit_s)]
+                     "--name", name, "--json", "-l", "2", "--duration", str(limit_s)]
         for state, secs in (timeouts or {}).items():
             self.argv += ["--timeout", f"{state}={secs}"]
         if pickup:

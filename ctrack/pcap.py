@@ -9,6 +9,7 @@ import struct
 from dataclasses import dataclass
 
 from .errors import CtrackError
+from .text import plural
 
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 _ZERO_MACS = bytes(12)
@@ -221,7 +222,7 @@ def read_capture(path, warn=None):
     def cut(index):
         if warn:
             warn(f"{path}: the capture is cut short in the middle of a record; "
-                 f"{index} whole packets read")
+                 f"{plural(index, 'whole packet')} read")
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -232,10 +233,14 @@ def read_capture(path, warn=None):
         raise CtrackError(f"{path}: permission denied") from None
     with f:
         head = f.read(4)
-        if head in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
-                    b"\xa1\xb2\x3c\x4d"):
-            yield from _read_pcap(f, head, cut)
-        elif head == b"\x0a\x0d\x0d\x0a":
-            yield from _read_pcapng(f, head + f.read(4), cut)
-        else:
-            raise CtrackError(f"{path}: not a pcap or pcapng capture")
+        try:
+            if head in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
+                        b"\xa1\xb2\x3c\x4d"):
+                yield from _read_pcap(f, head, cut)
+            elif head == b"\x0a\x0d\x0d\x0a":
+                yield from _read_pcapng(f, head + f.read(4), cut)
+            else:
+                raise CtrackError("not a pcap or pcapng capture")
+        except CtrackError as exc:
+            # the readers say what is wrong; every such line also names the file, here
+            raise CtrackError(f"{path}: {exc}") from None

@@ -35,15 +35,32 @@ def meta_path(name):
 
 
 def pid_alive(pid):
+    """Whether process `pid` still runs. A zombie (killed, not yet reaped by its parent) does
+    not: it has closed its maps and ring buffer and will never detach or read anything, yet
+    kill(pid, 0) succeeds on it until its parent waits for it."""
     if pid <= 0:
         return False   # kill(0, ...) would signal our own process group
     try:
         os.kill(pid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    return _proc_state(pid) not in ("Z", "X", None)
+
+
+def _proc_state(pid):
+    """The state letter of /proc/PID/stat (R, S, D, Z, X, ...), or None when it is gone. The
+    command name in parentheses may itself hold spaces and ')': the state follows the last ')'."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return "?"   # unreadable: kill() said it exists, so take it for alive
+    rest = stat[stat.rfind(b")") + 1:].split()
+    return rest[0].decode() if rest else "?"
 
 
 def _is_tracker_meta(meta):

@@ -10,7 +10,8 @@ from typing import Optional
 
 from .defs import defs
 from .errors import CtrackError
-from .flows import addr_text, endpoint, flow_object, read_flows
+from .flows import PROTO_NAMES, addr_text, endpoint, flow_object, read_flows
+from .packetinfo import decode_frame, empty_fields
 from .testrun import TestRunner
 
 ETH_HLEN = 14
@@ -30,17 +31,36 @@ class PacketResult:
     flow: Optional[dict]    # {"state", "orig_state", "reply_state"} after the packet, or None
     described: object       # a text, or the packet's trace, turned into text only when asked
                             # for (--json never asks: a third of its run time went there)
+    trace: object = None    # the packet's trace (struct ct_trace), None if it was not run
+    frame: bytes = b""      # the frame, decoded here only when the tracker did not parse it
 
     @property
     def summary(self):
-        """Who sent what, as the kernel parsed it."""
+        """Who sent what, as the kernel parsed it (or, for what it did not parse, as the frame
+        says: the EtherType or IP protocol, the addresses)."""
         if not isinstance(self.described, str):
-            self.described = Replayer.describe(self.described)
+            if self.described.parsed:
+                self.described = Replayer.describe(self.described)
+            else:
+                self.described = decode_frame(self.frame)[1]
         return self.described
 
+    def fields(self):
+        """proto, family, src, sport, dst, dport, tcp_flags, payload_len, icmp, quoted: what
+        the packet is, from the kernel's trace when it parsed the packet, else from the frame."""
+        t = self.trace
+        if t is None:
+            return empty_fields()
+        if not t.parsed:
+            return decode_frame(self.frame)[0]
+        return Replayer.trace_fields(t)
+
     def json(self):
-        return {"index": self.index, "verdict": self.verdict, "reason": self.reason,
-                "flow": self.flow}
+        out = {"index": self.index, "verdict": self.verdict, "reason": self.reason,
+               "flow": self.flow, "class": self.klass.lower(), "ts_ns": self.ts_ns,
+               "time": round(self.ts_ns / 1e9, 6)}
+        out.update(self.fields())
+        return out
 
 
 _TCP_FLAG_LETTERS = ((0x02, "S"), (0x01, "F"), (0x04, "R"), (0x08, "P"), (0x10, "."), (0x20, "U"))
@@ -92,13 +112,56 @@ class Replayer:
                     "reply_state": ep.name(t.reply_state) if tcp else None}
         reason = d.ct_reason.name(t.reason).lower() if t.reason else None
         verdict = "drop" if t.action == d.ct_action.CT_ACTION_DROP else "pass"
-        return PacketResult(index, ts_ns, d.ct_class.name(t.klass), reason, verdict, flow, t)
+        return PacketResult(index, ts_ns, d.ct_class.name(t.klass), reason, verdict, flow, t, t,
+                            frame)
 
     def _verdict_without_run(self, index, ts_ns, reason_value):
         d = self.defs
         enforce = self.tracker.config.policy == "enforce"
-        return PacketResult(index, ts_ns, "INVALID", d.ct_reason.name(reason_value).lower(),
+        return PacketResult(index, ts_ns, d.ct_class.name(d.ct_class.CT_CLASS_INVALID),
+                            d.ct_reason.name(reason_value).lower(),
                             "drop" if enforce else "pass", None, "frame shorter than Ethernet")
+
+    @staticmethod
+    def trace_fields(t):
+        """The JSON packet fields of a packet the kernel parsed (trace.parsed 1, 2 or 3)."""
+        f = empty_fields()
+        k = t.key
+        f["family"] = k.family
+        tcp = k.proto == socket.IPPROTO_TCP
+        if t.parsed == 1:
+            f["proto"] = PROTO_NAMES.get(k.proto, str(k.proto))
+            f["src"], f["sport"] = endpoint(k, t.side)
+            f["dst"], f["dport"] = endpoint(k, t.side ^ 1)
+            f["tcp_flags"] = _flags_text(t.tcp_flags) if tcp else None
+            f["payload_len"] = t.datalen
+            return f
+        # an ICMP error: its own addresses, type and code; and what it quotes (parsed 2)
+        f["proto"] = "icmp6" if k.family == 6 else "icmp"
+        f["src"], f["dst"] = addr_text(k.family, t.icmp_outer[0]), addr_text(k.family, t.icmp_outer[1])
+        f["icmp"] = {"type": t.icmp_type, "code": t.icmp_code}
+        mtu = Replayer._icmp_mtu(t)
+        if mtu is not None:
+            f["icmp"]["mtu"] = mtu
+        if t.parsed == 2:
+            src, sport = endpoint(k, t.side)
+            dst, dport = endpoint(k, t.side ^ 1)
+            f["quoted"] = {"proto": PROTO_NAMES.get(k.proto, str(k.proto)), "src": src,
+                           "sport": sport, "dst": dst, "dport": dport}
+            if tcp:
+                f["quoted"]["seq"] = t.seq
+        return f
+
+    @staticmethod
+    def _icmp_mtu(t):
+        """The MTU an error reports: RFC 1191's "fragmentation needed", RFC 8201's "packet too
+        big"; None for other errors."""
+        fam = t.key.family
+        if fam == 4 and (t.icmp_type, t.icmp_code) == (3, 4):
+            return t.icmp_rest & 0xFFFF
+        if fam == 6 and t.icmp_type == 2:
+            return t.icmp_rest
+        return None
 
     @staticmethod
     def describe(t):
@@ -120,7 +183,7 @@ class Replayer:
         if k.proto == socket.IPPROTO_TCP:
             return (f"{src}:{sport} > {dst}:{dport} tcp [{_flags_text(t.tcp_flags)}] "
                     f"seq={t.seq} ack={t.ack} win={t.win} len={t.datalen}")
-        return f"{src}:{sport} > {dst}:{dport} udp"
+        return f"{src}:{sport} > {dst}:{dport} udp len={t.datalen}"
 
     @staticmethod
     def _icmp_text(t):
@@ -129,10 +192,9 @@ class Replayer:
         fam = t.key.family
         src, dst = addr_text(fam, t.icmp_outer[0]), addr_text(fam, t.icmp_outer[1])
         text = f"{'icmp6' if fam == 6 else 'icmp'} {src} > {dst} error type={t.icmp_type} code={t.icmp_code}"
-        if fam == 4 and (t.icmp_type, t.icmp_code) == (3, 4):
-            text += f" mtu={t.icmp_rest & 0xFFFF}"
-        elif fam == 6 and t.icmp_type == 2:
-            text += f" mtu={t.icmp_rest}"
+        mtu = Replayer._icmp_mtu(t)
+        if mtu is not None:
+            text += f" mtu={mtu}"
         return text
 
     def flows(self):

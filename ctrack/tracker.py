@@ -36,6 +36,7 @@ class TrackerConfig:
     replay: bool = False
     events: bool = True
     xdp_frags: bool = False
+    tc_egress: bool = False   # ct_tc also hooks egress of the observed interface
 
     def cflags(self):
         d = defs()
@@ -63,6 +64,8 @@ class TrackerConfig:
             flags.append("-DCT_NO_EVENTS")
         if self.xdp_frags:
             flags.append("-DCT_XDP_FRAGS")
+        if self.tc_egress:
+            flags.append("-DCT_TC_EGRESS")
         return flags
 
     def effective_timeouts(self):

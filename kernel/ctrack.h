@@ -314,7 +314,7 @@ struct ct_evict_item {
 
 /* A flow event. */
 struct ct_event {
-	__u64 ts;
+	__u64 ts;            /* CLOCK_MONOTONIC ns when emitted (the capture's clock in replay) */
 	struct ct_key key;
 	__u8 type;           /* enum ct_event_type */
 	__u8 state;          /* overall state after the event */

@@ -12,6 +12,7 @@
  *   CT_REPLAY       the clock comes from the `trace` map (capture timestamps) and the verdict of
  *                   the last packet is written there, for replay and tests
  *   CT_NO_EVENTS    no ring buffer events at all
+ *   CT_TC_EGRESS    ct_tc also runs at egress of the interface it observes (ctrack run -i)
  *   CT_TIMEOUT_*, CT_TABLE_SIZE   see ctrack.h
  *
  * Reads only packet bytes and uapi headers, never a kernel-internal struct: it loads on any kernel
@@ -19,6 +20,7 @@
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
+#include <uapi/linux/if_packet.h>
 #include <uapi/linux/in.h>
 #include <uapi/linux/ip.h>
 #include <uapi/linux/ipv6.h>
@@ -90,7 +92,7 @@ struct ct_pkt {
 	struct ct_key key;
 	__u32 seq;
 	__u32 ack;
-	__u32 datalen;    /* TCP payload bytes */
+	__u32 datalen;    /* TCP payload bytes; UDP: the UDP header's length less 8 */
 	__u32 ip_len;     /* bytes at the IP layer */
 	__u16 win;
 	__u16 mss;
@@ -435,6 +437,7 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 			*reason = CT_REASON_UDP_BAD_LENGTH;
 			return CT_CLASS_INVALID;
 		}
+		p->datalen = ulen - sizeof(*uh);   /* for replay's line (len=); UDP judges no lengths */
 		sport = uh->source;
 		dport = uh->dest;
 	} else if (l4proto == IPPROTO_ICMP || l4proto == IPPROTO_ICMPV6) {
@@ -1163,7 +1166,14 @@ static __always_inline void ct_emit(__u8 type, struct ct_key *key, struct ct_res
 		stat_inc(CT_STAT_EVENTS_LOST);
 		return;
 	}
-	ev->ts = now;
+#ifdef CT_REPLAY
+	ev->ts = now;   /* the capture's clock */
+#else
+	/* Events are rare (state changes only), so they can afford the precise clock, read here
+	 * and nowhere else: the per-packet path keeps ct_now()'s coarse one, whose jiffy would
+	 * give a whole handshake's events one time. Both count CLOCK_MONOTONIC. */
+	ev->ts = bpf_ktime_get_ns();
+#endif
 	ev->key = *key;
 	ev->type = type;
 	ev->state = r->state;
@@ -1647,6 +1657,13 @@ static __always_inline __u32 ct_tc_headers_len(void *data, void *data_end)
 
 int ct_tc(struct __sk_buff *skb)
 {
+#ifdef CT_TC_EGRESS
+	/* The host's copy of its own multicast or broadcast (IP_MULTICAST_LOOP), handed back to
+	 * the sending interface's ingress: the egress hook already took the original. On lo every
+	 * packet comes back, but as PACKET_HOST, so there user space hooks ingress only. */
+	if (skb->pkt_type == PACKET_LOOPBACK)
+		return TC_ACT_OK;
+#endif
 	struct ct_result r = {};
 	struct ct_key key = {};
 	__u32 redirect_to = 0;

@@ -45,7 +45,7 @@ def main():
 
         step(f"2. The tracker as a bump in the wire: ctrack run -1 {v1} -2 {v2} -l 2")
         tracker = subprocess.Popen(["ctrack", "run", "-1", v1, "-2", v2, "-l", "2", "--name", LAB,
-                                    "-d", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    "--duration", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
         line = tracker.stderr.readline()
         if "Tracking" not in line:

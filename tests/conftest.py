@@ -53,7 +53,7 @@ TEST_LAB_NAME = re.compile(r"^(t[a-z]?|rt)(\d{1,6})$")
 
 
 def _running_pytest_tags():
-    """The name tags (pid % 10000, pid % 100000) of the other pytest sessions alive now."""
+    """The name tags (the pid modulo a power of ten) of the other pytest sessions alive now."""
     tags = set()
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
@@ -64,7 +64,8 @@ def _running_pytest_tags():
                     continue
         except OSError:
             continue
-        tags.update((str(int(pid) % 10000), str(int(pid) % 100000)))
+        # the suite's names carry pid % 1000, 10000 or 100000 (then maybe a counter)
+        tags.update(str(int(pid) % 10 ** k) for k in (3, 4, 5))
     return tags
 
 

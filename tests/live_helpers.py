@@ -55,7 +55,7 @@ class LiveTracker:
         self.lab, self.name = lab, name
         v1, v2 = lab.tracker_ifaces
         self.argv = ["ctrack", "run", "-1", v1, "-2", v2, "--name", name, "-l", "2", "--json",
-                     "-d", str(duration), *args]
+                     "--duration", str(duration), *args]
         self.out = open(f"/tmp/ctrack-test-{name}.out", "w+")
         self.proc = subprocess.Popen(self.argv, stdout=self.out, stderr=subprocess.PIPE, text=True)
         # "Tracking ..." comes once everything is up. Lines before it are notices (the metrics'

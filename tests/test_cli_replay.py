@@ -114,24 +114,75 @@ def test_no_command_prints_help_and_fails():
     assert r.returncode == 2 and "usage: ctrack" in r.stdout and "Traceback" not in r.stderr
 
 
+HELP_TOOLS = ([["ctrack-tcpstates"], ["ctrack-tcprtt"], ["ctrack-top"]]
+              + [["ctrack", c] for c in ("replay", "run", "list", "events", "flush", "delete", "gc")]
+              + [["ctrack-lab", c] for c in ("up", "down", "status", "exec", "set", "bridge",
+                                             "list", "run")])
+
+
+@pytest.mark.parametrize("argv", HELP_TOOLS, ids=[" ".join(a) for a in HELP_TOOLS])
+def test_every_flag_a_help_names_is_listed(argv):
+    """A flag the help text talks about (`see --ebpf`) is one the help lists; examples of other
+    commands and `quoted` commands may name theirs."""
+    import re
+    h = subprocess.run([shutil.which(argv[0]) or argv[0], *argv[1:], "-h"], capture_output=True,
+                       text=True, timeout=60).stdout
+    assert h.startswith("usage:"), h
+    listed = {"--help"}
+    for line in h.splitlines():
+        m = re.match(r"\s+(?:-\w(?: \S+)?, )?(--[a-z][a-z0-9-]*)", line)
+        if m:
+            listed.add(m.group(1))
+    own = " ".join(argv)
+    said = []
+    for line in h.splitlines():
+        s = line.strip()
+        if re.match(r"(sudo )?ctrack", s):   # an example: only our own command's flags count
+            if (s.split("#")[0] + " ").startswith(own + " "):
+                said.append(s.split("#")[0])
+        else:
+            said.append(re.sub(r"`[^`]*`", "", line))
+    mentioned = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", "\n".join(said)))
+    assert mentioned <= listed, f"named in -h but not listed: {sorted(mentioned - listed)}"
+
+
 # ---- outputs -------------------------------------------------------------------------------------
+PACKET_KEYS = {"index", "verdict", "reason", "flow", "class", "time", "ts_ns", "proto", "family",
+               "src", "sport", "dst", "dport", "tcp_flags", "payload_len", "icmp", "quoted"}
+
+
+def _cols(line):
+    """A packet line's fixed columns and the packet: (NO, TIME, VERDICT, CLASS, REASON, STATE,
+    ENDPOINTS, PACKET)."""
+    parts = line.split(None, 7)
+    return parts
+
+
 def test_text_output(session_pcap):
     lines = ok("replay", session_pcap).splitlines()
-    assert lines[0].split()[:2] == ["0", "0.000000"]
-    assert "10.1.0.1:40000 > 10.2.0.2:80 tcp [S] seq=1000 ack=0" in lines[0]
-    assert lines[0].endswith("pass NEW  SYN_SENT (SYN_SENT/SYN_RECV)")
-    assert lines[1].endswith("pass ESTABLISHED  SYN_RECV (ESTABLISHED/SYN_RECV)")
-    assert lines[2].endswith("ESTABLISHED (ESTABLISHED/ESTABLISHED)")
-    assert "pass UNTRACKED" in lines[5]                       # ARP
-    assert "[fd00::1]:5353 > [fd00::2]:53 udp" in lines[6] and lines[6].endswith("pass NEW  NEW")
-    assert lines[7].endswith("pass ESTABLISHED  ESTABLISHED")
-    assert "pass INVALID tcp_no_flow" in lines[8]
-    assert lines[9] == ""
-    assert lines[10] == "flows (2):"
-    assert lines[11].split()[:4] == ["tcp", "ESTABLISHED", "10.1.0.1:40000", "->"]
-    assert "pkts=3/2" in lines[11]
-    assert lines[12].split()[:2] == ["udp", "ESTABLISHED"]
-    assert len(lines) == 13
+    assert lines[0].split() == ["NO", "TIME", "VERDICT", "CLASS", "REASON", "STATE", "ENDPOINTS",
+                                "PACKET"]
+    pk = lines[1:10]
+    # fixed columns: every packet starts where the header's PACKET does
+    at = lines[0].index("PACKET")
+    assert all(len(x) > at and x[at - 1] == " " and x[at] != " " for x in pk), pk
+    assert _cols(pk[0])[:7] == ["0", "0.000000", "pass", "NEW", "-", "SYN_SENT",
+                                "SYN_SENT/SYN_RECV"]
+    assert _cols(pk[0])[7].startswith("10.1.0.1:40000 > 10.2.0.2:80 tcp [S] seq=1000 ack=0")
+    assert _cols(pk[1])[2:7] == ["pass", "ESTABLISHED", "-", "SYN_RECV", "ESTABLISHED/SYN_RECV"]
+    assert _cols(pk[2])[5:7] == ["ESTABLISHED", "ESTABLISHED/ESTABLISHED"]
+    assert _cols(pk[5])[2:] == ["pass", "UNTRACKED", "-", "-", "-",
+                                "arp who-has 10.2.0.2 tell 10.1.0.1"]
+    assert _cols(pk[6])[2:] == ["pass", "NEW", "-", "NEW", "-",
+                                "[fd00::1]:5353 > [fd00::2]:53 udp len=1"]
+    assert _cols(pk[7])[2:7] == ["pass", "ESTABLISHED", "-", "ESTABLISHED", "-"]
+    assert _cols(pk[8])[2:7] == ["pass", "INVALID", "tcp_no_flow", "-", "-"]
+    assert lines[10] == ""
+    assert lines[11] == "flows (2):"
+    assert lines[12].split()[:4] == ["tcp", "ESTABLISHED", "10.1.0.1:40000", "->"]
+    assert "pkts=3/2" in lines[12]
+    assert lines[13].split()[:2] == ["udp", "ESTABLISHED"]
+    assert len(lines) == 14
 
 
 def test_json_contract(session_pcap):
@@ -140,17 +191,21 @@ def test_json_contract(session_pcap):
     pk = doc["packets"]
     assert [p["index"] for p in pk] == list(range(9))
     for p in pk:
-        assert set(p) == {"index", "verdict", "reason", "flow"}
+        assert set(p) == PACKET_KEYS
         assert p["verdict"] == "pass"
         if p["flow"] is not None:
             assert set(p["flow"]) == {"state", "orig_state", "reply_state"}
     assert pk[0]["flow"] == {"state": "SYN_SENT", "orig_state": "SYN_SENT",
                              "reply_state": "SYN_RECV"}
     assert pk[0]["reason"] is None
-    assert pk[5] == {"index": 5, "verdict": "pass", "reason": None, "flow": None}   # ARP
+    # ARP: no flow, untracked, named
+    assert {k: pk[5][k] for k in ("index", "verdict", "reason", "flow", "class", "proto")} == {
+        "index": 5, "verdict": "pass", "reason": None, "flow": None, "class": "untracked",
+        "proto": "arp"}
     assert pk[6]["flow"] == {"state": "NEW", "orig_state": None, "reply_state": None}
     # observe: the reason is reported, the packet passes, it has no flow
-    assert pk[8] == {"index": 8, "verdict": "pass", "reason": "tcp_no_flow", "flow": None}
+    assert {k: pk[8][k] for k in ("index", "verdict", "reason", "flow", "class")} == {
+        "index": 8, "verdict": "pass", "reason": "tcp_no_flow", "flow": None, "class": "invalid"}
     tcp, udp = doc["flows"]
     assert set(tcp) == {"proto", "family", "orig", "state", "orig_state", "reply_state",
                         "packets", "bytes"}
@@ -164,11 +219,92 @@ def test_json_contract(session_pcap):
                    "packets": [1, 1], "bytes": [49, 49]}
 
 
+@pytest.fixture(scope="module")
+def mixed_pcap(tmp_path_factory):
+    """A UDP exchange, the ICMP port unreachable RELATED to it, a TCP handshake with data, and
+    what the tracker does not track: ARP reply, IGMP, ICMP echo, LLDP, a later IPv4 fragment."""
+    from scapy.contrib.igmp import IGMP
+    from scapy.layers.inet import ICMP, IP, UDP
+    rec, clock = Recorder(), Clock()
+    rec.run(udp_frame("10.1.0.1", 5000, "10.2.0.2", 53, b"query"), clock.advance(0.001))
+    rec.run(udp_frame("10.2.0.2", 53, "10.1.0.1", 5000, b"answer!"), clock.advance(0.001))
+    rec.run(bytes(Ether() / IP(src="10.2.0.2", dst="10.1.0.1") / ICMP(type=3, code=3)
+                  / IP(src="10.1.0.1", dst="10.2.0.2") / UDP(sport=5000, dport=53)),
+            clock.advance(0.001))
+    t = TcpConv(rec, clock=clock)
+    t.handshake()
+    t.c("PA", b"hello")
+    rec.run(bytes(Ether() / ARP(op=2, psrc="10.2.0.2", hwsrc="02:00:00:00:00:02",
+                                pdst="10.1.0.1")), clock.advance(0.001))
+    rec.run(bytes(Ether() / IP(src="10.1.0.1", dst="224.0.0.22") / IGMP()), clock.advance(0.001))
+    rec.run(bytes(Ether() / IP(src="10.1.0.1", dst="10.2.0.2") / ICMP()), clock.advance(0.001))
+    rec.run(bytes(Ether(type=0x88CC) / (b"\x02" * 46)), clock.advance(0.001))
+    rec.run(bytes(Ether() / IP(src="10.1.0.1", dst="10.2.0.2", proto=17, frag=185)
+                  / (b"x" * 40)), clock.advance(0.001))
+    return write_capture(tmp_path_factory.mktemp("mixed") / "mixed.pcap", rec.frames), rec.frames
+
+
+def test_json_packets_say_what_they_are(mixed_pcap):
+    """Each packet object carries its class (names from kernel/ctrack.h), capture time,
+    protocol, addresses, ports, TCP flags and payload length: no re-parsing of the capture."""
+    from ctrack.defs import defs
+    path, frames = mixed_pcap
+    pk = json.loads(ok("replay", "--json", path))["packets"]
+    assert all(set(p) == PACKET_KEYS for p in pk)
+    assert {p["class"] for p in pk} == {n.lower() for n in defs().ct_class.names()} - {"invalid"}
+    assert [p["ts_ns"] for p in pk] == [ts for ts, _ in frames]
+    assert all(abs(p["time"] - p["ts_ns"] / 1e9) < 1e-6 for p in pk)
+    udp_q, udp_a, icmp, syn, synack, ack, data, arp, igmp, echo, lldp, frag = pk
+    assert {k: udp_q[k] for k in ("class", "proto", "family", "src", "sport", "dst", "dport",
+                                  "tcp_flags", "payload_len")} == {
+        "class": "new", "proto": "udp", "family": 4, "src": "10.1.0.1", "sport": 5000,
+        "dst": "10.2.0.2", "dport": 53, "tcp_flags": None, "payload_len": 5}
+    assert (udp_a["class"], udp_a["src"], udp_a["sport"], udp_a["payload_len"]) == (
+        "established", "10.2.0.2", 53, 7)
+    # the ICMP error: RELATED, its own addresses, type and code, and the packet it quotes
+    assert icmp["class"] == "related" and icmp["verdict"] == "pass" and icmp["reason"] is None
+    assert (icmp["proto"], icmp["src"], icmp["dst"], icmp["sport"]) == (
+        "icmp", "10.2.0.2", "10.1.0.1", None)
+    assert icmp["icmp"] == {"type": 3, "code": 3}
+    assert icmp["quoted"] == {"proto": "udp", "src": "10.1.0.1", "sport": 5000,
+                              "dst": "10.2.0.2", "dport": 53}
+    assert icmp["flow"]["state"] == "ESTABLISHED"
+    assert (syn["class"], syn["tcp_flags"], syn["payload_len"]) == ("new", "S", 0)
+    assert (synack["tcp_flags"], ack["tcp_flags"]) == ("S.", ".")
+    assert (data["class"], data["tcp_flags"], data["payload_len"], data["sport"]) == (
+        "established", "P.", 5, 40000)
+    assert (arp["class"], arp["proto"], arp["src"], arp["dst"]) == (
+        "untracked", "arp", "10.2.0.2", "10.1.0.1")
+    assert (igmp["class"], igmp["proto"], igmp["dst"]) == ("untracked", "igmp", "224.0.0.22")
+    assert (echo["proto"], echo["icmp"]) == ("icmp", {"type": 8, "code": 0})
+    assert (lldp["class"], lldp["proto"], lldp["family"], lldp["src"]) == (
+        "untracked", "lldp", None, None)
+    assert (frag["class"], frag["proto"], frag["sport"]) == ("untracked", "udp", None)
+
+
+def test_text_names_what_is_not_tracked(mixed_pcap):
+    path, _ = mixed_pcap
+    lines = ok("replay", path).splitlines()
+    pk = [_cols(x) for x in lines[1:13]]
+    assert pk[0][7] == "10.1.0.1:5000 > 10.2.0.2:53 udp len=5"
+    assert pk[1][7] == "10.2.0.2:53 > 10.1.0.1:5000 udp len=7"
+    assert pk[2][2:6] == ["pass", "RELATED", "-", "ESTABLISHED"]
+    assert pk[2][7] == ("icmp 10.2.0.2 > 10.1.0.1 error type=3 code=3 about "
+                        "10.1.0.1:5000 > 10.2.0.2:53 udp")
+    assert pk[7][3] == "UNTRACKED" and pk[7][7] == "arp reply 10.2.0.2 is-at 02:00:00:00:00:02"
+    assert pk[8][7] == "10.1.0.1 > 224.0.0.22 igmp"
+    assert pk[9][7] == "10.1.0.1 > 10.2.0.2 icmp echo request"
+    assert pk[10][7] == "lldp"
+    assert pk[11][7] == "10.1.0.1 > 10.2.0.2 udp fragment off=1480"
+    assert all(p[4] == "-" for p in pk)
+
+
 def test_enforce_drops_invalid_only(session_pcap):
     doc = json.loads(ok("replay", "--json", "--policy", "enforce", session_pcap))
     verdicts = [p["verdict"] for p in doc["packets"]]
     assert verdicts == ["pass"] * 8 + ["drop"]
-    assert "drop INVALID tcp_no_flow" in ok("replay", "--policy", "enforce", session_pcap)
+    last = ok("replay", "--policy", "enforce", session_pcap).splitlines()[9]
+    assert _cols(last)[2:5] == ["drop", "INVALID", "tcp_no_flow"]
 
 
 def test_pickup_opens_a_flow_from_a_mid_stream_ack(session_pcap):
@@ -217,11 +353,11 @@ def test_reader_going_away_is_quiet(tmp_path):
     cap = write_capture(tmp_path / "many.pcap", rec.frames)
     p = subprocess.Popen([CTRACK, "replay", str(cap)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    first = p.stdout.readline()
+    header, first = p.stdout.readline(), p.stdout.readline()
     p.stdout.close()
     err = p.stderr.read()
     rc = p.wait(60)
-    assert "udp" in first
+    assert header.split()[0] == "NO" and "udp" in first
     assert "Traceback" not in err and "Exception ignored" not in err, err
     assert rc == 0
 

@@ -180,6 +180,24 @@ def test_up_twice_is_harmless(lab_name):
     assert Lab(lab_name).up() is False
 
 
+def test_up_on_a_running_lab_applies_the_delay_asked_for(lab_name):
+    """`up --delay 20ms` on a lab already up gives the 20 ms (it used to keep the old delay and
+    exit 0); what only a rebuild changes is refused in one line, saying how."""
+    cli("up", "--name", lab_name, "--bridge", check=True)
+    lab = Lab.attach(lab_name)
+    lab.ping("ns1", "ns2", count=1)   # neighbour discovery first, not measured
+    assert statistics.median(lab.ping("ns1", "ns2", count=5, interval=0.05)["rtt_ms"]) < 10
+    res = cli("up", "--name", lab_name, "--delay", "20ms", check=True)
+    assert "already up (delay now 20 ms" in res.stdout, res.stdout
+    assert statistics.median(lab.ping("ns1", "ns2", count=5, interval=0.05)["rtt_ms"]) >= 40
+    assert labstate.load(lab_name)["delay"]["delay_ms"] == 20
+    pids = [d["pid"] for d in lab.delay_stats()]
+    res = cli("up", "--name", lab_name, "--delay", "20ms", check=True)   # the same: untouched
+    assert "nothing changed" in res.stdout and [d["pid"] for d in lab.delay_stats()] == pids
+    assert "without --no-tso" in one_line_error(cli("up", "--name", lab_name, "--no-tso"))
+    assert labstate.load(lab_name)["delay"]["delay_ms"] == 20
+
+
 @pytest.mark.parametrize("step", [1, 3, 5, 8, 11])
 def test_failure_half_way_tears_down(lab_name, monkeypatch, step):
     # 11 steps: 2 namespaces, 2 veths, a bridge, then per host 2 NFQUEUE rules and a delay line.
@@ -345,6 +363,21 @@ def test_exec_runs_in_the_host_namespace(lab_name):
     assert "cannot run" in one_line_error(cli("exec", "--name", lab_name, "ns1", "--", "/no/such/cmd"))
 
 
+@pytest.mark.parametrize("cmd", ["up", "down", "status", "exec", "set", "bridge", "list", "run"])
+def test_every_subcommand_help_shows_examples(cmd):
+    out = cli(cmd, "-h", check=True).stdout
+    assert "example" in out and f"\n  ctrack-lab {cmd}" in out, out
+
+
+def test_readme_lab_line_gives_both_hosts_addresses():
+    from ctrack.labtopo import build_spec
+    readme = open(os.path.join(REPO, "README.md")).read()
+    [line] = [x for x in readme.splitlines() if x.startswith("ctrack-lab up ") and "#" in x]
+    for key, host in build_spec("ctrack", "wire").hosts.items():
+        for addr in (host.ipv4, host.ipv6):
+            assert addr.split("/")[0] in line, (key, addr, line)
+
+
 def test_cli_errors_are_one_line(lab_name):
     res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *TOOL,
                           "up", "--name", lab_name], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -408,7 +441,7 @@ def test_routed_tracker_as_the_lab_says(make_lab):
     assert "ctrack run -i eth1" in lab.spec.tracker["how"]
     name = f"rt{os.getpid() % 10000}"
     t = lab.spawn("nsr", ["ctrack", "run", "-i", "eth1", "--name", name, "-l", "1", "--json",
-                          "-d", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          "--duration", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert "Tracking" in t.stderr.readline()
         for fam, port in ((4, 7401), (6, 7402)):

@@ -198,3 +198,83 @@ def test_killed_tracker_stale_pins(make_lab, trackers):  # noqa: F811
     assert len(t2.flows("--dport", "7506")) == 1
     rc, _, err = t2.stop()
     assert rc == 0, err
+
+
+def _wait_zombie(pid, timeout=10):
+    """Wait until `pid` (our child, killed, never waited for) is a zombie: its /proc state."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rpartition(")")[2].split()[0] == "Z":
+                return True
+        time.sleep(0.02)
+    return False
+
+
+def test_zombie_is_not_alive():
+    p = subprocess.Popen(["sleep", "30"])
+    try:
+        assert pins.pid_alive(p.pid)
+        p.send_signal(signal.SIGKILL)
+        assert _wait_zombie(p.pid)
+        os.kill(p.pid, 0)              # what the old check asked: a zombie still "exists"
+        assert not pins.pid_alive(p.pid)
+    finally:
+        p.kill()
+        p.wait()
+    assert not pins.pid_alive(p.pid)
+
+
+def test_killed_tracker_not_yet_reaped_is_dead(make_lab, trackers):  # noqa: F811
+    """A SIGKILLed tracker its parent has not reaped yet (a zombie) is dead: ctrack list does
+    not read its table, and its filters, still attached, are removed."""
+    lab = make_lab("tz")
+    t = trackers(lab, "tz")
+    v1, v2 = lab.tracker_ifaces
+    assert t.name in subprocess.run(["tc", "filter", "show", "dev", v1, "ingress"],
+                                    capture_output=True, text=True).stdout
+    t.proc.send_signal(signal.SIGKILL)
+    assert _wait_zombie(t.proc.pid)     # not waited for: a zombie until the fixture reaps it
+    res = subprocess.run(["ctrack", "list", "--name", t.name], capture_output=True, text=True)
+    assert res.returncode == 1 and "no running tracker" in res.stderr, res.stderr
+    assert "had died without detaching" in res.stderr
+    assert not os.path.exists(os.path.join(pins.PIN_ROOT, t.name))
+    for v in (v1, v2):
+        for hook in ("ingress", "egress"):
+            assert subprocess.run(["tc", "filter", "show", "dev", v, hook], capture_output=True,
+                                  text=True).stdout.strip() == ""
+    assert _wait_zombie(t.proc.pid, timeout=0.1)   # all of it happened while it was a zombie
+
+
+def test_counts_agree_with_their_number(live):
+    """One flow: "1 flow shown", "1 flow entry has been shown" (not "1 flows")."""
+    lab, t = live
+    udp_send(lab, 7606, echo=False)
+    res = t.ctrack("list", "--dport", "7606")
+    assert "ctrack: 1 flow shown; table " in res.stderr, res.stderr
+    res = t.ctrack("list", "-o", "conntrack", "--dport", "7606")
+    assert "ctrack: 1 flow entry has been shown." in res.stderr, res.stderr
+
+
+def test_one_connections_events_have_distinct_increasing_times(live):
+    """ts_ns comes from the precise clock at emission: the handshake's and the close's events,
+    microseconds apart, no longer share a jiffy; `ctrack events -t` shows them apart too."""
+    lab, t = live
+    ev = subprocess.Popen(["ctrack", "events", "--name", t.name, "-t", "--dport", "7707",
+                           "--duration", "15", "-c", "6"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        conn = TcpConnection(lab, 7707, rounds=1, hold=0.2)
+        conn.wait()
+        out, _ = ev.communicate(timeout=20)
+    finally:
+        ev.kill()
+    printed = wait_for(lambda: [e for e in t.events_printed() if e["orig"]["dport"] == 7707
+                                and e["type"] == "closed"] and
+                       [e for e in t.events_printed() if e["orig"]["dport"] == 7707], 5)
+    ts = [e["ts_ns"] for e in printed]
+    assert len(ts) >= 6, printed
+    assert all(a < b for a, b in zip(ts, ts[1:])), ts
+    stamps = [float(x[1:x.index("]")]) for x in out.splitlines()]
+    assert len(stamps) == 6 and all(a < b for a, b in zip(stamps, stamps[1:])), out
+    assert abs(stamps[-1] - time.time()) < 30

@@ -374,7 +374,7 @@ def test_file_cut_mid_record_stops_cleanly(tmp_path, fmt, cut):
     if cut == "after-file-header":
         assert warnings == []    # no record begun: an empty capture, not a cut one
     else:
-        assert len(warnings) == 1 and f"{n} whole packets read" in warnings[0]
+        assert len(warnings) == 1 and f"{n} whole packet{'' if n == 1 else 's'} read" in warnings[0]
 
 
 @pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
@@ -388,6 +388,22 @@ def test_corrupt_record_length_is_an_error_not_an_allocation(tmp_path, fmt):
     with pytest.raises(CtrackError, match="corrupt"):
         list(read_capture(p))
     one_line_error(ctrack("replay", p), "corrupt")
+
+
+@pytest.mark.parametrize("data, words", [
+    (pcap_file([])[:10], "truncated pcap file header"),
+    (pcap_file([]) + struct.pack("<IIII", 0, 0, 0xFFFFFFF0, 0xFFFFFFF0), "corrupt pcap record 0"),
+    (pcap_file([(0, b"\x08" * 40, 40)], linktype=105), "unsupported link type 105"),
+    (ng_shb("<") + ng_idb("<", 1) + struct.pack("<II", 6, 0xFFFFFFF0), "corrupt pcapng block"),
+], ids=["cut-in-file-header", "corrupt-record", "link-type", "corrupt-pcapng-block"])
+def test_every_capture_error_names_the_file(tmp_path, data, words):
+    """Like "no such file" or "not a pcap": each reader error starts with the file's name."""
+    p = tmp_path / "bad.cap"
+    p.write_bytes(data)
+    with pytest.raises(CtrackError, match="^" + str(p) + ": " + words):
+        list(read_capture(p))
+    line = one_line_error(ctrack("replay", p), words)
+    assert line.startswith(f"ctrack: {p}: "), line
 
 
 CORRUPT_NG = {
@@ -611,7 +627,9 @@ def test_udp_timeout_follows_capture_timestamps(tmp_path, gap, second_class, pac
     r = ctrack("replay", "--timeout", "UDP_NEW=2", p)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert "pass NEW " in lines[0] and f"pass {second_class} " in lines[1], r.stdout
+    assert lines[0].split()[2:4] == ["VERDICT", "CLASS"]   # the header
+    assert lines[1].split()[2:4] == ["pass", "NEW"], r.stdout
+    assert lines[2].split()[2:4] == ["pass", second_class], r.stdout
     doc = replay_json(p, "--timeout", "UDP_NEW=2")
     (flow,) = doc["flows"]
     assert (flow["state"], flow["packets"]) == ("NEW", packets)

@@ -202,3 +202,10 @@ def test_ebpf_help_and_errors():
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "no network namespace" in bad.stderr
     bad = run_tool("ctrack-tcprtt", "-4", "-A", "::1")
     assert bad.returncode == 1 and "cannot match with -4" in bad.stderr
+
+
+def test_one_summary_is_singular():
+    """The closing count agrees with its number: "1 summary", not "1 summaries"."""
+    res = run_tool("ctrack-tcprtt", "-d", "0.5")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "1 summary", res.stderr

@@ -9,6 +9,7 @@ from ..errors import ArgumentParser, CtrackError, cli_main
 from ..stopsignal import StopOnSignal
 from .program import Filters
 from .tcprtt import RttObserver
+from ..text import plural
 
 EXAMPLES = """\
 examples:
@@ -70,7 +71,8 @@ def build_parser():
     p.add_argument("--flows", action="store_true",
                    help="per-connection statistics (4-tuple: count, min/avg/max/last srtt) instead of histograms")
     p.add_argument("--json", action="store_true", help="JSON lines instead of text")
-    p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--ebpf", action="store_true",
+                   help="print the BPF C program as compiled for these options, and exit")
     return p
 
 
@@ -152,7 +154,8 @@ def main(argv=None):
         report(obs, args)
         lost = obs.lost()
         judged = obs.netns_answered
-    tail = f", {judged} sockets judged for the namespace" if args.netns else ""
-    print(f"{reports + 1} summaries{tail}, {lost} lost namespace queries" if args.netns
-          else f"{reports + 1} summaries", file=sys.stderr)
+    tail = f", {plural(judged, 'socket')} judged for the namespace" if args.netns else ""
+    done = plural(reports + 1, "summary", "summaries")
+    print(f"{done}{tail}, {plural(lost, 'lost namespace query', 'lost namespace queries')}"
+          if args.netns else done, file=sys.stderr)
     return 0

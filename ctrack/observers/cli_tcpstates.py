@@ -9,6 +9,7 @@ from ..errors import ArgumentParser, CtrackError, cli_main
 from ..stopsignal import StopOnSignal
 from .program import Filters
 from .tcpstates import StateObserver
+from ..text import plural
 
 EXAMPLES = """\
 examples:
@@ -69,7 +70,8 @@ def build_parser():
     fam.add_argument("-6", "--ipv6", action="store_const", dest="family", const=6, help="IPv6 sockets only")
     p.add_argument("-d", "--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
     p.add_argument("--json", action="store_true", help="one JSON object a line instead of columns")
-    p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--ebpf", action="store_true",
+                   help="print the BPF C program as compiled for these options, and exit")
     return p
 
 
@@ -129,8 +131,8 @@ def main(argv=None):
             count += 1
             print(json.dumps(ev.as_dict()) if args.json else printer.line(ev), flush=True)
         lost = obs.lost()
-    print(f"{count} state changes, {lost} lost", file=sys.stderr)
+    print(f"{plural(count, 'state change')}, {lost} lost", file=sys.stderr)
     if lost:
-        print(f"WARNING: {lost} events were lost (ring buffer full): the output above is incomplete",
+        print(f"WARNING: {plural(lost, 'event')} {'was' if lost == 1 else 'were'} lost (ring buffer full): the output above is incomplete",
               file=sys.stderr)
     return 0
