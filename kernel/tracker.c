@@ -1212,7 +1212,11 @@ static __always_inline void ct_emit_entry(struct ct_key *key, struct ct_entry *e
 		stat_inc(CT_STAT_EVENTS_LOST);
 		return;
 	}
-	ev->ts = now;
+#ifdef CT_REPLAY
+	ev->ts = now;   /* the capture's clock */
+#else
+	ev->ts = bpf_ktime_get_ns();   /* as ct_emit: the precise clock, read at emission */
+#endif
 	ev->key = *key;
 	ev->type = CT_EVENT_DESTROY;
 	ev->state = e->state;
