@@ -121,12 +121,55 @@ def group_flows(events):
 
 
 def event_time(ev):
-    """An event's time: a precise kernel clock when the tracker's events carry one, else ts_ns
-    (CLOCK_MONOTONIC_COARSE, a jiffy behind at most)."""
-    for k in ("ktime_ns", "mono_ns", "precise_ns"):
+    """An event's time: a precise kernel clock when the tracker's events carry one, else the
+    capture's time of the packet that caused it (date_by_capture), else ts_ns
+    (CLOCK_MONOTONIC_COARSE, behind by a jiffy or more)."""
+    for k in ("ktime_ns", "mono_ns", "precise_ns", "capture_ns"):
         if ev.get(k):
             return ev[k]
     return ev["ts_ns"]
+
+
+# the segment that moves a flow into each overall state (what date_by_capture looks for)
+_CAUSE = {"new": lambda f: "S" in f and "A" not in f, "SYN_RECV": lambda f: "S" in f and "A" in f,
+          "SYN_SENT2": lambda f: "S" in f, "ESTABLISHED": lambda f: "A" in f,
+          "FIN_WAIT": lambda f: "F" in f, "LAST_ACK": lambda f: "F" in f,
+          "CLOSE_WAIT": lambda f: "A" in f, "TIME_WAIT": lambda f: "A" in f,
+          "CLOSE": lambda f: "R" in f}
+
+
+def date_by_capture(events, packets, lag_ms):
+    """Give each tracker event of one flow (in order) the capture time of the packet that caused
+    it: the first packet of the flow, after the previous event's, within [ts_ns - 0.5 ms, ts_ns +
+    lag + 1 ms] (a coarse clock reads at or before the true time), whose flags can cause that
+    transition. Sets ev["capture_ns"]; events with no such packet keep their own time. Returns
+    how many were dated."""
+    if not events or not packets or any(e.get(k) for e in events for k in ("ktime_ns", "mono_ns", "precise_ns")):
+        return 0
+    proto, src, sport, dst, dport = flow_id(events[0])
+    ends = {(src, sport, dst, dport), (dst, dport, src, sport)}
+    mine = [p for p in packets if (p["src"], p["sport"], p["dst"], p["dport"]) in ends]
+    floor, n, last = 0, 0, None
+    for ev in events:
+        if ev["type"] == "table":
+            continue
+        if ev["type"] == "closed" and last is not None and ev["ts_ns"] == last["ts_ns"]:
+            ev["capture_ns"] = last.get("capture_ns")   # the same packet closed it
+            continue
+        want = _CAUSE.get("new" if ev["type"] == "new" else ev["state"])
+        lo, hi = ev["ts_ns"] - 500_000, ev["ts_ns"] + int((lag_ms + 1) * 1e6)
+        for p in mine:
+            t = p["mono_ns"]
+            if t < max(lo, floor) or (proto == "tcp" and want and not want(p.get("flags", ""))):
+                continue
+            if t > hi:
+                break
+            ev["capture_ns"] = t
+            floor = t
+            n += 1
+            break
+        last = ev
+    return n
 
 
 def tracker_sequence(flow_events, side):
@@ -141,7 +184,8 @@ def tracker_sequence(flow_events, side):
             continue
         if seq and seq[-1]["state"] == st:
             continue
-        seq.append({"state": st, "t": event_time(ev)})
+        # a "table" pseudo-event (collect.table_snapshot) gives a state, not its time
+        seq.append({"state": st, "t": event_time(ev), "timed": not ev.get("untimed")})
     return seq
 
 
@@ -200,6 +244,7 @@ def divergence_windows(tracker_seq, kernel_seq, end_t):
     [{"start", "end", "ms", "tracker", "kernel"}]. Before the kernel's first timed state (an
     accepted socket is invisible until the handshake ends) there is nothing to compare."""
     timed = [x for x in kernel_seq if x["timed"] and not x.get("optional")]
+    tracker_seq = [x for x in tracker_seq if x.get("timed", True)]
     if not timed or not tracker_seq:
         return []
     start = min(timed[0]["t"], tracker_seq[0]["t"])
@@ -378,7 +423,24 @@ def analyse(data, lag_allow_ms=5.0):
     """One scenario's records -> its part of report.json (connections, agreement, netfilter,
     timing, RTT, disagreements). data: collect.py's record (see there)."""
     flows = group_flows(data.get("tracker_events", []))
+    dated = 0
+    for f in flows:
+        dated += date_by_capture(f["events"], data.get("packets", []), float(data.get("tracker_clock_lag_ms") or 0))
+
     lives = socket_lives(data.get("kernel_events", []))
+    if data.get("local_networks") is not None:
+        # --host: only sockets that can use the observed interface (its addresses) are its kernel
+        # view; the others (other namespaces, other interfaces) never crossed it
+        import ipaddress
+        nets = [ipaddress.ip_network(n, strict=False) for n in data["local_networks"]]
+
+        def local(a):
+            try:
+                ip = ipaddress.ip_address(a)
+            except ValueError:
+                return False
+            return any(ip.version == n.version and ip in n for n in nets)
+        lives = [l for l in lives if local(l["key"][0])]
     nf_events = data.get("nf_events")
     packets = data.get("packets", [])
     ports = set(data.get("ports", []))
@@ -406,7 +468,7 @@ def analyse(data, lag_allow_ms=5.0):
         last = flow["events"][-1]
         conn = {"flow": f"tcp {src}:{sport} > {dst}:{dport}", "id": list(flow["id"]),
                 "start_ns": event_time(flow["events"][0]),
-                "tracker_overall": dedup([e["state"] for e in flow["events"] if e["type"] != "closed"]),
+                "tracker_overall": dedup([e["state"] for e in flow["events"] if e["type"] not in ("closed", "table")]),
                 "closed": next((e["reason"] for e in flow["events"] if e["type"] == "closed"), None),
                 "conn_state": _flow_field(flow["events"], "conn_state"),
                 "history": _flow_field(flow["events"], "history"),
@@ -439,7 +501,7 @@ def analyse(data, lag_allow_ms=5.0):
             for w in wins:
                 w["beyond_propagation"] = w["ms"] > one_way_ms + lag_allow_ms + clock_ms
             for tr, kr in cmp["pairs"]:
-                if kr["timed"] and not kr.get("optional"):
+                if kr["timed"] and not kr.get("optional") and tr.get("timed", True):
                     timing.append({"state": tr["state"], "side": side,
                                    "ms": (kr["t"] - tr["t"]) / 1e6})
             conn["endpoints"][side] = {
@@ -488,7 +550,7 @@ def analyse(data, lag_allow_ms=5.0):
                 ok, bad = overall_consistent([(e["mono_ns"], e["state"]) for e in nf], joint, end_t, tol)
                 conn["netfilter_consistent"], conn["netfilter_inconsistent"] = ok, bad
             ok, bad = overall_consistent([(event_time(e), e["state"]) for e in flow["events"]
-                                          if e["type"] != "closed"], joint, end_t, tol)
+                                          if e["type"] not in ("closed", "table")], joint, end_t, tol)
             conn["ctrack_overall_consistent"], conn["ctrack_overall_inconsistent"] = ok, bad
         conns.append(conn)
     # kernel connections the tracker never reported
@@ -507,6 +569,7 @@ def analyse(data, lag_allow_ms=5.0):
                                   "note": "the kernel made this connection; the tracker reported no flow"})
     out = summarise(conns, disagreements, timing, udp, nf_events is not None, data, rules_used)
     out["ran_ahead"] = ran_ahead_list
+    out["tracker_events_dated_by_capture"] = dated
     return out
 
 

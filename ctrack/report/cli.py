@@ -71,9 +71,9 @@ def build_report(records, command):
     if conns and not any(c.get("conn_state") for c in conns):
         notes.append("the tracker's flow records carry no Zeek conn_state/history in this build: n/a")
     if any(r.get("kernel_view") == "local" for r in records.values()):
-        notes.append("--host: only this host's sockets have a kernel view; the remote end of each "
-                     "connection has none and is not compared")
-    if "routed" not in per and any(True for _ in per):
+        notes.append("--host: only this host's sockets have a kernel view; the end of a connection "
+                     "on another machine has none and is not compared (netfilter is not compared)")
+    elif "routed" not in per and per:
         notes.append("netfilter is compared only in the routed topology (scenario routed)")
     lost = sum(s.get("tcpstates_lost") or 0 for s in per.values())
     if lost:

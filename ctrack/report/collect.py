@@ -86,8 +86,9 @@ def wall_offset_ns():
 
 def test_kernel_dir(defines, where):
     """A kernel directory whose tracker.c is the real one with extra #defines in front (the
-    test-only switches of kernel/tracker.c such as CT_TEST_SKIP_CLOSING): the other files are
-    symlinks, so ctrack run finds everything it needs through CTRACK_KERNEL_DIR."""
+    test-only switches of kernel/tracker.c such as CT_TEST_SKIP_CLOSING, as -D flags would set
+    them): the other files are symlinks, so ctrack run finds everything it needs through
+    CTRACK_KERNEL_DIR."""
     os.makedirs(where, exist_ok=True)
     for name in os.listdir(KERNEL_DIR):
         dst = os.path.join(where, name)
@@ -100,7 +101,10 @@ def test_kernel_dir(defines, where):
                 raise CtrackError(f"bad --tracker-define {d!r}: want NAME or NAME=VALUE")
             name, _, val = d.partition("=")
             f.write(f"#define {name} {val or 1}\n")
-        f.write(f'#include "{os.path.join(KERNEL_DIR, "tracker.c")}"\n')
+        # a copy, not an #include: BCC takes programs only from the file it compiles
+        f.write(f'#line 1 "{os.path.join(KERNEL_DIR, "tracker.c")}"\n')
+        with open(os.path.join(KERNEL_DIR, "tracker.c")) as src:
+            f.write(src.read())
     return where
 
 
@@ -361,7 +365,8 @@ class Run:
         self.log("tcpstates and tcprtt observers: compiling and attaching")
         kv.start()
         self.cleanup(kv.close)
-        tracker = ReportTracker(lab, f"rep-{lab.name}", kernel_dir=kernel_dir)
+        tracker_name = f"rep-{lab.name}"
+        tracker = ReportTracker(lab, tracker_name, kernel_dir=kernel_dir)
         self.log(f"tracker: {shlex.join(tracker.argv)}" +
                  (f" (test build: {' '.join(self.tracker_defines)})" if kernel_dir else ""))
         tracker.start()
@@ -397,7 +402,8 @@ class Run:
             # the last ACKs and the tracker's last events: a few round trips
             time.sleep(0.5 + 6 * sc["delay_ms"] / 1000)
             srv.stop()
-            windows[name] = (t0, time.monotonic_ns(), port, results, ping, res.stderr.strip()[-300:])
+            table = table_snapshot(tracker_name, port)
+            windows[name] = (t0, time.monotonic_ns(), port, results, ping, res.stderr.strip()[-300:], table)
         lab.set_delay(delay_ms=0, loss_pct=0)
         time.sleep(0.3)
         summary = tracker.stop()
@@ -411,7 +417,7 @@ class Run:
         lost = kv.lost()
         tev = tracker.snapshot()
         lag = max(coarse_lag_ms(), 4.0)
-        for name, (t0, t1, port, results, ping, err) in windows.items():
+        for name, (t0, t1, port, results, ping, err, table) in windows.items():
             sc = SCENARIOS[name]
             def inside(t):
                 return t0 <= t <= t1
@@ -420,9 +426,10 @@ class Run:
                 "loss_pct": sc["loss_pct"], "ports": [port], "start_ns": t0, "end_ns": t1,
                 "kernel_view": "both",
                 "tracker_events": [e for e in tev if inside(e["ts_ns"]) and port in
-                                   (e["orig"]["sport"], e["orig"]["dport"])],
+                                   (e["orig"]["sport"], e["orig"]["dport"])] + table,
                 "kernel_events": [e for e in kevents if inside(e["mono_ns"])
                                   and port in (e["lport"], e["rport"])],
+                "nf_lines": ([l.rstrip("\n") for l in nf.lines if f"port={port} " in l][:400] if nf else None),
                 "nf_events": ([e for e in nf_events if inside(e["mono_ns"]) and port in (e["sport"], e["dport"])]
                               if nf_events is not None else None),
                 "packets": [p for p in packets if inside(p["mono_ns"]) and port in (p["sport"], p["dport"])],
@@ -434,6 +441,31 @@ class Run:
                 "tracker_clock_lag_ms": 0 if "precise" in clock_name(tev) else lag,
             }
         self.close()
+
+
+def table_snapshot(tracker_name, port=None):
+    """The tracker's table now (`ctrack list --json`), each flow as a pseudo-event of type
+    "table": events come only when a flow's overall state changes, so an endpoint step that
+    leaves it alone (one side's CLOSING -> TIME_WAIT while the other is still CLOSING, overall
+    LAST_ACK throughout) shows only here. Its time is the snapshot's, not the step's: align.py
+    uses it for the sequence, never for timing. The flow objects also carry what newer trackers
+    add to flows (rtt, conn_state, history)."""
+    import json
+    t = time.clock_gettime_ns(6)
+    res = subprocess.run(["ctrack", "list", "--name", tracker_name, "--json"], capture_output=True,
+                         text=True, timeout=30)
+    if res.returncode != 0:
+        return []
+    try:
+        flows = json.loads(res.stdout)
+    except ValueError:
+        return []
+    out = []
+    for f in flows:
+        if port is not None and port not in (f["orig"]["sport"], f["orig"]["dport"]):
+            continue
+        out.append(dict(f, type="table", ts_ns=t, untimed=True))
+    return out
 
 
 def coarse_lag_ms(seconds=0.2):
@@ -460,10 +492,21 @@ def clock_name(events):
 
 # ---- a real machine: --host ------------------------------------------------------------------------
 
+def iface_networks(iface):
+    """IFACE's addresses with their prefixes ("127.0.0.1/8"): the sockets that can use it."""
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=iface)
+        if not idx:
+            raise CtrackError(f"no interface {iface!r} here (ip link shows the interfaces)")
+        return [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(index=idx[0])]
+
+
 def run_host(iface, seconds, workdir, log=print):
     """The tracker observing IFACE for SECONDS, the host's own sockets as the one kernel view."""
     if not os.path.exists(f"/sys/class/net/{iface}"):
         raise CtrackError(f"no interface {iface!r} here (ip link shows the interfaces)")
+    nets = iface_networks(iface)
     run = Run([], workdir, log)
     try:
         kv = KernelView()
@@ -478,7 +521,7 @@ def run_host(iface, seconds, workdir, log=print):
         run.cleanup(cap.stop)
         offset = wall_offset_ns()
         t0 = time.monotonic_ns()
-        log(f"recording {seconds:g} s on {iface}; Ctrl-C ends early")
+        log(f"recording {seconds:g} s on {iface} ({', '.join(nets) or 'no address'}); Ctrl-C ends early")
         try:
             time.sleep(seconds)
         except KeyboardInterrupt:
@@ -489,7 +532,7 @@ def run_host(iface, seconds, workdir, log=print):
         rec = {"name": f"host:{iface}", "about": f"this host, {iface}, {seconds:g} s: the host's own "
                "sockets are the one kernel view; the remote ends have none", "topology": "host",
                "delay_ms": 0, "loss_pct": 0, "ports": [], "start_ns": t0, "end_ns": t1,
-               "kernel_view": "local", "tracker_events": tracker.snapshot(),
+               "kernel_view": "local", "local_networks": nets, "tracker_events": tracker.snapshot(),
                "kernel_events": list(kv.events), "nf_events": None,
                "packets": cap.packets(offset), "kernel_rtt": kv.flows(), "ping_ms": None,
                "workload": [], "tracker_summary": summary, "tcpstates_lost": kv.lost(),
