@@ -30,6 +30,10 @@ MAPPING = {
                    "receiver to CLOSE_WAIT; that receiver's own FIN, not acknowledging it, shows the FINs "
                    "crossed and that it was in FIN_WAIT1 (ct_tcp_endpoints): compared as FIN_WAIT1, "
                    "the time it showed CLOSE_WAIT is measured as divergence",
+    "fin-behind-data": "FIN_WAIT1 / LAST_ACK begin at shutdown() or close(), but the FIN leaves only "
+                       "behind the data still queued (a bulk sender): no middlebox can see the state "
+                       "before its FIN is on the wire, so it is dated by the FIN in the capture; the "
+                       "wait is reported as fin_queued_ms",
     "connect-port-0": "a client's CLOSE -> SYN_SENT line has local port 0 (connect() picks the port "
                       "after the tracepoint): the socket is tied to its connection by its address",
 }
@@ -189,6 +193,24 @@ def tracker_sequence(flow_events, side):
     return seq
 
 
+def redate_queued_fins(kseq, packets, key, late_ns, back_ns):
+    """Rule fin-behind-data: a kernel FIN_WAIT1/LAST_ACK whose FIN appears in the capture more
+    than late_ns after the transition is re-dated to the FIN's capture time less back_ns (the
+    one-way delay: the capture may sit after the delay line). Returns the longest wait in ms."""
+    laddr, lport, raddr, rport = key
+    fins = [p for p in packets if p["src"] == laddr and p["sport"] == lport and p["dst"] == raddr
+            and p["dport"] == rport and "F" in p.get("flags", "")]
+    waited = 0.0
+    for x in kseq:
+        if x["state"] not in ("FIN_WAIT1", "LAST_ACK") or not x["timed"]:
+            continue
+        fin = next((p for p in fins if p["mono_ns"] >= x["t"] - back_ns), None)
+        if fin and fin["mono_ns"] - x["t"] > late_ns:
+            waited = max(waited, (fin["mono_ns"] - x["t"]) / 1e6)
+            x.update(t=fin["mono_ns"] - back_ns, rule="fin-behind-data")
+    return waited
+
+
 def tracker_corrected(seq):
     """The tracker's sequence with what it learnt later applied (rule crossed-fin)."""
     out, rules = [], set()
@@ -222,10 +244,15 @@ def compare_sequences(tracker_seq, kernel_seq):
     agree = i == len(tracker_seq) and j == len(kernel_seq)
     mismatch = None
     if not agree:
+        # where to look in the capture: the kernel's step the tracker missed, else the tracker's
+        # step the kernel never made (a table snapshot's time says nothing), else the last match
+        cands = ([kernel_seq[j]] if j < len(kernel_seq) else []) + \
+                ([tracker_seq[i]] if i < len(tracker_seq) else []) + ([pairs[-1][1]] if pairs else [])
+        timed = [x for x in cands if x.get("timed", True)]
         mismatch = {"index": i,
                     "tracker": [x["state"] for x in tracker_seq[i:]],
                     "kernel": [x["state"] for x in kernel_seq[j:]],
-                    "t": (tracker_seq[i]["t"] if i < len(tracker_seq) else kernel_seq[j]["t"])}
+                    "t": (timed or cands)[0]["t"]}
     return {"agree": agree, "pairs": pairs, "mismatch": mismatch}
 
 
@@ -334,25 +361,28 @@ def subsequence(small, big):
 
 
 def overall_consistent(states, joint, end_t, tol_ns):
-    """A middlebox's one state per connection against both kernels: each state it held, over
-    [its start - tol, its end + tol], must be one the kernels' joint state allowed at some
-    moment of that interval (tol: the one-way delay and a little: the middlebox sits between
-    the kernels, a packet reaches it before one of them). states: [(t, state)] in order.
+    """A middlebox's one state per connection against both kernels: each state it held must be
+    one the kernels' joint state allowed within tol of the moment it took it and within tol of
+    the moment it left it (the end of the run for the last one); tol: the one-way delay and a
+    little (the middlebox sits between the kernels: a packet reaches it before one of them, and
+    the tracker's own clock may trail). states: [(t, state)] in order.
     Returns (consistent or None, [inconsistent states])."""
     states = [(t, s) for t, s in states if s]
     if not states or not joint:
         return None, []
+    def allowed_near(st, t):
+        for k, (jt, _, _, allowed) in enumerate(joint):
+            jt_end = joint[k + 1][0] if k + 1 < len(joint) else max(end_t, t) + tol_ns
+            if jt <= t + tol_ns and jt_end >= t - tol_ns and st in allowed:
+                return True
+        return False
+
     bad = []
     for i, (t, st) in enumerate(states):
         t_end = states[i + 1][0] if i + 1 < len(states) else end_t
-        lo, hi = t - tol_ns, t_end + tol_ns
-        ok = False
-        for k, (jt, _, _, allowed) in enumerate(joint):
-            jt_end = joint[k + 1][0] if k + 1 < len(joint) else end_t + tol_ns
-            if jt <= hi and jt_end >= lo and st in allowed:
-                ok = True
-                break
-        if not ok:
+        # right when it was taken, and still right when it was left (or at the end): a state
+        # held on after both kernels moved on is not consistent with them
+        if not (allowed_near(st, t) and allowed_near(st, t_end)):
             bad.append(st)
     return not bad, bad
 
@@ -492,6 +522,10 @@ def analyse(data, lag_allow_ms=5.0):
                                           "note": "no kernel socket of this endpoint was seen"})
                 continue
             kseq, rules = kernel_sequence(life["events"])
+            queued = redate_queued_fins(kseq, packets, life["key"],
+                                        int((one_way_ms + lag_allow_ms + clock_ms) * 1e6), int(one_way_ms * 1e6))
+            if queued:
+                rules.add("fin-behind-data")
             rules_used |= rules
             kseqs[side] = kseq
             tfix, trules = tracker_corrected(tseq)
@@ -512,6 +546,7 @@ def analyse(data, lag_allow_ms=5.0):
                              "start_ms": round((w["start"] - conn["start_ns"]) / 1e6, 3),
                              "beyond_propagation": w["beyond_propagation"]} for w in wins],
                 "apart_ms": round(sum(w["ms"] for w in wins), 3),
+                "fin_queued_ms": round(queued, 3) if queued else None,
             }
             ran_ahead = None
             if not cmp["agree"]:

@@ -93,7 +93,8 @@ def figures(report):
         bars = ax.bar(x + (i - 1) * 0.27, vals, 0.27, label=label, color=color)
         for b, n in zip(bars, names):
             if sc[n][key] is None:
-                ax.text(b.get_x() + b.get_width() / 2, 2, "n/a", ha="center", fontsize=7, rotation=90)
+                ax.text(b.get_x() + b.get_width() / 2, 2, "n/a", ha="center", va="bottom", fontsize=7,
+                        rotation=90)
     ax.set_xticks(x, names, rotation=20, fontsize=8)
     ax.set_ylim(0, 105)
     ax.set_ylabel("% of connections")
@@ -145,10 +146,13 @@ def figures(report):
                 ("tracker's srtt", lambda n: med(n, "tracker_srtt_us"), "#d62728")]
         for i, (label, fn, color) in enumerate(cols):
             vals = [fn(n) for n in rtt_sc]
-            bars = a1.bar(xs + (i - 1) * 0.27, [v or 0 for v in vals], 0.27, label=label, color=color)
-            for b, v in zip(bars, vals):
-                if v is None:
-                    a1.text(b.get_x() + b.get_width() / 2, 0.5, "n/a", ha="center", fontsize=7, rotation=90)
+            have = [(x, v) for x, v in zip(xs + (i - 1) * 0.27, vals) if v]
+            # a log axis has no zero: a missing value is written, not drawn
+            a1.bar([x for x, _ in have], [v for _, v in have], 0.27, label=label, color=color)
+            for x, v in zip(xs + (i - 1) * 0.27, vals):
+                if not v:
+                    a1.text(x, 0.05, "n/a", ha="center", fontsize=7, rotation=90,
+                            transform=a1.get_xaxis_transform())
         a1.set_xticks(xs, rtt_sc, fontsize=8)
         a1.set_yscale("log")
         a1.set_ylabel("RTT (ms)")
