@@ -119,6 +119,8 @@ def main(argv=None):
         raise CtrackError(f"bad -d {args.duration:g}: seconds must be positive")
     if not args.from_records and os.geteuid() != 0:
         raise CtrackError("must run as root (labs, BPF programs): try sudo")
+    if args.host and not os.path.exists(f"/sys/class/net/{args.interface}"):
+        raise CtrackError(f"no interface {args.interface!r} here (ip link shows the interfaces)")
     os.makedirs(args.out, exist_ok=True)
     log = log_to_stderr(args.quiet)
     command = "ctrack-report " + shlex.join(sys.argv[1:] if argv is None else argv)

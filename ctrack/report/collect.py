@@ -533,7 +533,9 @@ def run_host(iface, seconds, workdir, log=print):
                "sockets are the one kernel view; the remote ends have none", "topology": "host",
                "delay_ms": 0, "loss_pct": 0, "ports": [], "start_ns": t0, "end_ns": t1,
                "kernel_view": "local", "local_networks": nets, "tracker_events": tracker.snapshot(),
-               "kernel_events": list(kv.events), "nf_events": None,
+               # what the kernels did while the tracker watched (a connection cut by the end of the
+               # recording is compared up to there on both sides)
+               "kernel_events": [e for e in kv.events if t0 <= e["mono_ns"] <= t1], "nf_events": None,
                "packets": cap.packets(offset), "kernel_rtt": kv.flows(), "ping_ms": None,
                "workload": [], "tracker_summary": summary, "tcpstates_lost": kv.lost(),
                "tracker_argv": tracker.argv, "tracker_defines": [],
