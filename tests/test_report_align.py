@@ -27,11 +27,12 @@ def kev(t_ms, sk, old, new, client=True, lport=None):
             "oldstate": old, "newstate": new}
 
 
-def tev(t_ms, typ, state, o, r, reason=None):
-    """A tracker event (ctrack run --json) of the connection C:CP > S:SP."""
+def tev(t_ms, typ, state, o, r, reason=None, packets=(1, 1)):
+    """A tracker event (ctrack run --json) of the connection C:CP > S:SP; packets: the counts
+    each way after the packet that caused it."""
     return {"ts_ns": int(t_ms * MS), "type": typ, "proto": "tcp", "family": 4,
             "orig": {"src": C, "sport": CP, "dst": S, "dport": SP}, "state": state,
-            "orig_state": o, "reply_state": r, "reason": reason, "packets": [1, 1], "bytes": [1, 1]}
+            "orig_state": o, "reply_state": r, "reason": reason, "packets": list(packets), "bytes": [1, 1]}
 
 
 def pkt(t_ms, client, flags, seq, ack, length=0):
@@ -58,13 +59,13 @@ SIM_KERNEL = [
 ]
 # the tracker saw the server's FIN first: the client "CLOSE_WAIT" until its own FIN crossed it
 SIM_TRACKER = [
-    tev(0.0, "new", "SYN_SENT", "SYN_SENT", "SYN_RECV"),
-    tev(8.0, "state", "SYN_RECV", "ESTABLISHED", "SYN_RECV"),
-    tev(20.0, "state", "ESTABLISHED", "ESTABLISHED", "ESTABLISHED"),
-    tev(324.0, "state", "FIN_WAIT", "CLOSE_WAIT", "FIN_WAIT1"),
-    tev(327.0, "state", "LAST_ACK", "CLOSING", "CLOSING"),
-    tev(336.0, "state", "TIME_WAIT", "TIME_WAIT", "TIME_WAIT"),
-    tev(336.0, "closed", "TIME_WAIT", "TIME_WAIT", "TIME_WAIT", "fin"),
+    tev(0.0, "new", "SYN_SENT", "SYN_SENT", "SYN_RECV", packets=(1, 0)),
+    tev(8.0, "state", "SYN_RECV", "ESTABLISHED", "SYN_RECV", packets=(1, 1)),
+    tev(20.0, "state", "ESTABLISHED", "ESTABLISHED", "ESTABLISHED", packets=(2, 1)),
+    tev(324.0, "state", "FIN_WAIT", "CLOSE_WAIT", "FIN_WAIT1", packets=(2, 2)),
+    tev(327.0, "state", "LAST_ACK", "CLOSING", "CLOSING", packets=(3, 2)),
+    tev(336.0, "state", "TIME_WAIT", "TIME_WAIT", "TIME_WAIT", packets=(4, 3)),
+    tev(336.0, "closed", "TIME_WAIT", "TIME_WAIT", "TIME_WAIT", "fin", packets=(4, 3)),
 ]
 SIM_PACKETS = [
     pkt(3.187, True, "S", 1000, 0), pkt(13.431, False, "SA", 5000, 1001), pkt(24.067, True, "A", 1001, 5001),
@@ -100,7 +101,7 @@ def test_broken_build_without_closing_is_a_disagreement_with_its_packets():
     """What `-DCT_TEST_SKIP_CLOSING` made the tracker say in the lab: the FIN_WAIT1 side never
     goes CLOSING, and ends FIN_WAIT2 (read from the table, no event)."""
     broken = SIM_TRACKER[:5]
-    broken[4] = tev(327.0, "state", "LAST_ACK", "CLOSING", "FIN_WAIT1")
+    broken[4] = tev(327.0, "state", "LAST_ACK", "CLOSING", "FIN_WAIT1", packets=(3, 2))
     broken.append(dict(tev(390.0, "table", "LAST_ACK", "TIME_WAIT", "FIN_WAIT2"), untimed=True))
     a = align.analyse(record(SIM_KERNEL, broken, SIM_PACKETS))
     assert a["state_agreement_pct"] == 0.0
@@ -276,3 +277,14 @@ def test_fin_behind_queued_data_is_dated_by_the_wire():
     kseq2, _ = align.kernel_sequence([kev(500, "s", "ESTABLISHED", "FIN_WAIT1", client=False)])
     assert align.redate_queued_fins(kseq2, [pkt(500.05, False, "FA", 2, 1)], (S, SP, C, CP), 55 * MS, 50 * MS) == 0
     assert kseq2[0]["t"] == 500 * MS
+
+
+def test_events_swapped_by_two_cpus_are_put_back_in_order():
+    """Seen live: the two crossed FINs, handled on two CPUs, gave their events in the wrong
+    order with one coarse timestamp; the packet counts taken under the flow's lock order them."""
+    evs = [dict(e) for e in SIM_TRACKER]
+    evs[3]["ts_ns"] = evs[4]["ts_ns"] = 324 * MS
+    evs[3], evs[4] = evs[4], evs[3]
+    (flow,) = align.group_flows(evs)
+    assert [e["state"] for e in flow["events"]][3:5] == ["FIN_WAIT", "LAST_ACK"]
+    assert align.analyse(record(SIM_KERNEL, evs, SIM_PACKETS))["state_agreement_pct"] == 100.0

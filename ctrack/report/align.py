@@ -121,7 +121,23 @@ def group_flows(events):
             current[fid] = {"id": fid, "events": []}
             flows.append(current[fid])
         current[fid]["events"].append(ev)
+    for f in flows:
+        f["events"].sort(key=_causal_key)
     return flows
+
+
+_TYPE_RANK = {"new": 0, "state": 1, "closed": 2, "table": 3}
+
+
+def _causal_key(ev):
+    """The order a flow's events happened in. The ring buffer's order is not it: the tracker
+    emits an event after releasing the flow's lock, so when two CPUs handle two packets of one
+    flow at once (the crossed FINs of a simultaneous close), their events can arrive swapped,
+    with one coarse timestamp. The packet counts each event carries were taken under the lock:
+    they give the order."""
+    if ev["type"] == "table":
+        return (1, 0, 0, 0)
+    return (0, sum(ev.get("packets") or [0]), _TYPE_RANK.get(ev["type"], 1), ev["ts_ns"])
 
 
 def event_time(ev):

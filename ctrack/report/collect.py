@@ -63,8 +63,11 @@ SCENARIOS = {
                    + ["simclose"] * 2 + ["long:5000000"] * 2 + ["udp:3"] * 2,
                    about="routed topology: ctrack observing the router's eth1 beside netfilter's "
                          "conntrack in the same router (5 ms each way)"),
+    "routed-loss": dict(topology="routed", delay_ms=5, loss_pct=5, parallel=4,
+                        plan=["short"] * 12 + ["halfclose"] * 3 + ["abort"] * 2 + ["long:1000000"] * 2,
+                        about="routed topology with 5% loss each way: ctrack and netfilter both assume "
+                              "delivery; how far each runs ahead of the kernels"),
 }
-STANDARD = ["basic", "mixed", "simclose", "routed"]
 
 
 def scenario_names():
