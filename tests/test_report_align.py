@@ -288,3 +288,11 @@ def test_events_swapped_by_two_cpus_are_put_back_in_order():
     (flow,) = align.group_flows(evs)
     assert [e["state"] for e in flow["events"]][3:5] == ["FIN_WAIT", "LAST_ACK"]
     assert align.analyse(record(SIM_KERNEL, evs, SIM_PACKETS))["state_agreement_pct"] == 100.0
+
+
+def test_kernel_connections_that_never_crossed_the_tracker_are_someone_elses():
+    """tcpstates sees every namespace: another lab with the same addresses makes connections
+    the tracker never saw. None of their packets is in the capture: not a miss."""
+    other = [dict(p, sport=40000) if p["sport"] == CP else dict(p, dport=40000) for p in SIM_PACKETS]
+    assert align.analyse(record(SIM_KERNEL, [], other))["disagreements"] == []
+    assert len(align.analyse(record(SIM_KERNEL, [], SIM_PACKETS))["disagreements"]) == 1

@@ -34,6 +34,8 @@ MAPPING = {
                        "behind the data still queued (a bulk sender): no middlebox can see the state "
                        "before its FIN is on the wire, so it is dated by the FIN in the capture; the "
                        "wait is reported as fin_queued_ms",
+    "forgotten": "a flow the tracker closed by timeout (or evicted) while the connection lived on: "
+                 "the kernels' later states are listed, not compared",
     "connect-port-0": "a client's CLOSE -> SYN_SENT line has local port 0 (connect() picks the port "
                       "after the tracepoint): the socket is tied to its connection by its address",
 }
@@ -538,6 +540,16 @@ def analyse(data, lag_allow_ms=5.0):
                                           "note": "no kernel socket of this endpoint was seen"})
                 continue
             kseq, rules = kernel_sequence(life["events"])
+            if conn["closed"] in ("timeout", "evicted"):
+                # the tracker forgot the flow there (its timeout, or a full table): what the
+                # kernels did afterwards is not the tracker's to know
+                cut = event_time(next(e for e in flow["events"] if e["type"] == "closed"))
+                cut += int((one_way_ms + lag_allow_ms + clock_ms) * 1e6)
+                after = [x["state"] for x in kseq if x["t"] > cut]
+                kseq = [x for x in kseq if x["t"] <= cut]
+                if after:
+                    rules.add("forgotten")
+                    conn.setdefault("after_forgotten", {})[side] = after
             queued = redate_queued_fins(kseq, packets, life["key"],
                                         int((one_way_ms + lag_allow_ms + clock_ms) * 1e6), int(one_way_ms * 1e6))
             if queued:
@@ -612,6 +624,10 @@ def analyse(data, lag_allow_ms=5.0):
         if ports and lport not in ports and rport not in ports:
             continue
         seq, _ = kernel_sequence(life["events"])
+        if packets and not any((p["src"], p["sport"], p["dst"], p["dport"]) == life["key"] for p in packets):
+            # tcpstates sees every namespace: a connection none of whose packets crossed the
+            # tracker's interface is another lab's with the same addresses, not a miss
+            continue
         if seq and seq[0]["state"] == "SYN_SENT":
             disagreements.append({"flow": f"tcp {laddr}:{lport} > {raddr}:{rport}", "endpoint": "opener",
                                   "tracker": [], "kernel": [x["state"] for x in seq], "from_step": 0,

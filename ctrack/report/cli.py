@@ -16,7 +16,8 @@ from . import align, collect, render
 EXAMPLES = """examples:
   ctrack-report --list                         # the scenarios and what each drives
   sudo ctrack-report basic simclose            # two scenarios, summary in the terminal, files in ./ctrack-report
-  sudo ctrack-report --all --out /tmp/rep      # everything (about 2-3 minutes), report.html in /tmp/rep
+  sudo ctrack-report --all --out /tmp/rep      # everything (about 2 minutes), report.html in /tmp/rep
+  sudo ctrack-report lab:hping3-rst            # a `ctrack-lab run` scenario, watched by the kernels too
   sudo ctrack-report --all --check             # exit 1 when any connection disagrees
   sudo ctrack-report --host -i eth0 -d 30      # this machine: the tracker on eth0, the host's own sockets
                                                # as the one kernel view (the remote ends have none)
@@ -55,13 +56,19 @@ def build_report(records, command):
     for name, rec in records.items():
         a = align.analyse(rec)
         a.update(about=rec["about"], topology=rec["topology"], delay_ms=rec["delay_ms"],
+                 lab_scenario=rec.get("lab_scenario"),
                  loss_pct=rec["loss_pct"], ping_ms=rec.get("ping_ms"),
                  tcpstates_lost=rec.get("tcpstates_lost"), tracker_defines=rec.get("tracker_defines"),
                  workload_failures=[w for w in rec.get("workload", []) if not w.get("ok")])
         per[name] = a
         clocks.add(rec.get("tracker_clock", "?"))
+    dated = sum(s.get("tracker_events_dated_by_capture", 0) for s in per.values())
+    clock = ", ".join(sorted(clocks))
+    if dated and "precise" not in clock:
+        clock = (f"the capture's time of the packet that caused each transition ({dated} events); "
+                 f"the events' own {clock} where no packet matched")
     report = {"generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-              "command": command, "tracker_clock": ", ".join(sorted(clocks)),
+              "command": command, "tracker_clock": clock,
               "overall": align.combine(per), "scenarios": per, "notes": []}
     notes = report["notes"]
     conns = [c for s in per.values() for c in s["connections_detail"]]
@@ -99,22 +106,23 @@ def log_to_stderr(quiet):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.list:
-        width = max(len(n) for n in collect.SCENARIOS)
-        for name, sc in collect.SCENARIOS.items():
-            extra = f" [{sc['topology']}, {sc['delay_ms']} ms each way" + (f", {sc['loss_pct']}% loss" if sc["loss_pct"] else "") + "]"
-            print(f"{name:<{width}}  {sc['about']}{extra}")
+        names = collect.scenario_names()
+        width = max(len(n) for n in names)
+        for name in names:
+            print(f"{name:<{width}}  {collect.describe(name)}")
         return 0
     if args.host and (args.scenarios or args.all):
         raise CtrackError("--host reports on this machine: name no scenario and no --all with it")
     if args.host and not args.interface:
         raise CtrackError("--host needs the interface to observe: -i IF")
     if not args.host and not args.from_records:
-        names = list(collect.SCENARIOS) if args.all else args.scenarios
+        known = collect.scenario_names()
+        names = known if args.all else args.scenarios
         if not names:
             raise CtrackError("name a scenario, or --all, or --host -i IF (--list shows the scenarios)")
         for n in names:
-            if n not in collect.SCENARIOS:
-                raise CtrackError(f"no scenario {n!r} (have: {', '.join(collect.SCENARIOS)})")
+            if n not in known:
+                raise CtrackError(f"no scenario {n!r} (have: {', '.join(known)})")
     if args.duration <= 0:
         raise CtrackError(f"bad -d {args.duration:g}: seconds must be positive")
     if not args.from_records and os.geteuid() != 0:

@@ -70,8 +70,26 @@ SCENARIOS = {
 }
 
 
+LAB_PREFIX = "lab:"   # lab:socat-tcp is ctrack-lab's scenario socat-tcp, run with everyone watching
+
+
+def lab_scenarios():
+    """ctrack-lab's validation scenarios (lab/scenarios/), as report scenario names."""
+    from ..labscenario import scenario_files
+    return [LAB_PREFIX + n for n in scenario_files()]
+
+
 def scenario_names():
-    return list(SCENARIOS)
+    return list(SCENARIOS) + lab_scenarios()
+
+
+def describe(name):
+    if name.startswith(LAB_PREFIX):
+        from ..labscenario import describe as d, load_scenario
+        return d(load_scenario(name[len(LAB_PREFIX):])) + " [ctrack-lab's scenario, its own lab]"
+    sc = SCENARIOS[name]
+    return sc["about"] + (f" [{sc['topology']}, {sc['delay_ms']} ms each way"
+                          + (f", {sc['loss_pct']}% loss" if sc["loss_pct"] else "") + "]")
 
 
 def wall_offset_ns():
@@ -322,7 +340,7 @@ class Run:
     """One report run: labs built as needed (one per topology), their scenarios in turn."""
 
     def __init__(self, names, workdir, log=print, tracker_defines=(), lab_prefix="rp"):
-        unknown = [n for n in names if n not in SCENARIOS]
+        unknown = [n for n in names if n not in SCENARIOS and n not in lab_scenarios()]
         if unknown:
             raise CtrackError(f"no scenario {unknown[0]!r} (have: {', '.join(SCENARIOS)}; --list shows them)")
         self.names, self.workdir, self.log = list(names), workdir, log
@@ -348,9 +366,12 @@ class Run:
             if self.tracker_defines:
                 kernel_dir = test_kernel_dir(self.tracker_defines, os.path.join(self.workdir, "kernel"))
             for topology in ("wire", "routed"):
-                mine = [n for n in self.names if SCENARIOS[n]["topology"] == topology]
+                mine = [n for n in self.names if n in SCENARIOS and SCENARIOS[n]["topology"] == topology]
                 if mine:
                     self._run_topology(topology, mine, kernel_dir)
+            labs = [n for n in self.names if n.startswith(LAB_PREFIX)]
+            if labs:
+                self._run_lab_scenarios(labs, kernel_dir)
         finally:
             self.close()
         return self.records
@@ -444,6 +465,84 @@ class Run:
                 "tracker_clock_lag_ms": 0 if "precise" in clock_name(tev) else lag,
             }
         self.close()
+
+    def _run_lab_scenarios(self, names, kernel_dir):
+        """ctrack-lab's own scenarios, each in its own lab with its own tracker (as `ctrack-lab
+        run` does), watched by tcpstates/tcprtt and a capture. Their traffic is partly crafted
+        (scapy, hping3): an endpoint with no kernel socket is not compared."""
+        from ..labscenario import load_scenario
+        kv = KernelView(["10.0.0.0/24"])
+        self.log("tcpstates and tcprtt observers: compiling and attaching")
+        kv.start()
+        self.cleanup(kv.close)
+        old = os.environ.get("CTRACK_KERNEL_DIR")
+        if kernel_dir:
+            os.environ["CTRACK_KERNEL_DIR"] = kernel_dir
+        try:
+            for name in names:
+                short = name[len(LAB_PREFIX):]
+                mod = load_scenario(short)
+                self.log(f"scenario {name}: {describe(name)}")
+                sc = watched_scenario(short, mod, self.workdir, self.log)
+                offset = wall_offset_ns()
+                sc.execute()
+                t0, t1 = getattr(sc, "t0", None), getattr(sc, "t1", time.monotonic_ns())
+                if t0 is None:
+                    raise CtrackError(f"{name} did not start: {sc.error}")
+                tev = (sc.tracker.snapshot() if sc.tracker else []) + sc.table
+                ports = sorted({e["orig"]["dport"] for e in tev})
+                packets = sc.capture.packets(offset)
+                lab = getattr(mod, "LAB", {}) or {}
+                self.records[name] = {
+                    "name": name, "about": describe(name), "topology": "wire",
+                    "delay_ms": lab.get("delay_ms", 0), "loss_pct": lab.get("loss_pct", 0),
+                    "ports": ports, "start_ns": t0, "end_ns": t1, "kernel_view": "present",
+                    "tracker_events": tev,
+                    "kernel_events": [e for e in kv.events if t0 <= e["mono_ns"] <= t1
+                                      and (e["lport"] in ports or e["rport"] in ports)],
+                    "nf_events": None, "packets": packets,
+                    "kernel_rtt": [f for f in kv.flows() if f["lport"] in ports or f["rport"] in ports],
+                    "ping_ms": None, "workload": [],
+                    "tracker_summary": sc.tracker.summary if sc.tracker else None,
+                    "tcpstates_lost": kv.lost(), "tracker_argv": sc.tracker.argv if sc.tracker else [],
+                    "tracker_defines": self.tracker_defines, "tracker_clock": clock_name(tev),
+                    "tracker_clock_lag_ms": max(coarse_lag_ms(), 4.0),
+                    "lab_scenario": {"passed": sc.passed, "checks": len(sc.checks),
+                                     "failed": [c.what for c in sc.checks if not c.ok]},
+                }
+                kv.rtt.clear_flows()
+        finally:
+            if kernel_dir:
+                if old is None:
+                    os.environ.pop("CTRACK_KERNEL_DIR", None)
+                else:
+                    os.environ["CTRACK_KERNEL_DIR"] = old
+
+
+def watched_scenario(name, mod, workdir, log):
+    """ctrack-lab's Scenario with a capture on the tracker's interface once its lab and tracker
+    are up, and the tracker's table read just before the scenario stops its tracker."""
+    from ..labscenario import Scenario
+
+    class Watched(Scenario):
+        def _setup(self):
+            super()._setup()
+            self.capture = Capture(self.lab.tracker_netns, self.lab.tracker_ifaces[0],
+                                   os.path.join(workdir, f"capture-{name}.pcap"), limit_s=300)
+            self.cleanup(self.capture.stop)
+            self.table = []
+            self.t0 = time.monotonic_ns()
+
+        def stop_tracker(self):
+            self.table = table_snapshot(self.tracker_name)
+            return super().stop_tracker()
+
+        def _teardown(self):
+            if not getattr(self, "table", None) and self.tracker is not None and self.tracker.summary is None:
+                self.table = table_snapshot(self.tracker_name)
+            self.t1 = time.monotonic_ns()
+            super()._teardown()
+    return Watched(name, mod, None, "tc", log)
 
 
 def table_snapshot(tracker_name, port=None):

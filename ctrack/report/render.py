@@ -19,7 +19,7 @@ def _na(v, fmt="{:.1f}", unit=""):
 def terminal(report, console=None):
     from rich.console import Console
     from rich.table import Table
-    con = console or Console(width=max(118, Console().width))
+    con = console or Console(width=max(130, Console().width))
     ov = report["overall"]
     t = Table(title="ctrack-report: the middlebox's belief against the endpoints' kernels",
               title_justify="left")
