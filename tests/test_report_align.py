@@ -296,3 +296,24 @@ def test_kernel_connections_that_never_crossed_the_tracker_are_someone_elses():
     other = [dict(p, sport=40000) if p["sport"] == CP else dict(p, dport=40000) for p in SIM_PACKETS]
     assert align.analyse(record(SIM_KERNEL, [], other))["disagreements"] == []
     assert len(align.analyse(record(SIM_KERNEL, [], SIM_PACKETS))["disagreements"]) == 1
+
+
+def test_a_lost_rst_is_ran_ahead_only_when_the_network_lost_packets():
+    """Seen in routed-loss: the client's abort RST passed the tracker (CLOSE/CLOSE) and the
+    delay line dropped it; the server stayed ESTABLISHED until it closed 1.1 s later and met the
+    client kernel's RST. A RST is never retransmitted: the delay line's loss count is the evidence."""
+    kernel = [kev(0, "c", "CLOSE", "SYN_SENT", lport=0), kev(11, "c", "SYN_SENT", "ESTABLISHED"),
+              kev(17, "s", "LISTEN", "SYN_RECV", client=False), kev(17, "s", "SYN_RECV", "ESTABLISHED", client=False),
+              kev(34.7, "c", "ESTABLISHED", "CLOSE"),
+              kev(1125.9, "s", "ESTABLISHED", "FIN_WAIT1", client=False), kev(1149, "s", "FIN_WAIT1", "CLOSE", client=False)]
+    tracker = [tev(0, "new", "SYN_SENT", "SYN_SENT", "SYN_RECV", packets=(1, 0)),
+               tev(11, "state", "SYN_RECV", "ESTABLISHED", "SYN_RECV", packets=(1, 1)),
+               tev(11, "state", "ESTABLISHED", "ESTABLISHED", "ESTABLISHED", packets=(2, 1)),
+               tev(34.8, "state", "CLOSE", "CLOSE", "CLOSE", packets=(6, 4)),
+               tev(34.8, "closed", "CLOSE", "CLOSE", "CLOSE", "rst", packets=(6, 4))]
+    packets = [pkt(0, True, "S", 1, 0), pkt(11, False, "SA", 9, 2), pkt(34.75, True, "RA", 210, 210),
+               pkt(1143.8, False, "FA", 210, 210), pkt(1143.83, True, "R", 210, 0)]
+    a = align.analyse(record(kernel, tracker, packets, delay_ms=5, delay_line_lost=3))
+    assert a["disagreements"] == [] and [r["endpoint"] for r in a["ran_ahead"]] == ["responder"]
+    a = align.analyse(record(kernel, tracker, packets, delay_ms=5))
+    assert [d["endpoint"] for d in a["disagreements"]] == ["responder"]

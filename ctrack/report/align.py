@@ -578,7 +578,7 @@ def analyse(data, lag_allow_ms=5.0):
             }
             ran_ahead = None
             if not cmp["agree"]:
-                ran_ahead = ran_ahead_under_loss(tfix, kseq, packets, flow["id"])
+                ran_ahead = ran_ahead_under_loss(tfix, kseq, packets, flow["id"], data.get("delay_line_lost", 0))
             if ran_ahead:
                 # not a disagreement: the tracker passed a segment the network then lost, took
                 # it as delivered, and the kernel got there another way (the retransmission)
@@ -658,15 +658,23 @@ def retransmissions(packets, fid):
     return out
 
 
-def ran_ahead_under_loss(tracker_seq, kernel_seq, packets, fid):
+def ran_ahead_under_loss(tracker_seq, kernel_seq, packets, fid, network_lost=0):
     """The tracker skipped states the kernel went through (its sequence is a subsequence of the
-    kernel's, same last state) and the capture shows retransmissions: the retransmitted packets,
-    else None."""
+    kernel's, same last state) and there is evidence of loss: retransmissions in the capture, or
+    the lab's delay line dropped packets meanwhile (a lost RST is never retransmitted). Returns
+    the packets to show (the retransmissions, else the connection's last ones), else None."""
     t = [x["state"] for x in tracker_seq]
     k = [x["state"] for x in kernel_seq]
     if not t or not k or t[-1] != k[-1] or not subsequence(t, k):
         return None
-    return retransmissions(packets, fid) or None
+    rtx = retransmissions(packets, fid)
+    if rtx:
+        return rtx
+    if network_lost:
+        _, src, sport, dst, dport = fid
+        ends = {(src, sport, dst, dport), (dst, dport, src, sport)}
+        return [p for p in packets if (p["src"], p["sport"], p["dst"], p["dport"]) in ends][-8:] or None
+    return None
 
 
 def _flow_field(events, key):

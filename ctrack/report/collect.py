@@ -411,6 +411,7 @@ class Run:
             self.log(f"scenario {name}: {sc['about']}")
             lab.set_delay(delay_ms=sc["delay_ms"], loss_pct=sc["loss_pct"])
             time.sleep(0.2)
+            lost0 = delay_lost(lab)
             t0 = time.monotonic_ns()
             srv = lab.spawn("ns2", [PY, PEER, "server", str(port)], stdout=subprocess.PIPE, text=True)
             if '"listening"' not in (srv.stdout.readline() or ""):
@@ -427,7 +428,8 @@ class Run:
             time.sleep(0.5 + 6 * sc["delay_ms"] / 1000)
             srv.stop()
             table = table_snapshot(tracker_name, port)
-            windows[name] = (t0, time.monotonic_ns(), port, results, ping, res.stderr.strip()[-300:], table)
+            lost = delay_lost(lab) - lost0
+            windows[name] = (t0, time.monotonic_ns(), port, results, ping, res.stderr.strip()[-300:], table, lost)
         lab.set_delay(delay_ms=0, loss_pct=0)
         time.sleep(0.3)
         summary = tracker.stop()
@@ -441,13 +443,14 @@ class Run:
         lost = kv.lost()
         tev = tracker.snapshot()
         lag = max(coarse_lag_ms(), 4.0)
-        for name, (t0, t1, port, results, ping, err, table) in windows.items():
+        for name, (t0, t1, port, results, ping, err, table, lost_pk) in windows.items():
             sc = SCENARIOS[name]
             def inside(t):
                 return t0 <= t <= t1
             self.records[name] = {
                 "name": name, "about": sc["about"], "topology": topology, "delay_ms": sc["delay_ms"],
                 "loss_pct": sc["loss_pct"], "ports": [port], "start_ns": t0, "end_ns": t1,
+                "delay_line_lost": lost_pk,
                 "kernel_view": "both",
                 "tracker_events": [e for e in tev if inside(e["ts_ns"]) and port in
                                    (e["orig"]["sport"], e["orig"]["dport"])] + table,
@@ -543,6 +546,11 @@ def watched_scenario(name, mod, workdir, log):
             self.t1 = time.monotonic_ns()
             super()._teardown()
     return Watched(name, mod, None, "tc", log)
+
+
+def delay_lost(lab):
+    """Packets the lab's delay lines dropped so far (their loss), all directions."""
+    return sum(s.get("lost", 0) or 0 for s in lab.delay_stats())
 
 
 def table_snapshot(tracker_name, port=None):

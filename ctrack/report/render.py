@@ -50,6 +50,13 @@ def terminal(report, console=None):
             con.print(f"    {p}", markup=False)
     if len(ov["disagreements"]) > 10:
         con.print(f"... and {len(ov['disagreements']) - 10} more in report.json")
+    ra = sum(len(s.get("ran_ahead", [])) for s in report["scenarios"].values())
+    if ra:
+        con.print(f"{ra} endpoint(s) where the tracker ran ahead of the kernel under loss (not disagreements; "
+                  "listed in report.html and report.json, with the time apart)")
+    for name, s in report["scenarios"].items():
+        if s.get("lab_scenario") and not s["lab_scenario"]["passed"]:
+            con.print(f"note: {name}'s own checks failed: {'; '.join(s['lab_scenario']['failed'])}", markup=False)
     for note in report.get("notes", []):
         con.print(f"note: {note}", markup=False)
 
@@ -267,6 +274,25 @@ def write_html(report, path):
                               _e(" > ".join(d["tracker"])), _e(" > ".join(d["kernel"])),
                               _e(d.get("apart_ms")) + (f"<br>{_e(d['note'])}" if d.get("note") else ""),
                               "<pre>" + _e("\n".join(d["packets"])) + "</pre>"] for d in ov["disagreements"][:200]]))
+    parts.append("<h2>Ran ahead under loss</h2>")
+    ra = [(n, r) for n, s in sc.items() for r in s.get("ran_ahead", [])]
+    if not ra:
+        parts.append("<p>None: no endpoint's kernel went through states the tracker skipped.</p>")
+    else:
+        parts.append("<p>The tracker passed a segment the network then lost, took it as delivered, and the "
+                     "kernel got there another way (a retransmission, or the peer's next segment): not a "
+                     "disagreement, but the views stayed apart for the time shown.</p>")
+        parts.append(_table(["scenario", "connection", "endpoint", "tracker", "kernel", "apart (ms)", "packets"],
+                            [[_e(n), _e(r["flow"]), _e(r["endpoint"]), _e(" > ".join(r["tracker"])),
+                              _e(" > ".join(r["kernel"])), _e(r.get("apart_ms")),
+                              "<pre>" + _e("\n".join(r["packets"])) + "</pre>"] for n, r in ra]))
+    lab_rows = [[_e(n), "passed" if s["lab_scenario"]["passed"] else "FAILED: " + _e("; ".join(s["lab_scenario"]["failed"]))]
+                for n, s in sc.items() if s.get("lab_scenario")]
+    if lab_rows:
+        parts.append("<h2>ctrack-lab's own verdicts</h2>")
+        parts.append("<p>The lab: scenarios also check the tracker against their own referees "
+                     "(`ctrack-lab run`); their verdicts in this run:</p>")
+        parts.append(_table(["scenario", "verdict"], lab_rows))
     parts.append("<h2>RTT</h2>")
     rrows = [[_e(n), _e(r["flow"]), _na(r["ping_ms"], "{:.2f}"), _na(r["kernel_srtt_us"], "{:.0f}"),
               _na(r["tracker_srtt_us"], "{:.0f}"), _na(r["tracker_handshake_us"], "{:.0f}"),
