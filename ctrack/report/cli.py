@@ -16,9 +16,10 @@ from . import align, collect, render
 EXAMPLES = """examples:
   ctrack-report --list                         # the scenarios and what each drives
   sudo ctrack-report basic simclose            # two scenarios, summary in the terminal, files in ./ctrack-report
-  sudo ctrack-report --all --out /tmp/rep      # everything (about 2 minutes), report.html in /tmp/rep
+  sudo ctrack-report --all --out /tmp/rep      # everything (under 3.5 minutes here), report.html in /tmp/rep
   sudo ctrack-report lab:hping3-rst            # a `ctrack-lab run` scenario, watched by the kernels too
   sudo ctrack-report --all --check             # exit 1 when any connection disagrees
+  sudo ctrack-report basic --json | jq .overall   # the figures for machines
   sudo ctrack-report --host -i eth0 -d 30      # this machine: the tracker on eth0, the host's own sockets
                                                # as the one kernel view (the remote ends have none)
 
@@ -30,7 +31,8 @@ the tracker's passive RTT (when the tracker reports one) against the kernels' sr
 
 
 def build_parser():
-    p = ArgumentParser(prog="ctrack-report", description=__doc__.split("\n\n")[0].replace("\n", " "),
+    p = ArgumentParser(prog="ctrack-report", description="Compare what the tracker believed about each "
+                       "connection with what both endpoints' kernels did, netfilter's conntrack beside it.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenarios to run (--list shows them)")
     p.add_argument("--all", action="store_true", help="every scenario")
@@ -43,6 +45,7 @@ def build_parser():
     p.add_argument("-d", "--duration", type=float, default=30.0, metavar="SECONDS",
                    help="--host: how long to record (default 30)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--json", action="store_true", help="print report.json on stdout instead of the summary table")
     p.add_argument("--no-html", action="store_true", help="skip report.html (no matplotlib needed)")
     # test-only: a deliberately broken tracker build must be caught (see kernel/tracker.c)
     p.add_argument("--tracker-define", action="append", default=[], help=argparse.SUPPRESS)
@@ -141,10 +144,16 @@ def main(argv=None):
         print("Tracing connections through the tracker, both kernels and netfilter... Hit Ctrl-C to end.",
               file=sys.stderr)
         work = tempfile.mkdtemp(prefix="ctrack-report-", dir=args.out)
-        if args.host:
-            records = collect.run_host(args.interface, args.duration, work, log)
-        else:
-            records = collect.Run(names, work, log, tracker_defines=args.tracker_define).execute()
+        try:
+            if args.host:
+                records = collect.run_host(args.interface, args.duration, work, log)
+            else:
+                records = collect.Run(names, work, log, tracker_defines=args.tracker_define).execute()
+        except KeyboardInterrupt:
+            # everything started was stopped and removed on the way out (Run.close)
+            print("ctrack-report: interrupted: labs removed, tracker and observers stopped, nothing reported",
+                  file=sys.stderr)
+            return 130
         # the raw records, for a later --from-records and for whoever wants to dig
         import json
         with open(os.path.join(args.out, "records.json"), "w") as f:
@@ -154,7 +163,11 @@ def main(argv=None):
     render.write_json(report, os.path.join(args.out, "report.json"))
     if not args.no_html:
         render.write_html(report, os.path.join(args.out, "report.html"))
-    render.terminal(report)
+    if args.json:
+        import json
+        print(json.dumps(report, default=str))
+    else:
+        render.terminal(report)
     print(f"wrote {os.path.join(args.out, 'report.json')}"
           + ("" if args.no_html else f" and {os.path.join(args.out, 'report.html')}")
           + f" in {report['seconds']:.0f} s", file=sys.stderr)

@@ -219,15 +219,18 @@ class Capture:
         self.path = path
         self.argv = ["dumpcap", "-q", "-P", "-i", iface, "-s", "128", "-w", path, "-a", f"duration:{limit_s}"]
         self.proc = labnet.popen(netns, self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        end = time.monotonic() + 10
-        while time.monotonic() < end:   # dumpcap writes the file header once it captures
-            if os.path.exists(path) and os.path.getsize(path) >= 24:
-                return
-            if self.proc.poll() is not None:
-                raise CtrackError(f"dumpcap on {iface} failed: {self.proc.stderr.read().strip()[:200]}")
-            time.sleep(0.05)
-        self.stop()
-        raise CtrackError(f"dumpcap on {iface} did not start within 10 s")
+        try:
+            end = time.monotonic() + 10
+            while time.monotonic() < end:   # dumpcap writes the file header once it captures
+                if os.path.exists(path) and os.path.getsize(path) >= 24:
+                    return
+                if self.proc.poll() is not None:
+                    raise CtrackError(f"dumpcap on {iface} failed: {self.proc.stderr.read().strip()[:200]}")
+                time.sleep(0.05)
+            raise CtrackError(f"dumpcap on {iface} did not start within 10 s")
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self):
         if self.proc.poll() is None:
@@ -313,7 +316,11 @@ class ConntrackEvents:
                                  text=True)
         self.lines = []
         threading.Thread(target=self._read, daemon=True).start()
-        time.sleep(0.2)
+        try:
+            time.sleep(0.2)
+        except BaseException:
+            self.stop()
+            raise
         if self.proc.poll() is not None:
             raise CtrackError(f"conntrack -E failed: {self.proc.stderr.read().strip()[:200]}")
 
@@ -393,8 +400,8 @@ class Run:
         tracker = ReportTracker(lab, tracker_name, kernel_dir=kernel_dir)
         self.log(f"tracker: {shlex.join(tracker.argv)}" +
                  (f" (test build: {' '.join(self.tracker_defines)})" if kernel_dir else ""))
+        self.cleanup(tracker.stop)   # before start: a Ctrl-C while it compiles must stop it too
         tracker.start()
-        self.cleanup(tracker.stop)
         lab.flush_neighbours()
         cap_if = lab.tracker_ifaces[0] if topology == "wire" else "eth1"
         pcap = os.path.join(self.workdir, f"capture-{topology}.pcap")
@@ -625,8 +632,8 @@ def run_host(iface, seconds, workdir, log=print):
         run.cleanup(kv.close)
         tracker = ReportTracker(None, f"rep-host{os.getpid() % 10000}", iface=iface, limit_s=int(seconds) + 120)
         log(f"tracker: {shlex.join(tracker.argv)}")
-        tracker.start()
         run.cleanup(tracker.stop)
+        tracker.start()
         cap = Capture(None, iface, os.path.join(workdir, "capture-host.pcap"), limit_s=int(seconds) + 60)
         run.cleanup(cap.stop)
         offset = wall_offset_ns()
