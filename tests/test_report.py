@@ -187,3 +187,35 @@ def test_bad_usage_is_one_line():
         assert res.returncode == rc, (args, res.stderr)
         assert text in res.stderr and len(res.stderr.strip().splitlines()) == 1, (args, res.stderr)
         assert "Traceback" not in res.stderr
+
+
+def test_interrupted_run_leaves_nothing(tmp_path):
+    """SIGTERM (as Ctrl-C) in the middle of a scenario: one line, exit 130, the lab, the tracker,
+    the capture and the test server gone."""
+    import re
+    import signal
+    err = open(tmp_path / "err", "w+")
+    rep = subprocess.Popen(["ctrack-report", "basic", "--out", str(tmp_path)], stdout=subprocess.DEVNULL,
+                           stderr=err, text=True)
+    try:
+        end = time.monotonic() + 90
+        while time.monotonic() < end and "scenario basic" not in open(tmp_path / "err").read():
+            assert rep.poll() is None, open(tmp_path / "err").read()
+            time.sleep(0.1)
+        time.sleep(1.0)
+        rep.send_signal(signal.SIGTERM)
+        rep.wait(60)
+    finally:
+        if rep.poll() is None:
+            rep.kill()
+            rep.wait()
+    text = open(tmp_path / "err").read()
+    assert rep.returncode == 130, text
+    assert text.strip().splitlines()[-1].startswith("ctrack-report: interrupted")
+    lab = re.search(r"lab (\S+) \(wire\) up", text).group(1)
+    netns = subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout
+    assert f"{lab}-ns1" not in netns and f"{lab}-ns2" not in netns
+    procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert f"rep-{lab}" not in procs and f"{lab}-v1" not in procs
+    assert not os.path.exists(f"/sys/fs/bpf/ctrack/rep-{lab}")
+    assert not (tmp_path / "report.json").exists()
