@@ -140,6 +140,9 @@ def main(argv=None):
         import json
         with open(args.from_records) as f:
             records = json.load(f)
+        first = next(iter(records.values()), {})
+        if first.get("command"):
+            command = f"{first['command']} (analysed again from {args.from_records})"
     else:
         print("Tracing connections through the tracker, both kernels and netfilter... Hit Ctrl-C to end.",
               file=sys.stderr)
@@ -156,6 +159,8 @@ def main(argv=None):
             return 130
         # the raw records, for a later --from-records and for whoever wants to dig
         import json
+        for rec in records.values():
+            rec["command"] = command
         with open(os.path.join(args.out, "records.json"), "w") as f:
             json.dump(records, f, default=str)
     report = build_report(records, command)

@@ -105,7 +105,7 @@ def figures(report):
     ax.set_xticks(x, names, rotation=20, fontsize=8)
     ax.set_ylim(0, 105)
     ax.set_ylabel("% of connections")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     out.append(("Agreement with both kernels, per scenario",
                 "Share of connections whose middlebox states match what both endpoints' kernels did "
                 "(after the mapping rules). netfilter only in the routed topology.", _png(fig)))
