@@ -3,8 +3,5 @@ import os
 
 __version__ = "0.1.0"
 
-# The C programs live in kernel/ beside the package; CTRACK_KERNEL_DIR overrides for odd installs.
-KERNEL_DIR = os.environ.get(
-    "CTRACK_KERNEL_DIR",
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernel"),
-)
+# The C programs (kernel/), found inside an installed package or beside it in a checkout.
+from .resources import KERNEL_DIR  # noqa: E402,F401

@@ -17,17 +17,13 @@ EXAMPLES = """examples:
 
 
 def build_parser():
-    from . import cmd_replay
+    # Registered explicitly: a subcommand that fails to import is an error to see, not a
+    # command that silently vanishes from -h.
+    from . import cmd_events, cmd_gc, cmd_list, cmd_replay, cmd_run
     parser = ArgumentParser(prog="ctrack", description=DESCRIPTION, epilog=EXAMPLES,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands = [cmd_replay]
-    for extra in ("cmd_run", "cmd_list", "cmd_events", "cmd_gc"):
-        try:
-            commands.append(__import__(f"ctrack.{extra}", fromlist=["x"]))
-        except ImportError:
-            pass
-    for mod in commands:
+    for mod in (cmd_replay, cmd_run, cmd_list, cmd_events, cmd_gc):
         mod.add_parser(sub)
     return parser
 

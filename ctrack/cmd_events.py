@@ -18,17 +18,20 @@ from .stopsignal import StopOnSignal
 
 EXAMPLES = """examples:
   ctrack events                             # every event of the only running tracker
-  ctrack events -e new,destroy              # flows opened and closed, no state changes
+  ctrack events -e new,destroy              # entries created and removed, no updates
   ctrack events -p tcp --dport 443 -t       # HTTPS flows, with wall-clock timestamps
   ctrack events --json | jq .reason         # JSON lines (the same dicts as `ctrack run --json`)
   ctrack events --history 50 -c 10         # the last 50 events, then stop after 10 more
 
-types: new (a flow opened), update (its state changed), destroy (it ended: the reason says how:
-fin, rst, timeout, evicted, reopened, flushed). conntrack's NEW/UPDATES/DESTROY work too.
+types, as conntrack's: new (a flow opened); update (its state changed, or the connection
+ended: reason=fin or rst, the entry staying until its TIME_WAIT/CLOSE timeout); destroy (the
+entry left the table: reason=timeout, evicted, reopened or flushed). conntrack's
+NEW/UPDATES/DESTROY work too. In --json, "event" is NEW/UPDATE/DESTROY and "type" says which
+update: "state" or "closed" (the end of the connection).
 """
 
-TYPES = {"new": "new", "update": "state", "updates": "state", "state": "state",
-         "destroy": "closed", "closed": "closed"}
+TYPES = {"new": {"new"}, "update": {"state", "closed"}, "updates": {"state", "closed"},
+         "state": {"state"}, "closed": {"closed"}, "destroy": {"destroy"}}
 
 
 def parse_types(text):
@@ -36,10 +39,10 @@ def parse_types(text):
     for part in text.split(","):
         p = part.strip().lower()
         if p in ("all", ""):
-            return set(TYPES.values())
+            return set().union(*TYPES.values())
         if p not in TYPES:
             raise CtrackError(f"bad event type {part!r}: new, update, destroy (or all)")
-        out.add(TYPES[p])
+        out |= TYPES[p]
     return out
 
 

@@ -1,9 +1,9 @@
 """`ctrack flush` and `ctrack delete`: remove flows from a running tracker's table, like
 `conntrack -F` and `conntrack -D`, with the filters of `ctrack list`.
 
-The removal runs in the kernel (kernel/collector.c, FLUSH mode): each entry is taken under its
-lock, removed, and -- if its flow had not ended already -- reported `closed: flushed` in the
-tracker's event stream. What was removed is printed with its final counters. A flow removed
+The removal runs in the kernel (kernel/collector.c's XDP program in FLUSH mode, run with
+BPF_PROG_TEST_RUN): each entry is claimed under its lock, removed, and reported
+`[DESTROY] ... reason=flushed` in the tracker's event stream. What was removed is printed with its final counters. A flow removed
 while its connection is alive is simply new again at its next packet (a UDP datagram or a TCP
 SYN opens it; other TCP segments are INVALID no_flow, unless the tracker runs with --pickup).
 """
@@ -30,7 +30,7 @@ DELETE_EXAMPLES = """examples:
 delete needs at least one filter (ctrack flush removes everything).
 """
 
-MAX_ROUNDS = 5   # a removal during the kernel's walk can make it skip a neighbour: retry those
+MAX_ROUNDS = 5   # flows created meanwhile, or claimed by a collector that then lost its delete
 
 
 def add_parsers(sub):

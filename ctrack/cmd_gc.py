@@ -13,13 +13,15 @@ from .gc import BACKOFF, MIN_FRACTION, QUIET_PASSES
 
 EXAMPLES = f"""examples:
   ctrack gc --once                 # one pass now: remove what has expired, say how much
-  ctrack gc --once -v              # ... and print each flow removed
+  ctrack gc --once -v              # ... and print each flow removed ([DESTROY] lines)
   ctrack gc --name edge            # collect for tracker `edge` (started with --no-gc)
   ctrack gc --interval 10 --json   # every 10 s at most, one JSON line per pass
 
-A pass visits every entry in the kernel (a BPF iterator over the pinned table), checks each
-expired one again under its lock just before removing it, and reports a flow that had not ended
-otherwise as `closed: timeout` (event stream, and the tracker's closed_timeout counter).
+A pass copies the pinned table out with batch lookups and picks the expired entries; an XDP
+program (run with BPF_PROG_TEST_RUN: it loads wherever the tracker does) checks each again under
+its lock -- still expired, still the same flow -- removes it and reports it: a [DESTROY] event
+with reason=timeout, and the tracker's closed_timeout counter for a flow that had not ended
+otherwise (by FIN or RST, reported then as an [UPDATE]).
 Schedule: the next pass comes when the earliest remaining flow expires, at least every
 --interval, every {BACKOFF} x --interval once {QUIET_PASSES} passes found nothing while the table
 is under 90% full, never more often than --interval / {MIN_FRACTION}.
@@ -53,8 +55,8 @@ def _report(r, args, out):
                 out.write(format_event(ev) + "\n")
         if args.once or r.removed:
             out.write(f"scanned {r.scanned} entries in {r.duration_s * 1000:.1f} ms: removed "
-                      f"{r.removed} expired ({r.reported} reported closed: timeout), "
-                      f"{r.live} live\n")
+                      f"{r.removed} expired ({r.ended} ended by timeout, {r.removed - r.ended} "
+                      f"closed before), {r.live} live\n")
     out.flush()
 
 
@@ -65,6 +67,9 @@ def run(args):
     out = sys.stdout
     with Shared(meta) as sh:
         gc = Collector(sh, args.interval)
+        gc.load()   # a refusal is one line, before anything else is said
+        if args.verbose and not args.json:
+            print(f"collector: {gc.describe()}", file=sys.stderr, flush=True)
         if args.once:
             _report(gc.scan(collect=args.verbose), args, out)
             return 0

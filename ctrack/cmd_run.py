@@ -24,8 +24,9 @@ EXAMPLES = """examples:
   ctrack run -i eth0 --gc-interval 5         # collect idle expired flows every 5 s at most
 
 while it runs, from another terminal: ctrack list, ctrack events, ctrack-top, ctrack flush.
-log levels: 0 nothing but the summary at exit, 1 flows opened and closed (default),
+log levels: 0 nothing but the summary at exit, 1 flows opened, ended and removed (default),
             2 every state change.
+the banner says whether a collector removes idle flows, how, or why none does.
 modes: tc (default) keeps GSO/TSO super-packets whole and measured fastest on veth (19 Gbit/s
        pass-through); xdp runs before the kernel allocates an skb. On veth, XDP redirect needs the
        hosts' ends at `ethtool -K eth0 tx off gro on` (checked before attaching: TCP would stall
@@ -134,8 +135,8 @@ def run(args):
         if args.mode == "xdp" and not wire:
             note = " XDP sees received packets only."
         print(f"Tracking {how}: {args.mode}, {args.policy}"
-              f"{', pickup' if args.pickup else ''}, tracker {meta['name']!r}.{note} "
-              f"Hit Ctrl-C to end.", file=sys.stderr, flush=True)
+              f"{', pickup' if args.pickup else ''}, tracker {meta['name']!r}, "
+              f"{extras.collector_note}.{note} Hit Ctrl-C to end.", file=sys.stderr, flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None
         # Ctrl-C/SIGTERM end the loop between batches: a batch is always printed whole, and
         # what the ring buffer still holds is drained below, before the summary that counts it

@@ -1,8 +1,16 @@
 """Flow events from the tracker's ring buffer (struct ct_event), decoded into dicts.
 
-    {"ts_ns", "type": "new"|"state"|"closed", "proto", "family", "orig": {...},
-     "state", "old_state", "orig_state", "reply_state", "reason" (closed only),
-     "packets": [o, r], "bytes": [o, r]}
+    {"ts_ns", "type": "new"|"state"|"closed"|"destroy", "event": "NEW"|"UPDATE"|"DESTROY",
+     "proto", "family", "orig": {...}, "state", "old_state", "orig_state", "reply_state",
+     "reason" (closed, destroy), "packets": [o, r], "bytes": [o, r]}
+
+"type" says what happened, "event" is its conntrack message type:
+    new      NEW      a flow opened
+    state    UPDATE   its state changed
+    closed   UPDATE   the connection ended: reason fin or rst (its entry stays until its
+                      TIME_WAIT/CLOSE timeout, as in conntrack)
+    destroy  DESTROY  the entry left the table, once per entry: reason timeout, evicted,
+                      reopened (a new flow took the 5-tuple) or flushed
 """
 import contextlib
 import ctypes
@@ -12,6 +20,9 @@ import threading
 
 from .defs import defs
 from .flows import PROTO_NAMES, orig_tuple
+
+
+EVENT_NAMES = {"new": "NEW", "state": "UPDATE", "closed": "UPDATE", "destroy": "DESTROY"}
 
 
 def decode_event(ev):
@@ -24,6 +35,7 @@ def decode_event(ev):
     out = {
         "ts_ns": ev.ts,
         "type": etype,
+        "event": EVENT_NAMES.get(etype, etype.upper()),
         "proto": PROTO_NAMES.get(k.proto, str(k.proto)),
         "family": k.family,
         "orig": orig_tuple(k, ev.orig_side),
@@ -31,7 +43,8 @@ def decode_event(ev):
         "old_state": d.ct_state.name(ev.old_state) if etype == "state" else None,
         "orig_state": ep.name(ev.orig_state) if tcp else None,
         "reply_state": ep.name(ev.reply_state) if tcp else None,
-        "reason": d.ct_close_reason.name(ev.close_reason).lower() if etype == "closed" else None,
+        "reason": d.ct_close_reason.name(ev.close_reason).lower()
+        if etype in ("closed", "destroy") else None,
         "packets": [ev.packets[0], ev.packets[1]],
         "bytes": [ev.bytes[0], ev.bytes[1]],
     }
@@ -97,7 +110,7 @@ def _signals_deferred():
 
 def format_event(e):
     """conntrack -E style: [NEW] / [UPDATE] / [DESTROY] and the flow."""
-    tag = {"new": "[NEW]", "state": "[UPDATE]", "closed": "[DESTROY]"}[e["type"]]
+    tag = f"[{EVENT_NAMES[e['type']]}]"
     o = e["orig"]
     eps = f" {e['orig_state']}/{e['reply_state']}" if e["orig_state"] else ""
     why = f" reason={e['reason']}" if e["reason"] else ""

@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass
 from . import labnet, labstate
 from .errors import CtrackError
 from .labtopo import DELAY_QUEUE
+from .resources import LAB_BIN, LAB_SRC
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAB_BIN = os.environ.get("CTRACK_LAB_BIN", os.path.join(REPO, "lab", "bin"))
 
 
 @dataclass
@@ -87,10 +86,11 @@ def parse_percent(text):
 
 
 def delayline_binary():
-    """lab/bin/delayline, built on first need when the sources are here."""
+    """The delay line's binary: built by setup.py into an installed package, or in a checkout's
+    lab/bin on first need."""
     path = os.path.join(LAB_BIN, "delayline")
-    if not os.access(path, os.X_OK) and os.path.exists(os.path.join(REPO, "lab", "Makefile")):
-        subprocess.run(["make", "-s", "-C", os.path.join(REPO, "lab")],
+    if not os.access(path, os.X_OK) and LAB_SRC and os.path.exists(os.path.join(LAB_SRC, "Makefile")):
+        subprocess.run(["make", "-s", "-C", LAB_SRC],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     if not os.access(path, os.X_OK):
         raise CtrackError(f"{path} is not built: run `make -C lab` (needs gcc, libnetfilter-queue-dev, "

@@ -1,7 +1,9 @@
 """`ctrack-lab run SCENARIO`: validation scenarios. Each scenario (a small module under
 lab/scenarios/) builds its own namespace lab, starts `ctrack run` on it, drives real, bounded
 traffic, and compares what the tracker reported (events, summary) with what must happen; the
-runner prints a verdict table, tears everything down, and exits 1 when the tracker disagrees.
+runner prints a verdict table, tears everything down, and exits 1 when the tracker disagrees,
+2 when a scenario could not run as designed (a kernel feature it needs is missing here: that
+says nothing about the tracker's correctness, and is worded differently).
 
 A scenario module holds:
 
@@ -9,6 +11,7 @@ A scenario module holds:
     CODE = "ip"                       # short, unique: lab and tracker names are CODE + pid
     LAB = {"delay_ms": 0}             # keyword arguments of ctrack.lab.Lab (optional)
     TRACKER = {"timeouts": {"UDP_ESTABLISHED": 2}, "policy": "observe"}   # (optional)
+    NEEDS = ("collector",)            # what the design relies on (optional; see FEATURES)
     def run(s): ...                   # s: a Scenario; traffic and s.check(...) calls
 
 Helpers a scenario gets from s: s.lab, s.tracker (events as they arrive, summary once stopped),
@@ -31,12 +34,28 @@ import time
 from . import labnet
 from .errors import CtrackError
 from .lab import Lab
+from .resources import SCENARIO_DIR
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIO_DIR = os.environ.get("CTRACK_SCENARIO_DIR", os.path.join(REPO, "lab", "scenarios"))
 PY = "/usr/bin/python3"   # the only python that imports BCC; helpers use it too
 
 OK, BAD = "\u2713", "\u2717"
+EXIT_DISAGREES, EXIT_UNAVAILABLE = 1, 2
+
+
+class Unavailable(CtrackError):
+    """The scenario cannot run as designed here: a feature it needs is missing."""
+
+
+def _collector_missing(banner):
+    """Why `ctrack run` has no collector, from its "Tracking ..." banner; None when it has one."""
+    import re
+    m = re.search(r"((?i:no collector)[^\n]*?)\.(?: XDP sees| Hit Ctrl-C)", banner)
+    return m.group(1) if m else None
+
+
+# What a scenario may need (NEEDS), and how to tell it is missing: feature -> f(tracker) giving
+# the reason it is missing, or None.
+FEATURES = {"collector": lambda tracker: _collector_missing(tracker.banner)}
 
 
 # ---- scenario discovery ---------------------------------------------------------------------
@@ -93,6 +112,7 @@ class TrackerProcess:
         self.netns = lab.tracker_netns
         self.events = []
         self.summary = None
+        self.banner = ""
         self.proc = None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -112,6 +132,7 @@ class TrackerProcess:
         if "Tracking" not in line:
             self.kill()
             raise CtrackError(f"ctrack run did not start: {line.strip() or 'no output'}")
+        self.banner = line.strip()
         threading.Thread(target=self._read_stdout, daemon=True).start()
         return self
 
@@ -214,12 +235,13 @@ def group_flows(events, proto=None, dport=None):
 
 
 def steps(evs, endpoints=False):
-    """The states a flow went through, one entry per event: "SYN_SENT", ..., "closed:fin".
-    With endpoints=True each is STATE (orig/reply), the opener's and responder's states."""
+    """The states a flow went through, one entry per event: "SYN_SENT", ..., "closed:fin" (the
+    connection ended), "destroy:timeout" (the entry left the table). With endpoints=True each
+    state is STATE (orig/reply), the opener's and responder's states."""
     out = []
     for ev in evs:
-        if ev["type"] == "closed":
-            out.append(f"closed:{ev['reason']}")
+        if ev["type"] in ("closed", "destroy"):
+            out.append(f"{ev['type']}:{ev['reason']}")
         elif endpoints and ev["orig_state"]:
             out.append(f"{ev['state']} ({ev['orig_state']}/{ev['reply_state']})")
         else:
@@ -428,6 +450,7 @@ class Scenario:
         self.started = None
         self.elapsed = None
         self.error = None
+        self.unavailable = None
 
     # -- what scenarios call --
     def check(self, what, expected, seen, ok=None):
@@ -507,6 +530,8 @@ class Scenario:
         try:
             self._setup()
             self.mod.run(self)
+        except Unavailable as exc:
+            self.unavailable = str(exc)
         except CtrackError as exc:
             self.error = str(exc)
         except Exception as exc:   # a scenario bug is a failed run with its one line, not a trace
@@ -514,7 +539,10 @@ class Scenario:
         finally:
             self._teardown()
             self.elapsed = time.monotonic() - self.started
-        if self.error:
+        if self.unavailable:
+            self.checks.append(Check("could run as designed", "every feature it needs",
+                                     self.unavailable, False))
+        elif self.error:
             self.checks.append(Check("scenario ran to the end", "no error", self.error, False))
         if not self.passed and self.tracker is not None and self.tracker.stderr_tail:
             self.notes.append("ctrack run said: " + " / ".join(self.tracker.stderr_tail))
@@ -539,6 +567,10 @@ class Scenario:
         self.tracker = TrackerProcess(self.lab, self.tracker_name, mode=self.mode, extra=extra, **tk)
         self.log(f"starting {shlex.join(self.tracker.argv)}")
         self.tracker.start()
+        for need in getattr(self.mod, "NEEDS", ()):
+            why = FEATURES[need](self.tracker)
+            if why:
+                raise Unavailable(why)
         self.lab.flush_neighbours()
 
     def _teardown(self):
@@ -554,7 +586,8 @@ class Scenario:
             self.lab.down()
 
     def result(self):
-        return {"scenario": self.name, "passed": self.passed, "lab": self.lab_name, "mode": self.mode,
+        return {"scenario": self.name, "passed": self.passed, "unavailable": self.unavailable,
+                "lab": self.lab_name, "mode": self.mode,
                 "seconds": round(self.elapsed or 0, 1), "checks": [c.as_dict() for c in self.checks],
                 "notes": self.notes}
 
@@ -576,28 +609,39 @@ def print_table(s, out=sys.stdout):
     for n in s.notes:
         out.write(f"  note: {n}\n")
     good = sum(c.ok for c in s.checks)
-    verdict = "" if s.passed else ("  -- FAILED" if s.error else "  -- THE TRACKER DISAGREES")
+    if s.passed:
+        verdict = ""
+    elif s.unavailable:
+        verdict = "  -- COULD NOT RUN AS DESIGNED here (not a verdict on the tracker)"
+    else:
+        verdict = "  -- FAILED" if s.error else "  -- THE TRACKER DISAGREES"
     out.write(f"{s.name}: {good}/{len(s.checks)} checks passed in {s.elapsed:.1f} s{verdict}\n")
     out.flush()
 
 
 def run_scenarios(names, lab_name=None, mode="tc", as_json=False, verbose=False, out=sys.stdout):
-    """Run each scenario in turn; print tables (or JSON lines); 0 when all passed, else 1."""
+    """Run each scenario in turn; print tables (or JSON lines). 0 when all passed; 1 when the
+    tracker disagreed or a scenario failed; else 2 when some could not run as designed."""
     mods = [(n, load_scenario(n)) for n in names]
-    all_ok = True
+    all_ok, unavailable = True, False
     for i, (name, mod) in enumerate(mods):
         log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if verbose else None
         # several scenarios with one --name: number the labs (each is built and removed in turn)
         lname = lab_name if (lab_name is None or len(mods) == 1) else f"{lab_name[:8]}{i}"
         s = Scenario(name, mod, lname, mode, log)
         s.execute()
-        all_ok &= s.passed
+        if s.unavailable:
+            unavailable = True
+        else:
+            all_ok &= s.passed
         if as_json:
             out.write(json.dumps(s.result()) + "\n")
             out.flush()
         else:
             print_table(s, out)
-    return 0 if all_ok else 1
+    if not all_ok:
+        return EXIT_DISAGREES
+    return EXIT_UNAVAILABLE if unavailable else 0
 
 
 def list_scenarios(out=sys.stdout):
@@ -625,7 +669,10 @@ examples:
 Each scenario builds its own lab (named CODE+pid unless --name), starts `ctrack run --json -l 2`
 on it (tracker sc-LAB), runs bounded traffic, checks the events and the summary against what
 must happen, and removes the lab, the tracker and any rule it added, also on failure or Ctrl-C.
-Scenarios live in lab/scenarios/ (one module each; see ctrack/labscenario.py)."""
+Scenarios live in lab/scenarios/ (one module each; see ctrack/labscenario.py).
+Exit status: 0 every check agreed; 1 the tracker disagreed (or a scenario failed); 2 a scenario
+could not run as designed on this machine (a kernel feature it needs is missing: e.g. the
+collector, which idle-timeout and socat-udp rely on)."""
 
 
 def add_parser(sub, formatter):

@@ -1,6 +1,6 @@
-"""bpf(2) map and iterator commands BCC 0.26 does not expose usefully: batch lookup/update/delete
-into caller-owned buffers (one syscall per thousands of entries, no Python object per entry), map
-info (to check a pinned map is the one we expect), and BPF iterator links.
+"""bpf(2) map commands BCC 0.26 does not expose usefully: batch lookup/update/delete into
+caller-owned buffers (one syscall per thousands of entries, no Python object per entry), and map
+info (to check a pinned map is the one we expect).
 
 Layouts are the kernel's uapi (union bpf_attr), stable across versions. Every failure raises
 OSError with the command's name.
@@ -13,8 +13,6 @@ import platform
 NR_BPF = 321 if platform.machine() == "x86_64" else 280
 BPF_OBJ_GET, BPF_OBJ_GET_INFO_BY_FD = 7, 15
 BPF_MAP_LOOKUP_BATCH, BPF_MAP_UPDATE_BATCH, BPF_MAP_DELETE_BATCH = 24, 26, 27
-BPF_LINK_CREATE, BPF_ITER_CREATE = 28, 33
-BPF_TRACE_ITER = 28
 BPF_F_LOCK = 4
 
 MAP_TYPES = {1: "hash", 2: "array", 6: "percpu_array", 22: "queue", 27: "ringbuf"}
@@ -45,17 +43,6 @@ class MapInfo(ctypes.Structure):
                 ("btf_id", ctypes.c_uint32), ("btf_key_type_id", ctypes.c_uint32),
                 ("btf_value_type_id", ctypes.c_uint32), ("_pad", ctypes.c_uint32),
                 ("map_extra", ctypes.c_uint64)]
-
-
-class _LinkCreateAttr(ctypes.Structure):
-    _fields_ = [("prog_fd", ctypes.c_uint32), ("target_fd", ctypes.c_uint32),
-                ("attach_type", ctypes.c_uint32), ("flags", ctypes.c_uint32),
-                ("iter_info", ctypes.c_uint64), ("iter_info_len", ctypes.c_uint32),
-                ("_pad", ctypes.c_uint32 * 9)]
-
-
-class _IterCreateAttr(ctypes.Structure):
-    _fields_ = [("link_fd", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
 
 
 class _ObjAttr(ctypes.Structure):
@@ -148,26 +135,3 @@ class Batch:
             err = ctypes.get_errno()
             raise OSError(err, f"BPF_MAP_DELETE_BATCH: {os.strerror(err)}")
         return a.count
-
-
-def iter_link(prog_fd, map_fd):
-    """A BPF iterator link of a bpf_map_elem program over one map: returns the link fd."""
-    info = ctypes.c_uint32(map_fd)   # union bpf_iter_link_info { struct { __u32 map_fd; } map; }
-    a = _LinkCreateAttr(prog_fd=prog_fd, attach_type=BPF_TRACE_ITER,
-                        iter_info=ctypes.addressof(info), iter_info_len=ctypes.sizeof(info))
-    return _sys(BPF_LINK_CREATE, a, "BPF_LINK_CREATE (iterator)")
-
-
-def iter_run(link_fd):
-    """Runs the iterator once over the whole map (the program does its work per element);
-    returns what the program wrote with bpf_seq_write/printf, usually nothing."""
-    fd = _sys(BPF_ITER_CREATE, _IterCreateAttr(link_fd=link_fd), "BPF_ITER_CREATE")
-    try:
-        out = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(out)
-            out.append(chunk)
-    finally:
-        os.close(fd)

@@ -132,6 +132,8 @@ class TrackerCollector:
         yield CounterMetricFamily("ctrack_gc_revived", "Removed entries a packet had just "
                                   "reinitialised (see docs/top.md).", value=gct.get("revived", 0))
         gs = read_status(self.sh.name)
+        if gs and gs.get("error"):
+            gs = None   # could not run (the reason is in ctrack-top and ctrack run's banner)
         yield GaugeMetricFamily("ctrack_gc_running", "1 when a collector runs.", value=1 if gs else 0)
         if gs:
             yield GaugeMetricFamily("ctrack_gc_interval_seconds", "Collector interval.",

@@ -44,26 +44,19 @@ class RunExtras:
         self.bus = None
         self.shared = None
         self.collector = None
+        self._failed = None   # a collector that could not run: its status file says why
         self.metrics = None
         self._stop = threading.Event()
         self._thread = None
+        # for the "Tracking" banner: whether a collector runs, how, or why not
+        self.collector_note = "no collector (--no-gc)"
         try:
             self.bus = EventBus(meta["name"])
             if not args.no_gc or args.metrics:
                 from .shared import Shared
                 self.shared = Shared(meta)
             if not args.no_gc:
-                from .gc import Collector
-                c = Collector(self.shared, args.gc_interval)
-                try:
-                    c.acquire()
-                except CtrackError as exc:   # a `ctrack gc` already collects for this name
-                    print(f"ctrack: warning: {exc}; not starting another", file=sys.stderr)
-                else:
-                    self.collector = c
-                    self._thread = threading.Thread(target=self._collect, name="ctrack-gc",
-                                                    daemon=True)
-                    self._thread.start()
+                self._start_collector(args)
             if args.metrics:
                 from .metrics import MetricsServer
                 self.metrics = MetricsServer(args.metrics, self.shared, self.bus)
@@ -71,6 +64,31 @@ class RunExtras:
         except BaseException:
             self.close()
             raise
+
+    def _start_collector(self, args):
+        from .gc import Collector
+        c = Collector(self.shared, args.gc_interval)
+        try:
+            c.acquire()
+        except CtrackError:   # a `ctrack gc` already collects for this name
+            from .gc import read_status
+            st = read_status(self.shared.name) or {}
+            self.collector_note = (f"no collector of its own (`{st.get('owner', 'ctrack gc')}`"
+                                   f"{' pid ' + str(st['pid']) if st.get('pid') else ''} collects)")
+            return
+        try:
+            c.load()   # now: a refusal is said in the banner, not later in a thread
+        except CtrackError as exc:
+            # say it where ctrack-top and `ctrack gc` look: they then agree with this banner
+            c.write_status("ctrack run", error=str(exc))
+            c.release(keep_status=True)
+            self._failed = c
+            self.collector_note = f"NO COLLECTOR: {exc}"
+            return
+        self.collector = c
+        self.collector_note = f"collector every {args.gc_interval:g} s at most ({c.describe()})"
+        self._thread = threading.Thread(target=self._collect, name="ctrack-gc", daemon=True)
+        self._thread.start()
 
     def _collect(self):
         c = self.collector
@@ -80,11 +98,12 @@ class RunExtras:
                 c.next_delay(r)
                 c.write_status("ctrack run")
                 self._stop.wait(c.delay)
-        except CtrackError as exc:
-            print(f"ctrack: collector stopped: {exc}", file=sys.stderr)
-        except OSError as exc:
+        except (CtrackError, OSError) as exc:
             if not self._stop.is_set():
                 print(f"ctrack: collector stopped: {exc}", file=sys.stderr)
+                c.write_status("ctrack run", error=f"stopped: {exc}")
+                c.release(keep_status=True)
+                self._failed, self.collector = c, None
 
     def publish(self, ev):
         if self.bus is not None:
@@ -96,9 +115,10 @@ class RunExtras:
         if self._thread is not None:
             self._thread.join(5.0)
             self._thread = None
-        if self.collector is not None:
-            self.collector.release()
-            self.collector = None
+        for c in (self.collector, self._failed):
+            if c is not None:
+                c.release()   # and its status file
+        self.collector = self._failed = None
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None

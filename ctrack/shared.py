@@ -30,7 +30,7 @@ from .errors import CtrackError
 from .mapops import Batch, map_info, obj_get, MAP_TYPES
 
 SOURCE = os.path.join(KERNEL_DIR, "collector.c")
-ITER_FN = "bpf_iter__bpf_map_elem"
+REMOVE_FN, PASS_DONE_FN = "ct_gc_remove", "ct_gc_pass_done"
 
 
 def _field(ctype, name):
@@ -167,7 +167,7 @@ class Shared:
                 f"{ctypes.sizeof(self.Key)}/{ctypes.sizeof(self.Entry)}): use the ctrack that started it")
         self.layout = RowLayout(self.Key, self.Entry)
         self._local = threading.local()
-        self._iter = None
+        self._progs = None
 
     @classmethod
     def open(cls, name=None):
@@ -239,25 +239,35 @@ class Shared:
         from .events import EventReader
         return EventReader(self.bpf)
 
-    # ---- the collector's program ----
+    # ---- the collector's programs ----
 
     def collector(self):
-        """(iterator link fd, control table, flush_keys table), loaded on first use."""
-        if self._iter is None:
+        """(remove program fd, pass-done program fd, control table), loaded on first use: the
+        XDP programs of kernel/collector.c, run with BPF_PROG_TEST_RUN (ctrack/gc.py)."""
+        if self._progs is None:
             import bcc
-            from .mapops import iter_link
-            try:
-                fn = self.bpf.load_func(ITER_FN, bcc.BPF.TRACING)
-                link = iter_link(fn.fd, self.flows.map_fd)
-            except Exception as exc:
-                raise CtrackError(f"the kernel refused the collector's iterator: {exc}") from None
-            self._iter = (link, self.bpf["gc_ctl"], self.bpf["flush_keys"])
-        return self._iter
+            from .tracker import _StderrCapture
+            fds = []
+            # BCC prints the verifier's log on a refusal: one line instead, naming what is
+            # missing and what it costs (CTRACK_DEBUG=1 shows the log)
+            with _StderrCapture() as cap:
+                try:
+                    for fn in (REMOVE_FN, PASS_DONE_FN):
+                        fds.append(self.bpf.load_func(fn, bcc.BPF.XDP).fd)
+                    failure = None
+                except Exception as exc:
+                    failure = exc
+            if os.environ.get("CTRACK_DEBUG") and cap.text:
+                os.write(2, cap.text.encode())
+            if failure is not None:
+                raise CtrackError(f"the kernel refused the collector's XDP program ({failure}): "
+                                  f"no collector, idle flows stay until a packet of the same "
+                                  f"flow comes") from None
+            self._progs = (fds[0], fds[1], self.bpf["gc_ctl"])
+        return self._progs
 
     def close(self):
-        if self._iter is not None:
-            os.close(self._iter[0])
-            self._iter = None
+        self._progs = None   # BCC closes the programs' fds
         if getattr(self, "bpf", None) is not None:
             self.bpf.cleanup()
             self.bpf = None

@@ -33,6 +33,22 @@ class TestRunner:
         self._out = ctypes.create_string_buffer(max_frame)
         self._attr = _TestAttr()
 
+    def run_at(self, addr_in, size, addr_out):
+        """Runs once on `size` bytes at address addr_in (a caller's buffer, no copy in Python);
+        what the program left in the packet is written to addr_out (size bytes; may be
+        addr_in). Returns the program's return value."""
+        a = self._attr
+        ctypes.memset(ctypes.addressof(a), 0, ctypes.sizeof(a))
+        a.prog_fd = self.fd
+        a.data_in, a.data_size_in = addr_in, size
+        a.data_out, a.data_size_out = addr_out, size
+        a.repeat = 1
+        rc = _libc.syscall(_NR_BPF, _BPF_PROG_TEST_RUN, ctypes.byref(a), ctypes.sizeof(a))
+        if rc < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
+        return a.retval
+
     def run(self, frame, repeat=1):
         """Returns (retval, duration_ns_per_run). Raises OSError on refusal."""
         buf = ctypes.create_string_buffer(bytes(frame), len(frame))

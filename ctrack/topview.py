@@ -19,8 +19,8 @@ STATE_STYLE = {
     "FIN_WAIT": "magenta", "CLOSE_WAIT": "magenta", "LAST_ACK": "magenta",
     "TIME_WAIT": "blue", "CLOSE": "bright_black", "NONE": "bright_black",
 }
-EVENT_STYLE = {"new": "green", "state": "yellow", "closed": "red"}
-EVENT_TAG = {"new": "NEW", "state": "UPDATE", "closed": "DESTROY"}
+EVENT_STYLE = {"new": "green", "state": "yellow", "closed": "yellow", "destroy": "red"}
+EVENT_TAG = {"new": "NEW", "state": "UPDATE", "closed": "UPDATE", "destroy": "DESTROY"}
 HEADER_LINES = 6
 KEYS = ("q quit  space pause  s sort  r reverse  / filter  p proto  t state  c clear  "
         "\u2191\u2193 PgUp PgDn Home End scroll  e events")
@@ -122,7 +122,10 @@ def header(ctx):
     t = Text()
     t.append("collector ", style="bold")
     g, gs = s.gc, s.gc_status
-    if gs:
+    if gs and gs.get("error"):
+        t.append("not running", style="bold red")
+        t.append(f" ({gs['error']})", style="bright_black")
+    elif gs:
         last = gs.get("last", {})
         t.append(f"{gs.get('owner', '')} every {gs.get('interval_s', 0):g}s (next "
                  f"{gs.get('next_delay_s', 0):g}s), last pass {last.get('duration_ms', 0):.1f} ms")
@@ -197,7 +200,7 @@ def event_line(ev, meta):
     if typ == "state":
         t.append(f"{ev['old_state']} -> ")
     t.append(ev["state"], style=STATE_STYLE.get(ev["state"], ""))
-    if typ == "closed":
+    if typ in ("closed", "destroy"):
         t.append(f"  {ev['reason']}", style="bold red" if ev["reason"] in ("rst", "timeout", "evicted") else "bold")
         t.append(f"  pkts {ev['packets'][0]}/{ev['packets'][1]} bytes {size(ev['bytes'][0])}/"
                  f"{size(ev['bytes'][1])}", style="bright_black")

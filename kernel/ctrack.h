@@ -104,7 +104,8 @@ enum ct_reason {
 	CT_REASON_MAX = 25,
 };
 
-/* Why a flow ended (events, statistics). */
+/* Why a flow ended (CT_EVENT_CLOSED: FIN, RST), or why its entry left the table
+ * (CT_EVENT_DESTROY: the others); statistics. */
 enum ct_close_reason {
 	CT_CLOSE_NONE = 0,
 	CT_CLOSE_FIN = 1,      /* orderly close reached TIME_WAIT/CLOSE */
@@ -115,11 +116,14 @@ enum ct_close_reason {
 	CT_CLOSE_FLUSHED = 6,  /* removed by an operator */
 };
 
-/* Event types sent through the ring buffer. */
+/* Event types sent through the ring buffer, in conntrack's vocabulary: NEW; UPDATE (STATE, and
+ * CLOSED: the connection ended by FIN or RST, its entry stays until its TIME_WAIT/CLOSE timeout);
+ * DESTROY: the entry left the table (timeout, evicted, reopened, flushed), once per entry. */
 enum ct_event_type {
 	CT_EVENT_NEW = 1,
 	CT_EVENT_STATE = 2,
 	CT_EVENT_CLOSED = 3,
+	CT_EVENT_DESTROY = 4,
 };
 
 /* ---- Global statistics: one per-CPU struct ct_stats, its counters indexed by these ------------ */
@@ -180,6 +184,9 @@ struct ct_stats {
 #define CT_F_IGNORED_ACK   0x40  /* in SYN_SENT, an ACK came back (the peer still holds an older
                                   * connection: its challenge ACK); ignored_seq holds its ACK
                                   * number, where the opener's answering RST must be */
+#define CT_F_DYING         0x80  /* claimed for removal (the collector, a flush, or a packet that
+                                  * found it expired and opened nothing): whoever's delete
+                                  * succeeds reports its DESTROY, and nobody else does */
 
 /* ---- Limits and defaults (each may be overridden with -D at load time) ------------------------ */
 #ifndef CT_TABLE_SIZE

@@ -598,7 +598,14 @@ struct ct_result {
 	__u8 state_changed;  /* emit STATE */
 	__u8 closed;         /* emit CLOSED with close_reason */
 	__u8 close_reason;
-	__u8 prev_closed;    /* the entry's previous flow ended (reopen or expiry) with this reason */
+	__u8 prev_closed;    /* the entry's previous flow left it (reopen or expiry): DESTROY with
+	                      * this reason (NONE: a remover claimed the entry and reports it) */
+	__u8 prev_count;     /* ... and had not ended before: counted (closed_timeout, reopened) */
+	__u8 prev_remove;    /* ... and no new flow took the entry: this packet's path deletes it */
+	__u8 prev_state;     /* the previous flow's states, for its DESTROY */
+	__u8 prev_orig_state;
+	__u8 prev_reply_state;
+	__u8 prev_orig_side;
 	__u8 push_evict;     /* put the key in the eviction queue */
 	__u8 orig_side;
 	__u8 ignored_syn;
@@ -680,6 +687,26 @@ static __always_inline void ct_dir_init_syn_raw(struct ct_dir *d, __u32 seq, __u
 static __always_inline void ct_dir_init_syn(struct ct_dir *d, struct ct_pkt *p)
 {
 	ct_dir_init_syn_raw(d, p->seq, p->datalen, p->win, p->wscale, p->opt_flags, p->mss);
+}
+
+/* The entry's flow is over and a new flow takes the entry, or the entry leaves the table
+ * (why: TIMEOUT, REOPENED). Lock held. Its DESTROY is this packet's to report unless a remover
+ * (collector, flush) claimed the entry first: that one reports it once its delete succeeds. Its
+ * end is counted once: close_reason stays set until the entry is reinitialised. */
+static __always_inline void ct_prev_end(struct ct_entry *e, struct ct_result *r, __u8 why)
+{
+	r->prev_closed = (e->flags & CT_F_DYING) ? CT_CLOSE_NONE : why;
+	r->prev_count = e->close_reason == CT_CLOSE_NONE;
+	if (e->close_reason == CT_CLOSE_NONE)
+		e->close_reason = why;
+	r->prev_packets[0] = e->dir[0].packets;
+	r->prev_packets[1] = e->dir[1].packets;
+	r->prev_bytes[0] = e->dir[0].bytes;
+	r->prev_bytes[1] = e->dir[1].bytes;
+	r->prev_state = e->state;
+	r->prev_orig_state = e->dir[0].state;
+	r->prev_reply_state = e->dir[1].state;
+	r->prev_orig_side = e->orig_side;
 }
 
 /* Resets an entry to "nothing known", keeping the lock word. */
@@ -967,7 +994,7 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 	/* A SYN on a finished connection (TIME_WAIT, or reset) reuses the ports: a new flow,
 	 * opened by whichever side sent it (RFC 9293 3.10.7.4, RFC 6191). */
 	if (f == TH_SYN && (st == CT_STATE_TIME_WAIT || st == CT_STATE_CLOSE)) {
-		r->prev_closed = e->close_reason ? CT_CLOSE_NONE : CT_CLOSE_REOPENED;
+		ct_prev_end(e, r, CT_CLOSE_REOPENED);
 		ct_flow_init(e, p, now);
 		r->klass = CT_CLASS_NEW;
 		r->created = 1;
@@ -1062,7 +1089,7 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 
 	if (f == (TH_SYN | TH_ACK)) {
 		if ((e->flags & CT_F_IGNORED_SYN) && d != e->ignored_dir && p->ack == e->ignored_seq + 1) {
-			r->prev_closed = e->close_reason ? CT_CLOSE_NONE : CT_CLOSE_REOPENED;
+			ct_prev_end(e, r, CT_CLOSE_REOPENED);
 			ct_restart_from_ignored(e, d, now);
 			r->created = 1;
 			r->klass = CT_CLASS_NEW;
@@ -1149,6 +1176,11 @@ static __always_inline void ct_emit(__u8 type, struct ct_key *key, struct ct_res
 	ev->close_reason = close_reason;
 	ev->pad = 0;
 	if (prev) {
+		ev->state = r->prev_state;
+		ev->old_state = 0;
+		ev->orig_state = r->prev_orig_state;
+		ev->reply_state = r->prev_reply_state;
+		ev->orig_side = r->prev_orig_side;
 		ev->packets[0] = r->prev_packets[0];
 		ev->packets[1] = r->prev_packets[1];
 		ev->bytes[0] = r->prev_bytes[0];
@@ -1163,13 +1195,41 @@ static __always_inline void ct_emit(__u8 type, struct ct_key *key, struct ct_res
 #endif
 }
 
+/* DESTROY of an entry this program removed (eviction), from the entry's last values. */
+static __always_inline void ct_emit_entry(struct ct_key *key, struct ct_entry *e, __u8 why, __u64 now)
+{
+#ifndef CT_NO_EVENTS
+	struct ct_event *ev = events.ringbuf_reserve(sizeof(struct ct_event));
+	if (!ev) {
+		stat_inc(CT_STAT_EVENTS_LOST);
+		return;
+	}
+	ev->ts = now;
+	ev->key = *key;
+	ev->type = CT_EVENT_DESTROY;
+	ev->state = e->state;
+	ev->old_state = 0;
+	ev->orig_state = e->dir[0].state;
+	ev->reply_state = e->dir[1].state;
+	ev->orig_side = e->orig_side;
+	ev->close_reason = why;
+	ev->pad = 0;
+	ev->packets[0] = e->dir[0].packets;
+	ev->packets[1] = e->dir[1].packets;
+	ev->bytes[0] = e->dir[0].bytes;
+	ev->bytes[1] = e->dir[1].bytes;
+	events.ringbuf_submit(ev, 0);
+#endif
+}
+
 /* After a flow's packet was handled under the lock: the part that needs helper calls. */
 static __always_inline void ct_after(struct ct_key *key, struct ct_result *r, __u64 now)
 {
-	if (r->prev_closed) {
-		stat_inc(r->prev_closed == CT_CLOSE_TIMEOUT ? CT_STAT_CLOSED_TIMEOUT : CT_STAT_REOPENED);
-		ct_emit(CT_EVENT_CLOSED, key, r, now, r->prev_closed, 1);
-	}
+	/* The previous flow of the entry: DESTROY once, by whoever removed or reused the entry. */
+	if (r->prev_count)
+		stat_inc(r->prev_closed == CT_CLOSE_REOPENED ? CT_STAT_REOPENED : CT_STAT_CLOSED_TIMEOUT);
+	if (r->prev_closed && (!r->prev_remove || flows.delete(key) == 0))
+		ct_emit(CT_EVENT_DESTROY, key, r, now, r->prev_closed, 1);
 	struct ct_evict_item item = {.key = *key, .first_seen = r->first_seen};
 	if (r->created) {
 		stat_inc(CT_STAT_FLOWS_CREATED);
@@ -1204,18 +1264,16 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 	if (now >= e->expires) {
 		/* Expired: the entry counts as absent. Its flow ends here (once), and the packet
 		 * opens a new one if it can. */
-		r->prev_closed = e->close_reason ? CT_CLOSE_NONE : CT_CLOSE_TIMEOUT;
-		r->prev_packets[0] = e->dir[0].packets;
-		r->prev_packets[1] = e->dir[1].packets;
-		r->prev_bytes[0] = e->dir[0].bytes;
-		r->prev_bytes[1] = e->dir[1].bytes;
+		ct_prev_end(e, r, CT_CLOSE_TIMEOUT);
 		r->state = e->state;
 		r->orig_state = e->dir[0].state;
 		r->reply_state = e->dir[1].state;
 		r->orig_side = e->orig_side;
-		if (e->close_reason == CT_CLOSE_NONE)
-			e->close_reason = CT_CLOSE_TIMEOUT;
 		if (!ct_can_open(p)) {
+			/* Nothing takes the entry: it leaves the table now (ct_after deletes it),
+			 * unless a remover claimed it already. */
+			r->prev_remove = !(e->flags & CT_F_DYING);
+			e->flags |= CT_F_DYING;
 			bpf_spin_unlock(&e->lock);
 			r->klass = CT_CLASS_INVALID;
 			r->reason = CT_REASON_TCP_NO_FLOW;
@@ -1306,6 +1364,8 @@ static __always_inline int ct_evict_one(__u64 now)
 		if (now >= c->expires || !(c->flags & CT_F_ASSURED) || ct_closing_state(c->state)) {
 			if (flows.delete(&it.key) == 0) {
 				stat_inc(CT_STAT_EVICTED);
+				/* the entry's memory outlives its removal (preallocated table) */
+				ct_emit_entry(&it.key, c, CT_CLOSE_EVICTED, now);
 				return 1;
 			}
 			continue;

@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from ctrack.events import EventReader
+from ctrack.events import EventReader, format_event
 from ctrack.stopsignal import StopOnSignal
 from wire import Clock, TcpConv, states, udp_frame
 
@@ -169,9 +169,15 @@ def test_full_table_evicts_expired_flow(replayer):
     clock.advance(30)   # convs[0] idle 60 s > 50 s; the others 30 s
     # every key was queued at creation, convs[0]'s first: the new flow's insert fails, the queue
     # yields convs[0], which has expired, so it goes; the live flows stay
+    reader = EventReader(rp.tracker.bpf)
+    reader.poll()
     r = TcpConv(rp, client=("10.1.0.1", 20000), clock=clock).c("S")
     assert r.klass == "NEW"
     assert rp.tracker.stats()["evicted"] == 1
+    # the evicted entry's DESTROY, with its last counters, before the new flow's NEW
+    evs = reader.poll()
+    assert [(e["type"], e["reason"]) for e in evs] == [("destroy", "evicted"), ("new", None)]
+    assert evs[0]["orig"]["sport"] == convs[0].cli.port and evs[0]["packets"] == [3, 1]
     rp.now_ns = clock.now
     assert convs[0].flow() is None
     for c in convs[1:]:
@@ -290,9 +296,57 @@ def test_events_rst_and_timeout(replayer):
     b = TcpConv(rp, client=("10.1.0.1", 5555), clock=a.clock)
     b.handshake()
     b.c("S", seq=1, wait=11)     # after expiry: the old flow closes by timeout, a new one opens
-    evs = [(e["type"], e["reason"]) for e in reader.poll()]
+    got = reader.poll()
+    evs = [(e["type"], e["reason"]) for e in got]
     assert ("closed", "rst") in evs
-    assert evs[-2:] == [("closed", "timeout"), ("new", None)]
+    # the expired entry is reused by the new flow: DESTROY (timeout) of the old flow, with the
+    # old flow's own state and counters, then NEW
+    assert evs[-2:] == [("destroy", "timeout"), ("new", None)]
+    assert (got[-2]["event"], got[-2]["state"], got[-2]["packets"]) == ("DESTROY", "ESTABLISHED", [2, 1])
+
+
+def test_end_of_connection_is_an_update_and_the_entry_leaving_a_destroy(replayer):
+    """conntrack's vocabulary: reaching TIME_WAIT is an UPDATE carrying reason=fin, and the
+    entry stays (conntrack keeps it for its TIME_WAIT timeout); a SYN reusing the 5-tuple takes
+    the entry: DESTROY reason=reopened with the old flow's final state and counters, then NEW."""
+    rp = replayer(timeouts={"TIME_WAIT": 60})
+    reader = EventReader(rp.tracker.bpf)
+    reader.poll()
+    conv = TcpConv(rp)
+    conv.handshake()
+    conv.c("FA"); conv.s("FA"); conv.c("A")
+    end = reader.poll()[-1]
+    assert (end["type"], end["event"], end["reason"], end["state"]) == ("closed", "UPDATE", "fin", "TIME_WAIT")
+    line = format_event(end)
+    assert line.split()[0] == "[UPDATE]" and "reason=fin" in line, line
+    assert conv.flow()["state"] == "TIME_WAIT"           # still in the table
+    again = TcpConv(rp, cisn=90000, clock=conv.clock)    # same 5-tuple, a new connection
+    assert again.c("S").klass == "NEW"
+    evs = reader.poll()
+    assert [(e["type"], e["event"], e["reason"]) for e in evs] == \
+        [("destroy", "DESTROY", "reopened"), ("new", "NEW", None)]
+    assert (evs[0]["state"], evs[0]["packets"]) == ("TIME_WAIT", [4, 2])
+    assert format_event(evs[0]).split()[0] == "[DESTROY]"
+    assert rp.tracker.stats()["closed_fin"] == 1 and rp.tracker.stats()["reopened"] == 0
+
+
+def test_expired_entry_a_packet_cannot_reopen_leaves_the_table(replayer):
+    """A packet finding its flow expired that opens nothing (a bare ACK, no --pickup) removes the
+    entry then and there: DESTROY timeout once, and nothing left for the collector to report."""
+    rp = replayer(timeouts={"ESTABLISHED": 20})
+    reader = EventReader(rp.tracker.bpf)
+    reader.poll()
+    conv = TcpConv(rp)
+    conv.handshake()
+    assert len(list(rp.tracker.flows.keys())) == 1
+    r = conv.c("PA", b"late", wait=21)
+    assert (r.klass, r.reason) == ("INVALID", "tcp_no_flow")
+    assert list(rp.tracker.flows.keys()) == []          # gone, not left expired
+    conv.c("PA", b"later")                              # no flow: nothing more to report
+    evs = reader.poll()
+    assert [(e["type"], e["reason"], e["state"]) for e in evs[-1:]] == [("destroy", "timeout", "ESTABLISHED")]
+    assert sum(e["type"] == "destroy" for e in evs) == 1
+    assert rp.tracker.stats()["closed_timeout"] == 1
 
 
 def test_bytes_by_class(rp):

@@ -98,12 +98,20 @@ def test_events_stream_like_conntrack_E(live):
         time.sleep(0.5)   # both subscribed
         conn = TcpConnection(lab, 7303, rounds=1, hold=0.2)
         conn.wait()
+        # conntrack's vocabulary: the connection's end (FIN, TIME_WAIT) is an UPDATE and the
+        # entry stays; DESTROY comes when the entry leaves the table (here: deleted)
+        assert wait_for(lambda: [e for e in t.events_printed() if e["type"] == "closed"
+                                 and e["orig"]["dport"] == 7303], 5)
+        assert [f["state"] for f in t.flows("--dport", "7303")] == ["TIME_WAIT"]
+        time.sleep(0.3)
+        assert destroy.poll() is None   # nothing for `-e destroy` yet
+        t.ctrack("delete", "-p", "tcp", "--dport", "7303", "-q")
         out, _ = destroy.communicate(timeout=15)
         assert destroy.returncode == 0
         lines = out.strip().splitlines()
         assert len(lines) == 1
         assert lines[0].startswith("[") and "[DESTROY] tcp TIME_WAIT" in lines[0]
-        assert "dport=7303" in lines[0] and "reason=fin" in lines[0]
+        assert "dport=7303" in lines[0] and "reason=flushed" in lines[0]
         stamp = float(lines[0][1:lines[0].index("]")])
         assert abs(stamp - time.time()) < 30
         time.sleep(0.5)
@@ -114,7 +122,9 @@ def test_events_stream_like_conntrack_E(live):
     evs = [json.loads(x) for x in out.splitlines()]
     types = [e["type"] for e in evs]
     assert types[0] == "new" and evs[0]["state"] == "SYN_SENT"
-    assert "state" in types and types[-1] == "closed" and evs[-1]["reason"] == "fin"
+    assert "state" in types and types[-2:] == ["closed", "destroy"]
+    assert (evs[-2]["event"], evs[-2]["reason"]) == ("UPDATE", "fin")
+    assert (evs[-1]["event"], evs[-1]["reason"]) == ("DESTROY", "flushed")
     assert all(e["orig"]["dport"] == 7303 for e in evs)
     # the tracker printed the same events: nobody took them from it
     printed = [e for e in t.events_printed() if e["orig"]["dport"] == 7303]
@@ -135,7 +145,7 @@ def test_delete_and_flush(live):
 
     res = t.ctrack("delete", "-p", "udp", "--sport", "40405", "--json")
     [ev] = json.loads(res.stdout)
-    assert ev["type"] == "closed" and ev["reason"] == "flushed"
+    assert (ev["type"], ev["event"], ev["reason"]) == ("destroy", "DESTROY", "flushed")
     assert ev["orig"]["sport"] == 40405 and ev["packets"] == [1, 1]
     left = sorted(f["orig"]["sport"] for f in t.flows("-p", "udp", "--dport", "7404"))
     assert left == [40404, 40406]
@@ -146,7 +156,7 @@ def test_delete_and_flush(live):
     assert t.flows("--dport", "7404") == []
     # reported through the event stream, like any end of a flow
     ends = wait_for(lambda: [e for e in t.events_printed()
-                             if e["type"] == "closed" and e["orig"]["dport"] == 7404], 3)
+                             if e["type"] == "destroy" and e["orig"]["dport"] == 7404], 3)
     assert sorted(e["orig"]["sport"] for e in ends) == [40404, 40405, 40406]
     assert {e["reason"] for e in ends} == {"flushed"}
 

@@ -101,6 +101,35 @@ def test_disagreement_exits_1_and_cleans_up(tmp_path):
     assert_clean(lab)
 
 
+def test_scenario_that_cannot_run_as_designed_exits_2(tmp_path):
+    """A scenario needing the collector, on a tracker that has none (here --no-gc stands for a
+    kernel that refuses it): not a disagreement -- other words, exit status 2 -- and nothing
+    left behind. Before, a missing collector read as THE TRACKER DISAGREES, exit 1."""
+    (tmp_path / "needsgc.py").write_text(
+        '"""expects an idle flow removed by the collector"""\n'
+        'CODE = "ng"\n'
+        'TRACKER = {"extra": ["--no-gc"]}\n'
+        'NEEDS = ("collector",)\n'
+        'def run(s):\n'
+        '    s.check("removed by the collector", 1, 0)\n')
+    env = dict(os.environ, CTRACK_SCENARIO_DIR=str(tmp_path))
+    lab = f"tn{PID}"
+    try:
+        res, results = run_scenario("needsgc", lab, env=env)
+        assert res.returncode == 2, res.stdout + res.stderr
+        r = results[0]
+        assert not r["passed"] and "collector" in r["unavailable"] and "--no-gc" in r["unavailable"]
+        assert [c["check"] for c in r["checks"]] == ["could run as designed"]   # run() never ran
+        res = subprocess.run(["ctrack-lab", "run", "needsgc", "--name", lab], capture_output=True,
+                             text=True, timeout=120, env=env)
+        assert res.returncode == 2
+        assert "COULD NOT RUN AS DESIGNED" in res.stdout and "DISAGREES" not in res.stdout
+        assert "Traceback" not in res.stdout + res.stderr
+    finally:
+        Lab(lab).down()
+    assert_clean(lab)
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["run", "nosuch"], "no scenario 'nosuch'"),
     (["run"], "name a scenario"),

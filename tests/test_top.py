@@ -71,6 +71,41 @@ def test_once_shows_flows_and_header(live, conn):
     assert res.returncode == 1 and res.stderr.startswith("ctrack-top: bad state 'bogus'")
 
 
+def test_collector_line_agrees_with_ctrack_gc(live, make_lab, trackers):  # noqa: F811
+    """ctrack-top's collector line and `ctrack gc` tell the same story: a collector runs (and
+    `ctrack gc` refuses to start a second one), or none runs (and `ctrack gc` collects), or
+    one could not run (its reason shown; `ctrack gc` is not told "already has a collector")."""
+    lab, t = live
+    res = top("--once", "--name", t.name, "-n", "0", "--width", "220", "--no-events")
+    assert "collector ctrack run every 1s" in res.stdout
+    res = t.ctrack("gc", check=False)
+    assert res.returncode == 1 and "already has a collector" in res.stderr and "ctrack run" in res.stderr
+
+    lab2 = make_lab("tu")
+    t2 = trackers(lab2, "tu", ["--no-gc"])
+    res = top("--once", "--name", t2.name, "-n", "0", "--width", "220", "--no-events")
+    line = [x for x in res.stdout.splitlines() if x.startswith("collector ")][0]
+    assert line.startswith("collector not running")
+    res = t2.ctrack("gc", "--once")
+    assert res.returncode == 0 and res.stdout.startswith("scanned ")
+    # a collector that could not run, as `ctrack run` records it (runextras): top shows why
+    import json
+    import os
+    from ctrack.gc import status_path
+    with open(status_path(t2.name), "w") as f:
+        json.dump({"pid": t2.proc.pid, "owner": "ctrack run", "interval_s": 1.0,
+                   "error": "the kernel refused the collector's XDP program (EPERM): no collector, "
+                            "idle flows stay until a packet of the same flow comes"}, f)
+    try:
+        res = top("--once", "--name", t2.name, "-n", "0", "--width", "250", "--no-events")
+        line = [x for x in res.stdout.splitlines() if x.startswith("collector ")][0]
+        assert line.startswith("collector not running (the kernel refused the collector's XDP program")
+        res = t2.ctrack("gc", "--once")
+        assert res.returncode == 0 and "already has a collector" not in res.stderr
+    finally:
+        os.unlink(status_path(t2.name))
+
+
 def test_once_shows_ipv6_endpoints(live, conn):
     """fd00::/8 and fe80::/10 addresses in brackets look like rich markup tags: shown whole."""
     lab, t = live

@@ -5,8 +5,8 @@ collector (--gc-interval 0.5). Three flows start together and then go quiet:
   - a SYN from ns1 that ns2 drops (an iptables rule in ns2, so no RST answers): SYN_SENT;
   - a UDP datagram that nobody answers (ns2's ICMP port unreachable is not part of the flow): NEW;
   - a socat echo connection that exchanges a line and then idles: ESTABLISHED.
-Each must be reported `closed: timeout` after its own timeout, measured from its last packet in a
-capture on ns1 to the closed event (the tracker's coarse clock: a jiffy of slack below, the
+Each must be reported removed by timeout (DESTROY) after its own timeout, measured from its last packet in a
+capture on ns1 to the DESTROY event (the tracker's coarse clock: a jiffy of slack below, the
 collector's schedule above). Then the idle connection speaks again: its entry is gone, so
 without --pickup the line and its echo are INVALID tcp_no_flow (passed: the policy is observe)
 and no flow is created for them.
@@ -19,6 +19,7 @@ SYN_SPORT, UDP_SPORT = 40501, 40502
 T = {"SYN_SENT": 1, "UDP_NEW": 2, "ESTABLISHED": 3}
 GC_INTERVAL = 0.5
 TRACKER = {"timeouts": T, "extra": ["--gc-interval", str(GC_INTERVAL)]}
+NEEDS = ("collector",)
 
 
 def run(s):
@@ -31,16 +32,16 @@ def run(s):
     s.hping("ns1", ["-S", "-s", str(SYN_SPORT), "-k", "-p", str(SYN_PORT), "-c", "1", lab.addr("ns2")], timeout=5)
     s.hping("ns1", ["-2", "-s", str(UDP_SPORT), "-k", "-p", str(UDP_PORT), "-c", "1", lab.addr("ns2")], timeout=5)
 
-    cases = [("SYN_SENT", "tcp", SYN_PORT, ["SYN_SENT", "closed:timeout"]),
-             ("UDP_NEW", "udp", UDP_PORT, ["NEW", "closed:timeout"]),
-             ("ESTABLISHED", "tcp", TCP_PORT, ["SYN_SENT", "SYN_RECV", "ESTABLISHED", "closed:timeout"])]
+    cases = [("SYN_SENT", "tcp", SYN_PORT, ["SYN_SENT", "destroy:timeout"]),
+             ("UDP_NEW", "udp", UDP_PORT, ["NEW", "destroy:timeout"]),
+             ("ESTABLISHED", "tcp", TCP_PORT, ["SYN_SENT", "SYN_RECV", "ESTABLISHED", "destroy:timeout"])]
     for state, proto, port, _ in cases:
-        s.tracker.wait_for(lambda e: e["type"] == "closed" and e["orig"]["dport"] == port, T[state] + 3)
+        s.tracker.wait_for(lambda e: e["type"] == "destroy" and e["orig"]["dport"] == port, T[state] + 3)
     for state, proto, port, want in cases:
         flows = s.flows(proto, port)
         evs = flows[0][1] if flows else []
         s.check(f"{state} flow ({proto} to {port}): events", want, steps(evs))
-        closed = next((e for e in evs if e["type"] == "closed"), None)
+        closed = next((e for e in evs if e["type"] == "destroy"), None)
         last = cap.last(lambda p: p["proto"] == proto and port in (p["sport"], p["dport"]))
         if closed and last:
             idle = closed["ts_ns"] / 1e9 - last["t"]

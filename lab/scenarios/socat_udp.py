@@ -4,7 +4,7 @@ NEW on the first datagram, ESTABLISHED on the reply, closed by timeout (2 s) wit
 then a later datagram of the same 5-tuple opens a new flow.
 
 The tracker runs with --timeout UDP_ESTABLISHED=2 (UDP_NEW=1). Expiry is seen two ways: the
-collector (`ctrack run`'s GC) must report `closed: timeout` on its own, at least 2 s after the
+collector (`ctrack run`'s GC) must report it removed by timeout (DESTROY) on its own, at least 2 s after the
 flow's last packet (the reply) and not much later; and a datagram sent after that, from the same
 source port, must be NEW again (a flow that had not expired would count it ESTABLISHED).
 Without a collector in `ctrack run` only the second way is checked.
@@ -26,6 +26,7 @@ def _has_gc():
 GC = _has_gc()
 TRACKER = {"timeouts": {"UDP_ESTABLISHED": TIMEOUT, "UDP_NEW": 1},
            "extra": ["--gc-interval", str(GC_INTERVAL)] if GC else []}
+NEEDS = ("collector",) if GC else ()
 
 
 def send(lab, text):
@@ -47,18 +48,18 @@ def run(s):
     first = flows[0][1] if flows else []
     s.check("first flow: NEW, then ESTABLISHED on the reply", ["NEW", "ESTABLISHED"], steps(first)[:2])
     if GC:
-        closed = s.tracker.wait_for(lambda e: e["type"] == "closed" and e["proto"] == "udp", TIMEOUT + 3)
+        closed = s.tracker.wait_for(lambda e: e["type"] == "destroy" and e["proto"] == "udp", TIMEOUT + 3)
         est = next((e for e in first if e["state"] == "ESTABLISHED"), None)
         if closed and est:
             idle = (closed["ts_ns"] - est["ts_ns"]) / 1e9
-            s.check("collector: closed by timeout, no packet needed", "closed:timeout",
-                    f"closed:{closed['reason']}")
+            s.check("collector: removed by timeout, no packet needed", "destroy:timeout",
+                    f"destroy:{closed['reason']}")
             s.check(f"idle time before it closed (UDP_ESTABLISHED={TIMEOUT})",
                     f"{TIMEOUT:.2f}-{TIMEOUT + 2 * GC_INTERVAL:.2f} s", f"{idle:.3f} s",
                     ok=TIMEOUT <= idle <= TIMEOUT + 2 * GC_INTERVAL)
         else:
-            s.check("collector: closed by timeout, no packet needed", "closed:timeout",
-                    "no closed event" if est else "no ESTABLISHED event")
+            s.check("collector: removed by timeout, no packet needed", "destroy:timeout",
+                    "no DESTROY event" if est else "no ESTABLISHED event")
     else:
         s.note("ctrack run has no collector (--gc-interval): expiry checked by a later datagram only")
         time.sleep(TIMEOUT + 0.5)
@@ -66,7 +67,7 @@ def run(s):
     flows = s.flows("udp", PORT)
     s.check("flows seen for the 5-tuple", 2, len(flows))
     if len(flows) == 2:
-        want = ["NEW", "ESTABLISHED", "closed:timeout"] if GC else ["NEW", "ESTABLISHED"]
+        want = ["NEW", "ESTABLISHED", "destroy:timeout"] if GC else ["NEW", "ESTABLISHED"]
         s.check("first flow, all its events", want, steps(flows[0][1]))
         s.check("later datagram: a NEW flow, ESTABLISHED on its reply", ["NEW", "ESTABLISHED"],
                 steps(flows[1][1])[:2])
