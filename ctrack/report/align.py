@@ -128,7 +128,21 @@ def group_flows(events):
     return flows
 
 
-_TYPE_RANK = {"new": 0, "state": 1, "closed": 2, "table": 3}
+_TYPE_RANK = {"new": 0, "state": 1, "closed": 2, "destroy": 3, "table": 4}
+# events that end something rather than change a state: "closed" (the connection ended: fin,
+# rst), "destroy" (the entry left the table: timeout, evicted, reopened, flushed)
+_ENDS = ("closed", "destroy")
+_NOT_STATES = ("closed", "destroy", "table")
+
+
+def end_reason(events):
+    """How the tracker saw the flow end: the "closed" event's reason (fin, rst), else the
+    "destroy" event's (timeout, evicted, reopened, flushed), else None."""
+    for typ in _ENDS:
+        for e in events:
+            if e["type"] == typ and e.get("reason"):
+                return e["reason"]
+    return None
 
 
 def _causal_key(ev):
@@ -173,8 +187,8 @@ def date_by_capture(events, packets, lag_ms):
     mine = [p for p in packets if (p["src"], p["sport"], p["dst"], p["dport"]) in ends]
     floor, n, last = 0, 0, None
     for ev in events:
-        if ev["type"] == "table":
-            continue
+        if ev["type"] in ("table", "destroy"):
+            continue   # a snapshot, or the entry leaving the table: no packet changed a state
         if ev["type"] == "closed" and last is not None and ev["ts_ns"] == last["ts_ns"]:
             ev["capture_ns"] = last.get("capture_ns")   # the same packet closed it
             continue
@@ -206,7 +220,7 @@ def tracker_sequence(flow_events, side):
             continue
         if seq and seq[-1]["state"] == st:
             continue
-        # a "table" pseudo-event (collect.table_snapshot) gives a state, not its time
+        # a "table" pseudo-event (collect.TableReader) gives a state, not its time
         seq.append({"state": st, "t": event_time(ev), "timed": not ev.get("untimed")})
     return seq
 
@@ -508,7 +522,7 @@ def analyse(data, lag_allow_ms=5.0):
         if proto == "udp":
             udp.append({"flow": f"udp {src}:{sport} > {dst}:{dport}",
                         "states": dedup([e["state"] for e in flow["events"]]),
-                        "closed": next((e["reason"] for e in flow["events"] if e["type"] == "closed"), None)})
+                        "closed": end_reason(flow["events"])})
             continue
         if proto != "tcp":
             continue
@@ -516,8 +530,8 @@ def analyse(data, lag_allow_ms=5.0):
         last = flow["events"][-1]
         conn = {"flow": f"tcp {src}:{sport} > {dst}:{dport}", "id": list(flow["id"]),
                 "start_ns": event_time(flow["events"][0]),
-                "tracker_overall": dedup([e["state"] for e in flow["events"] if e["type"] not in ("closed", "table")]),
-                "closed": next((e["reason"] for e in flow["events"] if e["type"] == "closed"), None),
+                "tracker_overall": dedup([e["state"] for e in flow["events"] if e["type"] not in _NOT_STATES]),
+                "closed": end_reason(flow["events"]),
                 "conn_state": _flow_field(flow["events"], "conn_state"),
                 "history": _flow_field(flow["events"], "history"),
                 "rtt": _flow_field(flow["events"], "rtt"),
@@ -543,7 +557,8 @@ def analyse(data, lag_allow_ms=5.0):
             if conn["closed"] in ("timeout", "evicted"):
                 # the tracker forgot the flow there (its timeout, or a full table): what the
                 # kernels did afterwards is not the tracker's to know
-                cut = event_time(next(e for e in flow["events"] if e["type"] == "closed"))
+                cut = event_time(next(e for e in flow["events"] if e["type"] in _ENDS
+                                      and e.get("reason") == conn["closed"]))
                 cut += int((one_way_ms + lag_allow_ms + clock_ms) * 1e6)
                 after = [x["state"] for x in kseq if x["t"] > cut]
                 kseq = [x for x in kseq if x["t"] <= cut]
@@ -613,7 +628,7 @@ def analyse(data, lag_allow_ms=5.0):
                 ok, bad = overall_consistent([(e["mono_ns"], e["state"]) for e in nf], joint, end_t, tol)
                 conn["netfilter_consistent"], conn["netfilter_inconsistent"] = ok, bad
             ok, bad = overall_consistent([(event_time(e), e["state"]) for e in flow["events"]
-                                          if e["type"] not in ("closed", "table")], joint, end_t, tol)
+                                          if e["type"] not in _NOT_STATES], joint, end_t, tol)
             conn["ctrack_overall_consistent"], conn["ctrack_overall_inconsistent"] = ok, bad
         conns.append(conn)
     # kernel connections the tracker never reported

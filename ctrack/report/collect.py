@@ -402,6 +402,8 @@ class Run:
                  (f" (test build: {' '.join(self.tracker_defines)})" if kernel_dir else ""))
         self.cleanup(tracker.stop)   # before start: a Ctrl-C while it compiles must stop it too
         tracker.start()
+        table = TableReader(tracker_name)
+        self.cleanup(table.close)
         lab.flush_neighbours()
         cap_if = lab.tracker_ifaces[0] if topology == "wire" else "eth1"
         pcap = os.path.join(self.workdir, f"capture-{topology}.pcap")
@@ -434,9 +436,9 @@ class Run:
             # the last ACKs and the tracker's last events: a few round trips
             time.sleep(0.5 + 6 * sc["delay_ms"] / 1000)
             srv.stop()
-            table = table_snapshot(tracker_name, port)
+            snap = table.snapshot(port)
             lost = delay_lost(lab) - lost0
-            windows[name] = (t0, time.monotonic_ns(), port, results, ping, res.stderr.strip()[-300:], table, lost)
+            windows[name] = (t0, time.monotonic_ns(), port, results, ping, res.stderr.strip()[-300:], snap, lost)
         lab.set_delay(delay_ms=0, loss_pct=0)
         time.sleep(0.3)
         summary = tracker.stop()
@@ -518,6 +520,7 @@ class Run:
                     "tracker_defines": self.tracker_defines, "tracker_clock": clock_name(tev),
                     "tracker_clock_lag_ms": max(coarse_lag_ms(), 4.0),
                     "lab_scenario": {"passed": sc.passed, "checks": len(sc.checks),
+                                     "unavailable": getattr(sc, "unavailable", None),
                                      "failed": [c.what for c in sc.checks if not c.ok]},
                 }
                 kv.rtt.clear_flows()
@@ -537,6 +540,8 @@ def watched_scenario(name, mod, workdir, log):
     class Watched(Scenario):
         def _setup(self):
             super()._setup()
+            self.reader = TableReader(self.tracker_name)
+            self.cleanup(self.reader.close)
             self.capture = Capture(self.lab.tracker_netns, self.lab.tracker_ifaces[0],
                                    os.path.join(workdir, f"capture-{name}.pcap"), limit_s=300)
             self.cleanup(self.capture.stop)
@@ -544,12 +549,13 @@ def watched_scenario(name, mod, workdir, log):
             self.t0 = time.monotonic_ns()
 
         def stop_tracker(self):
-            self.table = table_snapshot(self.tracker_name)
+            self.table = self.reader.snapshot()
             return super().stop_tracker()
 
         def _teardown(self):
-            if not getattr(self, "table", None) and self.tracker is not None and self.tracker.summary is None:
-                self.table = table_snapshot(self.tracker_name)
+            if (not getattr(self, "table", None) and getattr(self, "reader", None) is not None
+                    and self.tracker is not None and self.tracker.summary is None):
+                self.table = self.reader.snapshot()
             self.t1 = time.monotonic_ns()
             super()._teardown()
     return Watched(name, mod, None, "tc", log)
@@ -560,29 +566,58 @@ def delay_lost(lab):
     return sum(s.get("lost", 0) or 0 for s in lab.delay_stats())
 
 
-def table_snapshot(tracker_name, port=None):
-    """The tracker's table now (`ctrack list --json`), each flow as a pseudo-event of type
-    "table": events come only when a flow's overall state changes, so an endpoint step that
+class TableReader:
+    """The tracker's table (its flows as `ctrack list --json` prints them), as pseudo-events of
+    type "table": events come only when a flow's overall state changes, so an endpoint step that
     leaves it alone (one side's CLOSING -> TIME_WAIT while the other is still CLOSING, overall
-    LAST_ACK throughout) shows only here. Its time is the snapshot's, not the step's: align.py
-    uses it for the sequence, never for timing. The flow objects also carry what newer trackers
-    add to flows (rtt, conn_state, history)."""
-    import json
-    t = time.clock_gettime_ns(6)
-    res = subprocess.run(["ctrack", "list", "--name", tracker_name, "--json"], capture_output=True,
-                         text=True, timeout=30)
-    if res.returncode != 0:
-        return []
-    try:
-        flows = json.loads(res.stdout)
-    except ValueError:
-        return []
-    out = []
-    for f in flows:
-        if port is not None and port not in (f["orig"]["sport"], f["orig"]["dport"]):
-            continue
-        out.append(dict(f, type="table", ts_ns=t, untimed=True))
-    return out
+    LAST_ACK throughout) shows only here. Their time is the snapshot's, not the step's: align.py
+    uses them for the sequence, never for timing. Flow objects also carry what newer trackers add
+    to flows (rtt, conn_state, history).
+
+    Opened once the tracker runs: opening the pinned maps compiles a BCC program (1.5 s here),
+    which must not happen between a scenario's last packet and its tracker's stop (socat-udp's
+    2 s timeout would expire meanwhile); a snapshot then takes milliseconds. Falls back to
+    `ctrack list --json` when that API is not there."""
+
+    def __init__(self, tracker_name):
+        self.name, self.sh = tracker_name, None
+        try:
+            from .. import pins
+            from ..shared import Shared
+            self.sh = Shared(pins.find(tracker_name))
+        except (ImportError, AttributeError, TypeError, CtrackError, OSError):
+            self.sh = None
+
+    def flows(self):
+        if self.sh is not None:
+            try:
+                from ..cmd_list import select
+                from ..flowfilter import FlowFilter
+                from ..flows import flow_object
+                _, rows, _ = select(self.sh, FlowFilter(), raw=True)
+                return [flow_object(self.sh.key_of(r), self.sh.entry_of(r)) for r in rows]
+            except (ImportError, AttributeError, TypeError, CtrackError, OSError):
+                pass
+        import json
+        res = subprocess.run(["ctrack", "list", "--name", self.name, "--json"], capture_output=True,
+                             text=True, timeout=30)
+        try:
+            return json.loads(res.stdout) if res.returncode == 0 else []
+        except ValueError:
+            return []
+
+    def snapshot(self, port=None):
+        t = time.clock_gettime_ns(6)
+        return [dict(f, type="table", ts_ns=t, untimed=True) for f in self.flows()
+                if port is None or port in (f["orig"]["sport"], f["orig"]["dport"])]
+
+    def close(self):
+        if self.sh is not None:
+            try:
+                self.sh.close()
+            except Exception:
+                pass
+            self.sh = None
 
 
 def coarse_lag_ms(seconds=0.2):

@@ -55,8 +55,11 @@ def terminal(report, console=None):
         con.print(f"{ra} endpoint(s) where the tracker ran ahead of the kernel under loss (not disagreements; "
                   "listed in report.html and report.json, with the time apart)")
     for name, s in report["scenarios"].items():
-        if s.get("lab_scenario") and not s["lab_scenario"]["passed"]:
-            con.print(f"note: {name}'s own checks failed: {'; '.join(s['lab_scenario']['failed'])}", markup=False)
+        v = s.get("lab_scenario")
+        if v and not v["passed"]:
+            why = (f"could not run as designed here: {v['unavailable']}" if v.get("unavailable")
+                   else f"its own checks failed: {'; '.join(v['failed'])}")
+            con.print(f"note: {name}: {why}", markup=False)
     for note in report.get("notes", []):
         con.print(f"note: {note}", markup=False)
 
@@ -288,8 +291,13 @@ def write_html(report, path):
                             [[_e(n), _e(r["flow"]), _e(r["endpoint"]), _e(" > ".join(r["tracker"])),
                               _e(" > ".join(r["kernel"])), _e(r.get("apart_ms")),
                               "<pre>" + _e("\n".join(r["packets"])) + "</pre>"] for n, r in ra]))
-    lab_rows = [[_e(n), "passed" if s["lab_scenario"]["passed"] else "FAILED: " + _e("; ".join(s["lab_scenario"]["failed"]))]
-                for n, s in sc.items() if s.get("lab_scenario")]
+    def verdict(v):
+        if v["passed"]:
+            return "passed"
+        if v.get("unavailable"):
+            return "could not run as designed here: " + _e(v["unavailable"])
+        return "FAILED: " + _e("; ".join(v["failed"]))
+    lab_rows = [[_e(n), verdict(s["lab_scenario"])] for n, s in sc.items() if s.get("lab_scenario")]
     if lab_rows:
         parts.append("<h2>ctrack-lab's own verdicts</h2>")
         parts.append("<p>The lab: scenarios also check the tracker against their own referees "
