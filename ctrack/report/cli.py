@@ -16,7 +16,7 @@ from . import align, collect, render
 EXAMPLES = """examples:
   ctrack-report --list                         # the scenarios and what each drives
   sudo ctrack-report basic simclose            # two scenarios, summary in the terminal, files in ./ctrack-report
-  sudo ctrack-report --all --out /tmp/rep      # everything (under 3.5 minutes here), report.html in /tmp/rep
+  sudo ctrack-report --all --out /tmp/rep      # everything (3-3.5 minutes here), report.html in /tmp/rep
   sudo ctrack-report lab:hping3-rst            # a `ctrack-lab run` scenario, watched by the kernels too
   sudo ctrack-report --all --check             # exit 1 when any connection disagrees
   sudo ctrack-report basic --json | jq .overall   # the figures for machines
