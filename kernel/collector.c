@@ -142,7 +142,7 @@ static __always_inline void gc_remove(struct ct_event *ev, u64 now, u32 mode, st
 		tot->flushed += 1;
 	if (res & CT_GC_ENDED)
 		tot->timeouts += 1;   /* the run's flows ended here: closed_timeout or closed_flushed */
-	ev->ts = now;
+	ev->ts = bpf_ktime_get_ns();   /* as the tracker's events: CLOCK_MONOTONIC, read now */
 	ev->type = CT_EVENT_DESTROY;
 	ev->old_state = 0;
 	ev->close_reason = why;

@@ -14,7 +14,7 @@ fi
 pkgs=(python3-bpfcc bpfcc-tools libbpf1 libbpf-dev python3-pyroute2 python3-rich python3-pytest
       python3-scapy python3-hypothesis python3-dpkt python3-prometheus-client python3-setuptools
       python3-pip iproute2 iputils-ping iperf3 socat hping3 tshark tmux iptables bpftool
-      gcc make libc6-dev libnetfilter-queue-dev libmnl-dev linux-headers-amd64 kmod ethtool)
+      gcc make libc6-dev libnetfilter-queue-dev libmnl-dev linux-headers-amd64 kmod ethtool conntrack chromium python3-matplotlib python3-numpy)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

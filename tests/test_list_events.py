@@ -94,8 +94,10 @@ def test_udp_unreplied_in_conntrack_form(live):
 
 def test_events_stream_like_conntrack_E(live):
     lab, t = live
+    # --history: what came before a slow start is not missed (the filter keeps this test's)
     allev = subprocess.Popen(["ctrack", "events", "--name", t.name, "--json", "--dport", "7303",
-                              "--duration", "15"], stdout=subprocess.PIPE, text=True)
+                              "--history", "512", "--duration", "15"], stdout=subprocess.PIPE,
+                             text=True)
     destroy = subprocess.Popen(["ctrack", "events", "--name", t.name, "-e", "destroy", "-t",
                                 "--dport", "7303", "-c", "1", "--duration", "15"],
                                stdout=subprocess.PIPE, text=True)
