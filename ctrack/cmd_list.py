@@ -9,7 +9,7 @@ import sys
 from . import cmd_flush, pins
 from .flowfilter import FlowFilter
 from .flows import flow_object
-from .flowview import Names, conntrack_line, duration, endpoint_text, orig, size
+from .flowview import Names, conntrack_line, duration, endpoint_text, orig, size, zeek_text
 from .tracker import kernel_now_ns
 
 EXAMPLES = """examples:
@@ -24,6 +24,7 @@ EXAMPLES = """examples:
 
 Expired entries the collector has not removed yet count as absent (as in the tracker); --all
 shows them too. Times: AGE since the first packet, IDLE since the last, TTL until expiry.
+ZEEK: Zeek's conn_state and history for the flow so far (as conn.log would say; README).
 """
 
 SORTS = ("age", "idle", "ttl", "bytes", "packets", "state")
@@ -74,7 +75,8 @@ def sort_rows(rows, L, how, now):
 
 def table_lines(rows, L, now):
     names = Names()
-    head = ("PROTO", "STATE", "ORIGINAL", "ENDPOINTS", "AGE", "IDLE", "TTL", "PKTS", "BYTES")
+    head = ("PROTO", "STATE", "ORIGINAL", "ENDPOINTS", "AGE", "IDLE", "TTL", "PKTS", "BYTES",
+            "ZEEK")
     out = []
     for r in rows:
         src, sport, dst, dport = orig(r, L)
@@ -85,7 +87,7 @@ def table_lines(rows, L, now):
                     duration(now - r[L.FIRST]), duration(now - r[L.LAST]),
                     duration(r[L.EXPIRES] - now) if r[L.EXPIRES] > now else "expired",
                     f"{r[L.PKTS0]}/{r[L.PKTS1]}",
-                    f"{size(r[L.BYTES0])}/{size(r[L.BYTES1])}"))
+                    f"{size(r[L.BYTES0])}/{size(r[L.BYTES1])}", zeek_text(L.zeek_of(r))))
     widths = [max([len(h)] + [len(x[i]) for x in out]) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return [fmt.format(*head).rstrip()] + [fmt.format(*x).rstrip() for x in out]

@@ -2,7 +2,10 @@
 
     {"ts_ns", "type": "new"|"state"|"closed", "proto", "family", "orig": {...},
      "state", "old_state", "orig_state", "reply_state", "reason" (closed only),
-     "packets": [o, r], "bytes": [o, r]}
+     "packets": [o, r], "bytes": [o, r], "conn_state", "history"}
+
+conn_state and history are Zeek's (ctrack/zeek.py), as of the event; a closed event carries the
+flow's last record (conn_state and history as conn.log would give them).
 """
 import contextlib
 import ctypes
@@ -10,6 +13,7 @@ import signal
 import socket
 import threading
 
+from . import zeek
 from .defs import defs
 from .flows import PROTO_NAMES, orig_tuple
 
@@ -34,6 +38,7 @@ def decode_event(ev):
         "reason": d.ct_close_reason.name(ev.close_reason).lower() if etype == "closed" else None,
         "packets": [ev.packets[0], ev.packets[1]],
         "bytes": [ev.bytes[0], ev.bytes[1]],
+        **zeek.summary(ev.zeek, k.proto),
     }
     return out
 
@@ -101,6 +106,8 @@ def format_event(e):
     o = e["orig"]
     eps = f" {e['orig_state']}/{e['reply_state']}" if e["orig_state"] else ""
     why = f" reason={e['reason']}" if e["reason"] else ""
+    if e["type"] == "closed" and e.get("conn_state"):
+        why += f" conn_state={e['conn_state']} history={e['history'] or '-'}"
     return (f"{tag:>9} {e['proto']} {e['state']}{eps} src={o['src']} dst={o['dst']} "
             f"sport={o['sport']} dport={o['dport']} packets={e['packets'][0]}/{e['packets'][1]} "
             f"bytes={e['bytes'][0]}/{e['bytes'][1]}{why}")

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .defs import defs
-from .flowview import duration, endpoint_text, orig, rate, size
+from .flowview import duration, endpoint_text, orig, rate, size, zeek_text
 
 STATE_STYLE = {
     "ESTABLISHED": "green", "NEW": "cyan",
@@ -161,7 +161,8 @@ def flow_table(ctx, rows):
                     ("DESTINATION", {}), ("ORIG", {}), ("REPLY", {}),
                     ("AGE", {"justify": "right"}), ("IDLE", {"justify": "right"}),
                     ("TTL", {"justify": "right"}), ("PKTS \u2192/\u2190", {"justify": "right"}),
-                    ("BYTES \u2192/\u2190", {"justify": "right"}), ("RATE", {"justify": "right"})):
+                    ("BYTES \u2192/\u2190", {"justify": "right"}), ("RATE", {"justify": "right"}),
+                    ("ZEEK", {})):
         tb.add_column(col, no_wrap=True, overflow="ellipsis", **kw)
     ik = L.KEY
     tcp = names.tcp
@@ -180,7 +181,7 @@ def flow_table(ctx, rows):
                  duration(now - r[L.FIRST]), duration(now - r[L.LAST]),
                  duration(r[L.EXPIRES] - now),
                  f"{r[L.PKTS0]}/{r[L.PKTS1]}", f"{size(r[L.BYTES0])}/{size(r[L.BYTES1])}",
-                 "-" if bps is None else rate(bps) + "b/s")
+                 "-" if bps is None else rate(bps) + "b/s", zeek_text(L.zeek_of(r)))
         tb.add_row(*(Text(c) for c in cells), style=style)
     return tb
 

@@ -39,7 +39,9 @@ def test_tcp_flow_listed_with_states_and_counters(live):
         # three 100-byte requests and answers, plus the handshake: the IP-layer bytes say so
         assert f["bytes"][0] >= 3 * 100 + 3 * 52 and f["bytes"][1] >= 3 * 100 + 2 * 52
         assert set(f) == {"proto", "family", "orig", "state", "orig_state", "reply_state",
-                          "packets", "bytes"}   # the flow object of `ctrack replay --json`
+                          "packets", "bytes", "conn_state", "history"}   # `ctrack replay --json`'s
+        # Zeek's view of a live connection: handshake, data both ways, not closed
+        assert (f["conn_state"], f["history"][:4]) == ("S1", "ShAD"), f
         sport = f["orig"]["sport"]
 
         # filters, conntrack's way
@@ -64,6 +66,7 @@ def test_tcp_flow_listed_with_states_and_counters(live):
         table = t.ctrack("list", "--dport", "7101").stdout.splitlines()
         assert table[0].split()[:4] == ["PROTO", "STATE", "ORIGINAL", "ENDPOINTS"]
         assert "ESTABLISHED/ESTABLISHED" in table[1] and f"10.0.0.1:{sport} -> 10.0.0.2:7101" in table[1]
+        assert table[0].split()[-1] == "ZEEK" and " S1 ShAD" in table[1]
     finally:
         conn.client.stop()   # its process ends: the kernel closes the socket with a FIN
         conn.server.wait(15)
@@ -104,6 +107,7 @@ def test_events_stream_like_conntrack_E(live):
         assert len(lines) == 1
         assert lines[0].startswith("[") and "[DESTROY] tcp TIME_WAIT" in lines[0]
         assert "dport=7303" in lines[0] and "reason=fin" in lines[0]
+        assert "conn_state=SF history=ShAD" in lines[0]
         stamp = float(lines[0][1:lines[0].index("]")])
         assert abs(stamp - time.time()) < 30
         time.sleep(0.5)
@@ -115,6 +119,10 @@ def test_events_stream_like_conntrack_E(live):
     types = [e["type"] for e in evs]
     assert types[0] == "new" and evs[0]["state"] == "SYN_SENT"
     assert "state" in types and types[-1] == "closed" and evs[-1]["reason"] == "fin"
+    # the DESTROY event carries Zeek's view of the whole connection: both FINs, an orderly end
+    h = evs[-1]["history"]
+    assert evs[-1]["conn_state"] == "SF" and h.startswith("ShAD") and "F" in h and "f" in h, h
+    assert evs[0]["history"] == "S"   # NEW: the SYN alone
     assert all(e["orig"]["dport"] == 7303 for e in evs)
     # the tracker printed the same events: nobody took them from it
     printed = [e for e in t.events_printed() if e["orig"]["dport"] == 7303]

@@ -622,18 +622,19 @@ def test_udp_timeout_follows_capture_timestamps(tmp_path, gap, second_class, pac
 
 def test_tcp_idle_timeout_then_pickup(tmp_path):
     """ESTABLISHED=5 and 10 s of silence: the next ACK finds no flow (tcp_no_flow, dropped when
-    enforcing) unless --pickup lets it open a new one."""
+    enforcing) unless pickup (observe's default, or --pickup) lets it open a new one."""
     rec, clock = Recorder(), Clock()
     t = TcpConv(rec, clock=clock)
     t.handshake()
     t.c("PA", b"hi", wait=10.0)
     p = tmp_path / "idle.pcap"
     p.write_bytes(pcap_file([(ts, f, len(f)) for ts, f in rec.frames], nanos=True))
-    doc = replay_json(p, "--timeout", "ESTABLISHED=5")
+    doc = replay_json(p, "--timeout", "ESTABLISHED=5", "--no-pickup")
     assert doc["packets"][3]["reason"] == "tcp_no_flow" and doc["flows"] == []
     doc = replay_json(p, "--timeout", "ESTABLISHED=5", "--policy", "enforce")
     assert (doc["packets"][3]["reason"], doc["packets"][3]["verdict"]) == ("tcp_no_flow", "drop")
-    doc = replay_json(p, "--timeout", "ESTABLISHED=5", "--pickup")
+    doc = replay_json(p, "--timeout", "ESTABLISHED=5")   # observe: pickup by default
+    assert doc == replay_json(p, "--timeout", "ESTABLISHED=5", "--pickup")
     assert doc["packets"][3]["reason"] is None
     assert doc["packets"][3]["flow"]["state"] == "ESTABLISHED"
     (flow,) = doc["flows"]
