@@ -690,8 +690,7 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
  * update_history, update_window, update_last_seq, the UpdateStateMachine family, the reassembler's
  * AckReceived and DataSent for content gaps) and its UDP analyzer (D/d, endpoint activity). This is
  * a record of what crossed the wire; the tracker's own judgement stays in its states and verdicts.
- * Kept modulo 2^32 (Zeek counts sequence wraps); checksums are not checked (no C/c letters).
- * Build with -DCT_NO_ZEEK to leave it all out. */
+ * Kept modulo 2^32 (Zeek counts sequence wraps); checksums are not checked (no C/c letters). */
 #define CT_ZEEK_TOO_LARGE_SEQ_DELTA 1048576
 
 /* The record of a flow that ends in its entry, kept for its CLOSED event and the replay. */
@@ -971,8 +970,8 @@ static __always_inline void ct_zeek_tcp(struct ct_zeek *z, struct ct_pkt *p)
 		ct_zeek_data(ep, ZV(p->zrel) + (ZF(TH_SYN) ? 1 : 0), ZV(p->datalen));
 }
 
-/* A packet of flow e, whatever the tracker made of it (counted: in the tracker's counters). */
-#ifndef CT_NO_ZEEK
+/* A packet of flow e, whatever the tracker makes of it (before the state machine: see
+ * ct_update). */
 static __always_inline void ct_zeek_update(struct ct_zeek *z, struct ct_pkt *p, __u32 d,
 					   __u64 now)
 {
@@ -1013,10 +1012,6 @@ static __always_inline void ct_zeek_invalid(struct ct_zeek *z, struct ct_pkt *p,
 	z->dir[d & 1].extra_pkts += 1;
 	z->dir[d & 1].extra_bytes += p->ip_len;
 }
-#else
-static __always_inline void ct_zeek_update(struct ct_zeek *z, struct ct_pkt *p, __u32 d, __u64 now) {}
-static __always_inline void ct_zeek_invalid(struct ct_zeek *z, struct ct_pkt *p, __u32 d) {}
-#endif
 
 /* Zeek's rules for the first packet of a new flow, which the tracker accepted: a SYN, a SYN/ACK
  * (flipped: from the responder), a mid-stream ACK, or a UDP datagram; every state is INACTIVE and
@@ -1024,7 +1019,6 @@ static __always_inline void ct_zeek_invalid(struct ct_zeek *z, struct ct_pkt *p,
  * path would otherwise carry a second copy of it. */
 static __always_inline void ct_zeek_first(struct ct_zeek *z, struct ct_pkt *p, __u32 d, __u64 now)
 {
-#ifndef CT_NO_ZEEK
 	struct ct_zeek_dir *ep = &z->dir[d & 1], *peer = &z->dir[(d ^ 1) & 1];
 	z->last_ts = now;
 	z->flags |= d ? CT_ZF_SEEN_REPLY : CT_ZF_SEEN_ORIG;
@@ -1056,7 +1050,6 @@ static __always_inline void ct_zeek_first(struct ct_zeek *z, struct ct_pkt *p, _
 		ct_zeek_scaled(z, d, ep->rxmt, 'T');   /* Zeek's SYN with data: last_seq already there */
 	if (ZV(p->datalen))
 		ep->reasm = 1 + p->datalen;
-#endif
 }
 
 /* ---- Flow bookkeeping ------------------------------------------------------------------------ */
