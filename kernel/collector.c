@@ -179,6 +179,9 @@ BPF_ITER(bpf_map_elem)
 		ev.packets[1] = e->dir[1].packets;
 		ev.bytes[0] = e->dir[0].bytes;
 		ev.bytes[1] = e->dir[1].bytes;
+		ev.first_seen = e->first_seen;
+		ev.last_seen = e->last_seen;
+		__builtin_memcpy(&ev.zeek, &e->zeek, sizeof(ev.zeek));   /* conn_state, history */
 	} else {
 		/* A packet made it live between the unlocked read and the lock. */
 		c->live += 1;
