@@ -159,11 +159,12 @@ def test_json_contract(session_pcap):
     assert tcp == {"proto": "tcp", "family": 4,
                    "orig": {"src": "10.1.0.1", "sport": 40000, "dst": "10.2.0.2", "dport": 80},
                    "state": "ESTABLISHED", "orig_state": "ESTABLISHED",
-                   "reply_state": "ESTABLISHED", "packets": [3, 2], "bytes": [145, 100]}
+                   "reply_state": "ESTABLISHED", "packets": [3, 2], "bytes": [145, 100],
+                   "conn_state": "S1", "history": "ShADa"}
     assert udp == {"proto": "udp", "family": 6,
                    "orig": {"src": "fd00::1", "sport": 5353, "dst": "fd00::2", "dport": 53},
                    "state": "ESTABLISHED", "orig_state": None, "reply_state": None,
-                   "packets": [1, 1], "bytes": [49, 49]}
+                   "packets": [1, 1], "bytes": [49, 49], "conn_state": "SF", "history": "Dd"}
 
 
 def test_enforce_drops_invalid_only(session_pcap):
