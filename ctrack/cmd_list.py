@@ -9,7 +9,7 @@ import sys
 from . import cmd_flush, pins
 from .flowfilter import FlowFilter
 from .flows import flow_object
-from .flowview import Names, conntrack_line, duration, endpoint_text, orig, row_srtt_us, size
+from .flowview import Names, conntrack_line, duration, endpoint_text, orig, row_srtt_us, size, zeek_text
 from .rtt import us_text
 from .tracker import kernel_now_ns
 from .text import plural
@@ -28,6 +28,7 @@ Expired entries the collector has not removed yet count as absent (as in the tra
 shows them too. Times: AGE since the first packet, IDLE since the last, TTL until expiry.
 SRTT: the TCP flow's smoothed round-trip time measured passively at the tracker (the sum of its
 two halves, '-' until each has a sample); --json has the details and the SYNs' TCP options.
+ZEEK: Zeek's conn_state and history for the flow so far (as conn.log would say; README).
 """
 
 SORTS = ("age", "idle", "ttl", "bytes", "packets", "state")
@@ -78,7 +79,8 @@ def sort_rows(rows, L, how, now):
 
 def table_lines(rows, L, now):
     names = Names()
-    head = ("PROTO", "STATE", "ORIGINAL", "ENDPOINTS", "AGE", "IDLE", "TTL", "PKTS", "BYTES", "SRTT")
+    head = ("PROTO", "STATE", "ORIGINAL", "ENDPOINTS", "AGE", "IDLE", "TTL", "PKTS", "BYTES", "SRTT",
+            "ZEEK")
     out = []
     for r in rows:
         src, sport, dst, dport = orig(r, L)
@@ -90,7 +92,7 @@ def table_lines(rows, L, now):
                     duration(r[L.EXPIRES] - now) if r[L.EXPIRES] > now else "expired",
                     f"{r[L.PKTS0]}/{r[L.PKTS1]}",
                     f"{size(r[L.BYTES0])}/{size(r[L.BYTES1])}",
-                    us_text(row_srtt_us(r, L))))
+                    us_text(row_srtt_us(r, L)), zeek_text(L.zeek_of(r))))
     widths = [max([len(h)] + [len(x[i]) for x in out]) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return [fmt.format(*head).rstrip()] + [fmt.format(*x).rstrip() for x in out]

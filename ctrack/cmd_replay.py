@@ -6,7 +6,7 @@ import sys
 
 from .pcap import read_capture
 from .replay import Replayer
-from .tracker import Tracker, TrackerConfig, parse_timeouts
+from .tracker import Tracker, TrackerConfig, add_pickup_arguments, default_pickup, parse_timeouts
 from .flows import format_flow_line
 
 EXAMPLES = """examples:
@@ -14,6 +14,8 @@ EXAMPLES = """examples:
   ctrack replay --json trace.pcapng | jq '.flows'
   ctrack replay --policy enforce attack.pcap      # what an enforcing tracker would drop
   ctrack replay --pickup --policy enforce midstream.pcap
+  ctrack replay --no-pickup trace.pcap            # mid-stream segments INVALID tcp_no_flow
+  ctrack replay -o zeek trace.pcap > conn.log     # Zeek's conn.log (JSON lines), one row per connection
   ctrack replay --timeout TIME_WAIT=5 --timeout UDP_NEW=2 trace.pcap
 
 timeouts (seconds; names as in kernel/ctrack.h): SYN_SENT SYN_RECV ESTABLISHED FIN_WAIT
@@ -31,6 +33,10 @@ options each side's SYN offered (opts=opener/responder).
 --json prints {"packets": [...], "flows": [...]}; each packet object has index, time, ts_ns,
 class, verdict, reason, flow, proto, family, src, sport, dst, dport, tcp_flags, payload_len,
 icmp, quoted (see README: "ctrack replay --json").
+-o zeek prints one conn.log object a line (ts, uid, id.orig_h, id.orig_p, id.resp_h, id.resp_p,
+proto, duration, orig_bytes, resp_bytes, conn_state, history, orig_pkts, orig_ip_bytes, resp_pkts,
+resp_ip_bytes): every connection of the capture, also those that ended and whose entry was
+reused, evicted, or expired. Pickup: on under observe, off under enforce (--pickup/--no-pickup).
 """
 
 
@@ -43,20 +49,25 @@ def add_parser(sub):
     p.add_argument("file", metavar="FILE", help="pcap or pcapng capture")
     p.add_argument("--policy", choices=("observe", "enforce"), default="observe",
                    help="observe: pass everything (default); enforce: drop INVALID packets")
-    p.add_argument("--pickup", action="store_true",
-                   help="create flows from mid-stream ACKs instead of calling them INVALID")
+    add_pickup_arguments(p)
     p.add_argument("--timeout", action="append", metavar="STATE=SECONDS", default=[],
                    help="override one per-state timeout (repeatable)")
     p.add_argument("--table-size", type=int, metavar="N", help="flow table capacity (default 65536)")
     p.add_argument("--no-rtt", action="store_true", help="build the tracker without passive RTT")
     p.add_argument("--no-syn-options", action="store_true",
                    help="build the tracker without the SYNs' TCP options summary")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print one JSON document")
+    out.add_argument("-o", "--output", choices=("text", "json", "zeek"), default="text",
+                     help="text (default), json (same as --json), or zeek: the capture's "
+                          "connections as Zeek's conn.log, JSON lines (see ctrack/zeek.py)")
     p.set_defaults(func=run)
 
 
 def run(args):
-    cfg = TrackerConfig(policy=args.policy, pickup=args.pickup,
+    if args.output == "json":
+        args.json = True
+    cfg = TrackerConfig(policy=args.policy, pickup=default_pickup(args.policy, args.pickup),
                         timeouts=parse_timeouts(args.timeout), table_size=args.table_size,
                         replay=True, rtt=not args.no_rtt, synopts=not args.no_syn_options)
     frames = read_capture(args.file, warn=lambda msg: print(f"ctrack: warning: {msg}",
@@ -71,17 +82,22 @@ def run(args):
 
         def handle(fr):
             res = rp.run(fr.data, fr.ts_ns, fr.wire_len, fr.index)
+            if args.output == "zeek":
+                return
             if args.json:
                 packets.append(res.json())
             else:
                 out.write(_packet_line(res, t0, columns) + "\n")
 
-        if not args.json:
+        if not args.json and args.output != "zeek":
             out.write(_header(columns) + "\n")
         if first is not None:
             handle(first)
             for fr in frames:
                 handle(fr)
+        if args.output == "zeek":
+            out.write("".join(json.dumps(row) + "\n" for row in rp.conn_rows()))
+            return 0
         flows = rp.flows()
         if args.json:
             # dumps, not dump: dump streams through the pure-Python encoder (4x slower here)

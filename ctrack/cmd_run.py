@@ -10,7 +10,7 @@ from .attach import Attachments, ifindex, is_loopback
 from .errors import CtrackError
 from .events import EventReader, add_time_arguments, format_event, time_prefix
 from .stopsignal import StopOnSignal
-from .tracker import Tracker, TrackerConfig, parse_timeouts
+from .tracker import Tracker, TrackerConfig, add_pickup_arguments, default_pickup, parse_timeouts
 
 EXAMPLES = """examples:
   ctrack run -1 veth1 -2 veth2               # bump in the wire between veth1 and veth2 (TC)
@@ -56,7 +56,7 @@ def add_parser(sub):
                    help="attach XDP even where the veth check predicts stalls")
     p.add_argument("--policy", choices=("observe", "enforce"), default="observe",
                    help="observe (default): pass everything; enforce: drop INVALID packets")
-    p.add_argument("--pickup", action="store_true", help="adopt mid-stream TCP flows")
+    add_pickup_arguments(p)
     p.add_argument("--timeout", action="append", default=[], metavar="STATE=SECONDS",
                    help="override a per-state timeout (repeatable; see `ctrack replay -h`)")
     p.add_argument("--table-size", type=int, metavar="N", help="flow table capacity (default 65536)")
@@ -116,6 +116,7 @@ def run(args):
     try:
         idx = [ifindex(atts.ipr, n) for n in ifaces]
         hooks = observer_hooks(atts.ipr, ifaces[0]) if not wire else ("ingress",)
+        args.pickup = default_pickup(args.policy, args.pickup)
         cfg = TrackerConfig(policy=args.policy, pickup=args.pickup,
                             timeouts=parse_timeouts(args.timeout), table_size=args.table_size,
                             redirect=tuple(idx) if wire else None,

@@ -3,7 +3,8 @@
     {"ts_ns", "type": "new"|"state"|"closed"|"destroy", "event": "NEW"|"UPDATE"|"DESTROY",
      "proto", "family", "orig": {...}, "state", "old_state", "orig_state", "reply_state",
      "reason" (closed, destroy), "packets": [o, r], "bytes": [o, r],
-     "rtt": {"handshake_us", "srtt_us", "min_us", "samples"} (TCP flows that ended or left the table, else null)}
+     "rtt": {"handshake_us", "srtt_us", "min_us", "samples"} (TCP flows that ended or left the table, else null),
+     "conn_state", "history"}
 
 "type" says what happened, "event" is its conntrack message type:
     new      NEW      a flow opened
@@ -12,6 +13,9 @@
                       TIME_WAIT/CLOSE timeout, as in conntrack)
     destroy  DESTROY  the entry left the table, once per entry: reason timeout, evicted,
                       reopened (a new flow took the 5-tuple) or flushed
+
+conn_state and history are Zeek's (ctrack/zeek.py), as of the event; closed and destroy events
+carry the flow's last record (conn_state and history as conn.log would give them).
 """
 import contextlib
 import ctypes
@@ -19,6 +23,7 @@ import signal
 import socket
 import threading
 
+from . import zeek
 from .defs import defs
 from .flows import PROTO_NAMES, orig_tuple
 from .rtt import rtt_text, summary_object
@@ -49,6 +54,7 @@ def decode_event(ev):
         if etype in ("closed", "destroy") else None,
         "packets": [ev.packets[0], ev.packets[1]],
         "bytes": [ev.bytes[0], ev.bytes[1]],
+        **zeek.summary(ev.zeek, k.proto),
     }
     # the end event carries the flow's RTT (ctrack.rtt's flow-level part)
     out["rtt"] = summary_object(ev.rtt) if tcp and etype in ("closed", "destroy") else None
@@ -120,6 +126,8 @@ def format_event(e):
     why = f" reason={e['reason']}" if e["reason"] else ""
     rtt = rtt_text(e.get("rtt"))
     why += f" {rtt}" if rtt else ""
+    if e["type"] in ("closed", "destroy") and e.get("conn_state"):
+        why += f" conn_state={e['conn_state']} history={e['history'] or '-'}"
     return (f"{tag:>9} {e['proto']} {e['state']}{eps} src={o['src']} dst={o['dst']} "
             f"sport={o['sport']} dport={o['dport']} packets={e['packets'][0]}/{e['packets'][1]} "
             f"bytes={e['bytes'][0]}/{e['bytes'][1]}{why}")

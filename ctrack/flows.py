@@ -2,11 +2,13 @@
 
 The flow object is the one `ctrack replay --json` prints under "flows" (and `ctrack list --json`
 prints): proto, family, orig {src, sport, dst, dport}, state, orig_state, reply_state,
-packets [orig, reply], bytes [orig, reply], rtt (ctrack.rtt), tcp_options (ctrack.tcpopts). Names come from kernel/ctrack.h via ctrack.defs.
+packets [orig, reply], bytes [orig, reply], rtt (ctrack.rtt), tcp_options (ctrack.tcpopts), and
+Zeek's conn_state and history (ctrack/zeek.py). Names come from kernel/ctrack.h via ctrack.defs.
 """
 import ipaddress
 import socket
 
+from . import zeek
 from .defs import defs
 
 PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
@@ -58,6 +60,7 @@ def flow_object(key, entry):
         "reply_state": r_state,
         "packets": [entry.dir[0].packets, entry.dir[1].packets],
         "bytes": [entry.dir[0].bytes, entry.dir[1].bytes],
+        **zeek.summary(entry.zeek, key.proto),
     }
     obj.update(flow_extras(key, entry))
     return obj
@@ -113,4 +116,5 @@ def format_flow_line(obj):
     extra = " ".join(t for t in (rtt_text(obj.get("rtt")), options_text(obj.get("tcp_options"))) if t)
     return (f"{obj['proto']:<4} {obj['state']:<12} {src} -> {dst}{eps} "
             f"pkts={obj['packets'][0]}/{obj['packets'][1]} bytes={obj['bytes'][0]}/{obj['bytes'][1]}"
+            f" zeek={obj['conn_state']}:{obj['history'] or '-'}"
             + (" " + extra if extra else ""))

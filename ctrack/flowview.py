@@ -52,6 +52,11 @@ class Names:
         return f"{self.ep(row[L.STATE0])}/{self.ep(row[L.STATE1])}"
 
 
+def zeek_text(z):
+    """Zeek's conn_state and history as one cell: 'SF ShADadFf' ('-' for an empty history)."""
+    return f"{z['conn_state']} {z['history'] or '-'}"
+
+
 def duration(ns):
     """Compact duration: 850ms, 42s, 3m07s, 2h05m, 5d03h; '-' for negative."""
     if ns is None or ns < 0:

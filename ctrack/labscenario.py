@@ -99,15 +99,15 @@ class TrackerProcess:
     """`ctrack run --json -l 2` on the lab's tracker interfaces; a thread collects its events.
     Bounded: -d makes it end by itself even if this process dies."""
 
-    def __init__(self, lab, name, mode="tc", policy="observe", timeouts=None, pickup=False,
+    def __init__(self, lab, name, mode="tc", policy="observe", timeouts=None, pickup=None,
                  extra=(), limit_s=180):
         v1, v2 = lab.tracker_ifaces
         self.argv = ["ctrack", "run", "-1", v1, "-2", v2, "--mode", mode, "--policy", policy,
                      "--name", name, "--json", "-l", "2", "--duration", str(limit_s)]
         for state, secs in (timeouts or {}).items():
             self.argv += ["--timeout", f"{state}={secs}"]
-        if pickup:
-            self.argv.append("--pickup")
+        if pickup is not None:   # None: the tracker's default for the policy
+            self.argv.append("--pickup" if pickup else "--no-pickup")
         self.argv += list(extra)
         self.netns = lab.tracker_netns
         self.events = []

@@ -3,6 +3,10 @@
 A Replayer owns a tracker built with replay=True: before each frame it writes the frame's
 timestamp (and true length) into the `trace` map, runs the XDP entry point on the frame, and
 reads back what the kernel concluded. Used by `ctrack replay` and by the tests.
+
+A packet that ends a flow in its entry (a new SYN reusing the 5-tuple, a packet arriving after the
+flow expired, a flow evicted to make room) leaves that flow's final record in the trace; the
+Replayer keeps them, so conn_rows() has one row per connection over the whole capture.
 """
 import socket
 from dataclasses import dataclass
@@ -10,9 +14,10 @@ from typing import Optional
 
 from .defs import defs
 from .errors import CtrackError
-from .flows import PROTO_NAMES, addr_text, endpoint, flow_object, read_flows
+from .flows import PROTO_NAMES, addr_text, endpoint, flow_object, orig_tuple, read_flows
 from .packetinfo import decode_frame, empty_fields
 from .testrun import TestRunner
+from . import zeek
 
 ETH_HLEN = 14
 # An XDP test run takes at most a page less head and tail room per frame. Longer frames (GRO
@@ -81,6 +86,7 @@ class Replayer:
         self.runner = TestRunner(tracker.fn(entry).fd)
         self.trace = tracker.bpf["trace"]
         self.now_ns = 0
+        self.ended = []   # struct ct_event copies: flows that ended in an entry reused since
 
     def run(self, frame, ts_ns, wire_len=0, index=0):
         """Runs one Ethernet frame at tracker time ts_ns. Returns a PacketResult."""
@@ -103,6 +109,9 @@ class Replayer:
         except OSError as exc:
             raise CtrackError(f"the kernel refused to run frame {index}: {exc.strerror}") from None
         t = self.trace[self.trace.Key(0)]
+        if t.has_ended:
+            ev = t.ended
+            self.ended.append(type(ev).from_buffer_copy(ev))
         flow = None
         if t.has_flow:
             tcp = t.key.proto == socket.IPPROTO_TCP
@@ -200,3 +209,18 @@ class Replayer:
     def flows(self):
         """Flow objects in the table now (expired ones count as absent)."""
         return [flow_object(k, v) for k, v in read_flows(self.tracker.flows, self.now_ns)]
+
+    def conn_rows(self):
+        """Zeek conn.log rows (ctrack.zeek.conn_row), one per connection the replay saw: those
+        that ended in an entry later reused or evicted, then every entry in the table, expired
+        ones included (their connection is over, as Zeek's would have timed out). By start."""
+        rows = []
+        for ev in self.ended:
+            rows.append(zeek.conn_row(ev.key.proto, orig_tuple(ev.key, ev.orig_side), ev.first_seen,
+                                      list(ev.packets), list(ev.bytes), ev.zeek))
+        for k, v in read_flows(self.tracker.flows, self.now_ns, include_expired=True):
+            rows.append(zeek.conn_row(k.proto, orig_tuple(k, v.orig_side), v.first_seen,
+                                      [v.dir[0].packets, v.dir[1].packets],
+                                      [v.dir[0].bytes, v.dir[1].bytes], v.zeek))
+        rows.sort(key=lambda r: (r["ts"], r["uid"]))
+        return rows

@@ -69,6 +69,7 @@ class RowLayout:
         STATE ORIG_SIDE FLAGS CLOSE_REASON FIRST LAST EXPIRES
         STATE0 STATE1 PKTS0 PKTS1 BYTES0 BYTES1  -- per direction: 0 orig, 1 reply
         SRTT8_0 SRTT8_1 RTTN0 RTTN1              -- passive RTT per direction (struct ct_rtt)
+        ZEEK  -- the raw bytes of struct ct_zeek (decoded only for the rows shown: zeek_of)
 
     and last KEY, the key's raw bytes: the entry's identity (a dict key whose hash Python
     caches, unlike a tuple's), and what a removal or a ctypes view needs."""
@@ -103,6 +104,9 @@ class RowLayout:
             off, ft = _field(rtt_t._type_, sub)
             for i in (0, 1):
                 eparts.append((f"{attr}{i}", rtt_off + i * rsize + off, _code(ctypes.sizeof(ft))))
+        zoff, zt = _field(Entry, "zeek")
+        eparts.append(("ZEEK", zoff, f"{ctypes.sizeof(zt)}s"))
+        self.zeek_type = zt
         self.entry, enames = _struct_of(eparts, es, "=")
         self.NKEY = len(knames)
         for i, n in enumerate(knames + enames + ["KEY"]):
@@ -127,6 +131,11 @@ class RowLayout:
 
     def key_bytes(self, row):
         return row[self.KEY]
+
+    def zeek_of(self, row):
+        """{"conn_state", "history"} of a row (Zeek's view, ctrack/zeek.py)."""
+        from . import zeek
+        return zeek.summary(self.zeek_type.from_buffer_copy(row[self.ZEEK]), row[self.PROTO])
 
 
 class Shared:

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .defs import defs
-from .flowview import duration, endpoint_text, orig, rate, row_srtt_us, size
+from .flowview import duration, endpoint_text, orig, rate, row_srtt_us, size, zeek_text
 from .rtt import hist_buckets, hist_quantile_us, us_text
 from .tcpopts import option_counts
 
@@ -192,7 +192,7 @@ def flow_table(ctx, rows):
                     ("AGE", {"justify": "right"}), ("IDLE", {"justify": "right"}),
                     ("TTL", {"justify": "right"}), ("PKTS \u2192/\u2190", {"justify": "right"}),
                     ("BYTES \u2192/\u2190", {"justify": "right"}), ("RATE", {"justify": "right"}),
-                    ("SRTT", {"justify": "right"})):
+                    ("SRTT", {"justify": "right"}), ("ZEEK", {})):
         tb.add_column(col, no_wrap=True, overflow="ellipsis", **kw)
     ik = L.KEY
     tcp = names.tcp
@@ -212,7 +212,7 @@ def flow_table(ctx, rows):
                  duration(r[L.EXPIRES] - now),
                  f"{r[L.PKTS0]}/{r[L.PKTS1]}", f"{size(r[L.BYTES0])}/{size(r[L.BYTES1])}",
                  "-" if bps is None else rate(bps) + "b/s",
-                 us_text(row_srtt_us(r, L)) if is_tcp else "-")
+                 us_text(row_srtt_us(r, L)) if is_tcp else "-", zeek_text(L.zeek_of(r)))
         tb.add_row(*(Text(c) for c in cells), style=style)
     return tb
 

@@ -96,6 +96,22 @@ def check_table_size(n):
         raise CtrackError(f"bad table size {n}: must be from 1 to {MAX_TABLE_SIZE}")
 
 
+def default_pickup(policy, pickup=None):
+    """Mid-stream pickup unless told: on when observing (netfilter picks up by default, and a
+    capture that starts mid-connection should show its flows), off when enforcing (a flow no
+    SYN opened is not let through unless asked for)."""
+    return policy != "enforce" if pickup is None else bool(pickup)
+
+
+def add_pickup_arguments(p):
+    """--pickup / --no-pickup for ctrack run and ctrack replay (default: default_pickup)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--pickup", dest="pickup", action="store_const", const=True, default=None,
+                   help="create flows from mid-stream segments (the default under observe)")
+    g.add_argument("--no-pickup", dest="pickup", action="store_const", const=False,
+                   help="refuse them: INVALID tcp_no_flow (the default under enforce)")
+
+
 def parse_timeouts(specs):
     """['ESTABLISHED=30', 'udp_new=5'] -> (('ESTABLISHED', 30), ('UDP_NEW', 5)); CtrackError on
     a malformed item or an unknown name."""

@@ -86,6 +86,9 @@ struct ct_gc_ctl {
 };
 BPF_ARRAY(gc_ctl, struct ct_gc_ctl, 1);
 
+/* The candidate being handled (per CPU: a run does not migrate; two processes may run at once). */
+BPF_PERCPU_ARRAY(gc_event, struct ct_event, 1);
+
 /* One candidate: ev holds its key and the first_seen the scan saw (ts; 0: any). On return ev
  * is the DESTROY event sent (when removed) and its pad byte the CT_GC_* result. The run's
  * counts go to tot and are folded into the maps once per run. */
@@ -123,6 +126,9 @@ static __always_inline void gc_remove(struct ct_event *ev, u64 now, u32 mode, st
 		ev->bytes[1] = e->dir[1].bytes;
 		first_seen = e->first_seen;
 		last_seen = e->last_seen;
+		ev->first_seen = first_seen;
+		ev->last_seen = last_seen;
+		__builtin_memcpy(&ev->zeek, &e->zeek, sizeof(ev->zeek));   /* conn_state, history */
 	}
 	bpf_spin_unlock(&e->lock);
 	if (!res)
@@ -178,17 +184,20 @@ int ct_gc_remove(struct xdp_md *ctx)
 		struct ct_event *p = data + i * sizeof(struct ct_event);
 		if ((void *)(p + 1) > data_end)
 			break;
-		/* on the stack: helpers take keys from it, and packet pointers do not survive the
-		 * helper calls in between */
-		struct ct_event ev;
-		__builtin_memcpy(&ev, p, sizeof(ev));
-		gc_remove(&ev, now, mode, &tot);
+		/* in map memory: helpers take keys from it, packet pointers do not survive the
+		 * helper calls in between, and the event (with its Zeek record) is too big for the
+		 * 512-byte stack beside the run's totals */
+		struct ct_event *ev = gc_event.lookup(&z);
+		if (!ev)
+			break;
+		__builtin_memcpy(ev, p, sizeof(*ev));
+		gc_remove(ev, now, mode, &tot);
 		data = (void *)(long)ctx->data;
 		data_end = (void *)(long)ctx->data_end;
 		p = data + i * sizeof(struct ct_event);
 		if ((void *)(p + 1) > data_end)
 			break;
-		__builtin_memcpy(p, &ev, sizeof(ev));
+		__builtin_memcpy(p, ev, sizeof(*ev));
 	}
 	struct ct_gc_stats *g = gc_stats.lookup(&z);
 	if (g) {

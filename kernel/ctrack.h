@@ -52,6 +52,21 @@ enum ct_tcp_endpoint {
 	CT_TCP_NEW_SYN_RECV = 12,
 };
 
+/* ---- Zeek's view of a connection (conn.log's conn_state and history) ---------------------------
+ * Zeek's TCP endpoint states (analyzer/protocol/tcp/TCP_Endpoint.h), moved by SYN, FIN and RST as
+ * Zeek's TCP analyzer moves them; conn_state is derived from the two final states (user space,
+ * ctrack/zeek.py). UDP endpoints use INACTIVE and ACTIVE (Zeek's UDP_INACTIVE/UDP_ACTIVE). */
+enum ct_zeek_state {
+	CT_ZEEK_INACTIVE = 0,
+	CT_ZEEK_SYN_SENT = 1,
+	CT_ZEEK_SYN_ACK_SENT = 2,
+	CT_ZEEK_PARTIAL = 3,
+	CT_ZEEK_ESTABLISHED = 4,
+	CT_ZEEK_CLOSED = 5,
+	CT_ZEEK_RESET = 6,
+	CT_ZEEK_ACTIVE = 7,
+};
+
 /* ---- What the tracker concluded about a packet ------------------------------------------------ */
 enum ct_class {
 	CT_CLASS_UNTRACKED = 0,   /* not IP, or an IP protocol/fragment ctrack does not track */
@@ -73,8 +88,9 @@ enum ct_action {
 /* Why a packet is INVALID. NONE for every other class. */
 enum ct_reason {
 	CT_REASON_NONE = 0,
-	CT_REASON_L2_TRUNCATED = 1,       /* Ethernet or VLAN header cut short */
-	CT_REASON_L2_TOO_MANY_TAGS = 2,   /* IP under more VLAN tags than CT_MAX_VLAN_TAGS */
+	CT_REASON_L2_TRUNCATED = 1,       /* Ethernet, VLAN, PPPoE or MPLS header cut short */
+	CT_REASON_L2_TOO_MANY_TAGS = 2,   /* IP under more VLAN tags than CT_MAX_VLAN_TAGS, or an
+	                                   * MPLS stack deeper than CT_MAX_MPLS_LABELS */
 	CT_REASON_IP_TRUNCATED = 3,       /* IP header, or total length, beyond the frame */
 	CT_REASON_IP_BAD_VERSION = 4,     /* version field disagrees with the EtherType */
 	CT_REASON_IP_BAD_IHL = 5,         /* IPv4 header length < 20 */
@@ -243,6 +259,26 @@ struct ct_stats {
                                   * found it expired and opened nothing): whoever's delete
                                   * succeeds reports its DESTROY, and nobody else does */
 
+/* Zeek's history "seen once" bits (struct ct_zeek.hist_seen): the originator's in the low byte,
+ * the responder's in the next (Zeek shifts the mask by 16; a byte is enough here). */
+#define CT_ZH_SYN          0x01  /* S or H */
+#define CT_ZH_FIN          0x02  /* F */
+#define CT_ZH_RST          0x04  /* R */
+#define CT_ZH_FIN_RST      0x08  /* I */
+#define CT_ZH_DATA         0x10  /* D */
+#define CT_ZH_ACK          0x20  /* A */
+#define CT_ZH_MULTI        0x40  /* Q */
+/* struct ct_zeek.flags */
+#define CT_ZF_FLIPPED      0x01  /* the first packet was a SYN/ACK: its receiver is the originator */
+#define CT_ZF_PARTIAL      0x02  /* Zeek's is_partial: the connection did not start with a SYN */
+#define CT_ZF_SEEN_ORIG    0x04  /* a packet from the originator was seen */
+#define CT_ZF_SEEN_REPLY   0x08  /* ... from the responder */
+/* struct ct_zeek_dir.flags */
+#define CT_ZD_FIN          0x01  /* it sent a FIN (Zeek's FIN_cnt > 0) */
+#define CT_ZD_OOO          0x02  /* data seen beyond a hole: ooo_start/ooo_end are valid */
+/* Room for history letters; further letters are dropped (Zeek's string has no bound). */
+#define CT_ZEEK_HISTORY 30
+
 /* ---- Limits and defaults (each may be overridden with -D at load time) ------------------------ */
 #ifndef CT_TABLE_SIZE
 #define CT_TABLE_SIZE 65536
@@ -255,6 +291,7 @@ struct ct_stats {
 #endif
 #define CT_MAX_VLAN_TAGS 2
 #define CT_MAX_VLAN_PEEK 6      /* further tags looked through to find a non-IP payload */
+#define CT_MAX_MPLS_LABELS 8    /* MPLS labels followed to the bottom of the stack */
 #define CT_MAX_IP6_EXT 6
 #define CT_MAX_TCP_OPTIONS 40   /* option walk steps: 40 one-byte items fill a header */
 #define CT_EVICT_TRIES 8
@@ -365,6 +402,43 @@ struct ct_rtt {
 	__u16 pad;
 };
 
+/* One endpoint as Zeek's TCP analyzer sees it. Sequence numbers: start_seq, last_seq, ack_seq
+ * absolute; the others relative to start_seq (Zeek's relative sequence space, kept modulo 2^32). */
+struct ct_zeek_dir {
+	__u32 start_seq;  /* Zeek's StartSeq: its SYN's sequence number (first seq - 1 without one) */
+	__u32 last_seq;   /* LastSeq: highest sequence number sent + segment length */
+	__u32 ack_seq;    /* AckSeq: highest acknowledgement its peer sent of its data */
+	__u32 fin_seq;    /* relative sequence number after its FIN */
+	__u32 hist_syn;   /* relative sequence numbers of its last SYN, FIN, RST (repeat letters) */
+	__u32 hist_fin;
+	__u32 hist_rst;
+	__u32 reasm;      /* relative end of its data seen in order (the reassembler's delivery) */
+	__u32 trim;       /* highest relative ACK its peer sent (the reassembler's trim point) */
+	__u32 ooo_start;  /* CT_ZD_OOO: the data seen beyond a hole, from, to */
+	__u32 ooo_end;
+	__u32 rxmt[2];    /* T: count, next count that logs a letter (1, 10, 100, ...) */
+	__u32 win0[2];    /* W */
+	__u32 gap[2];     /* G */
+	__u32 extra_pkts; /* packets the tracker judged INVALID (its own counters leave them out; */
+	__u32 extra_bytes;/* conn.log counts every packet) */
+	__u8 state;       /* enum ct_zeek_state */
+	__u8 prev_state;
+	__u8 flags;       /* CT_ZD_* */
+	__u8 pad;
+	__u64 payload;    /* UDP: payload bytes sent (conn.log's orig_bytes / resp_bytes) */
+};
+
+/* Zeek's conn.log view of a flow: endpoints indexed by enum ct_dir_index. */
+struct ct_zeek {
+	struct ct_zeek_dir dir[2];
+	__u64 last_ts;    /* ns: the last packet of the flow, valid or not */
+	__u16 hist_seen;  /* CT_ZH_* bits, the responder's shifted by 8 */
+	__u8 flags;       /* CT_ZF_* */
+	__u8 hist_len;
+	char history[CT_ZEEK_HISTORY];
+	__u16 pad;
+};
+
 /* A flow table entry. The lock serialises CPUs handling the same flow (see tracker.c). */
 struct ct_entry {
 	struct bpf_spin_lock lock;
@@ -391,6 +465,7 @@ struct ct_entry {
 	 * CT_NO_SYNOPTS / CT_NO_RTT. Indexed by enum ct_dir_index. */
 	struct ct_synopts synopts[2];
 	struct ct_rtt rtt[2];
+	struct ct_zeek zeek;   /* conn_state and history as Zeek gives them (every packet counts) */
 };
 
 /* An eviction queue item: a key and the first_seen of the flow it was queued for, so that an
@@ -427,6 +502,10 @@ struct ct_event {
 	__u64 packets[2];
 	__u64 bytes[2];
 	struct ct_rtt_summary rtt;   /* CT_EVENT_CLOSED: the flow's RTT (zero otherwise) */
+	/* The flow's times and Zeek record when the event was sent (CT_EVENT_CLOSED / DESTROY: its last) */
+	__u64 first_seen;
+	__u64 last_seen;
+	struct ct_zeek zeek;
 };
 
 /* What the last packet did, for replay and tests (only in programs built with CT_REPLAY):
@@ -460,7 +539,8 @@ struct ct_trace {
 	__u16 pad2;
 	union ct_addr icmp_outer[2];   /* parsed 2 and 3: the error's own source and destination */
 	__u32 icmp_rest;     /* parsed 2 and 3: its rest-of-header word (MTU, pointer, gateway) */
-	__u32 pad3;
+	__u32 has_ended;     /* 1: the packet ended a flow (its entry reopened, or evicted): `ended` */
+	struct ct_event ended;  /* that flow's final record, as a CT_EVENT_CLOSED carries it */
 };
 
 #endif /* CTRACK_H */

@@ -35,6 +35,11 @@
 
 #define NS_PER_SEC 1000000000ULL
 #define ETH_P_8021AD_ 0x88A8
+#define ETH_P_PPPOE_SES_ 0x8864   /* PPPoE session stage (RFC 2516) */
+#define ETH_P_MPLS_UC_ 0x8847     /* MPLS unicast (RFC 3032) */
+#define ETH_P_MPLS_MC_ 0x8848     /* MPLS multicast */
+#define PPP_IP_ 0x0021
+#define PPP_IPV6_ 0x0057
 
 /* ---- Maps ------------------------------------------------------------------------------------ */
 /* The flow table: preallocated hash (no allocation on the packet path; a full table fails the
@@ -138,10 +143,23 @@ struct ct_pkt {
 	 * map memory, and the update run where all of ct_update's paths have joined: see
 	 * struct ct_result's map for why) */
 	__u8 rtt_go;
+	__u8 rtt_init;    /* ct_flow_init (re)started the flow: the update times its opening */
 	__u8 rtt_prev_flags;
 	__u32 rtt_prev_isn;
 	__u32 rtt_prev_end;
 #endif
+	__u8 bad_flags;   /* TCP flags no TCP sends: INVALID, seen only by Zeek's history */
+	__u16 l3off;      /* where the IP header starts (after VLAN tags, PPPoE, MPLS labels) */
+	/* Zeek's per-packet values (see ZV) */
+	__u8 zrestart;    /* the state machine restarts the flow with this packet (1 reuse, 2 SYN/ACK) */
+	__u32 zseed;      /* 2: the sequence number of the SYN it restarts from */
+	__u8 zdir;
+	__u8 zbits;
+	__u32 zseg;
+	__u32 zlast;
+	__u32 zrel;
+	__u32 zack;
+	__u32 zdl;
 #ifdef CT_REPLAY
 	/* for the replay's description of an ICMP error (replay builds only: the live packet
 	 * path does not pay for clearing them) */
@@ -163,8 +181,21 @@ struct ct_scratch {
 	struct ct_rtt_summary rtt_sum;       /* the flow's when the packet closed it */
 	struct ct_rtt_summary prev_rtt_sum;  /* the previous flow's, when it ended (prev_closed) */
 	__u8 entry[sizeof(struct ct_entry)];
+	/* The Zeek record of a flow that just ended in its entry, copied out under the entry's lock
+	 * for its CLOSED event and the replay (zk_prev); zeroes to clear a record with (zk_zero:
+	 * never written) */
+	struct ct_zeek zk_prev;
+	struct ct_zeek zk_zero;
+	/* The address of the packet's flow's Zeek record, for ct_after's events: kept as a number
+	 * in map memory so that the new-flow path and the existing-flow path (pointers into
+	 * different maps) reach one ct_after as one verifier state, not two copies of it */
+	__u64 zsrc;
 };
+
 BPF_PERCPU_ARRAY(scratch, struct ct_scratch, 1);
+_Static_assert(__builtin_offsetof(struct ct_scratch, pkt) == 0, "ct_sc needs pkt first");
+/* The scratch a parsed packet lives in (the packet is its first member). */
+#define ct_sc(p) ((struct ct_scratch *)(p))
 
 /* The scratch area a parsed packet lives in (p is always &scratch->pkt, its first member). */
 static __always_inline struct ct_scratch *ct_scratch_of(struct ct_pkt *p)
@@ -318,16 +349,12 @@ static __always_inline int ct_parse_syn_options(void *opt, void *data_end, __u32
  * Sets has_ts, tsval, tsecr in p. Reads the packet the way ct_parse does (data/data_end). */
 static __always_inline void ct_parse_ts(void *opt, void *data_end, __u32 optlen, struct ct_pkt *p)
 {
-	if (optlen >= 12 && opt + 12 <= data_end) {
-		__u8 *o = opt;
-		if (o[0] == 1 && o[1] == 1 && o[2] == 8 && o[3] == 10) {
-			p->tsval = ntohl(*(__be32 *)(o + 4));
-			p->tsecr = ntohl(*(__be32 *)(o + 8));
-			p->has_ts = 1;
-			return;
-		}
-	}
-	if (optlen < 10 || optlen > 40 || opt + optlen > data_end)
+	/* The bounds as a number, not a packet-pointer comparison: a comparison gives the packet
+	 * pointers still live in the callers a range of their own per outcome, and the verifier
+	 * then walks everything after the parser once per outcome (pointer minus pointer is a
+	 * plain number for a privileged loader). */
+	__u32 avail = (__u32)((long)data_end - (long)opt);
+	if (optlen < 10 || optlen > 40 || optlen > avail)
 		return;
 	__u8 buf[64];
 	__builtin_memset(buf, 0, sizeof(buf));
@@ -335,6 +362,15 @@ static __always_inline void ct_parse_ts(void *opt, void *data_end, __u32 optlen,
 	asm volatile("" : "+r"(n));
 	if (bpf_probe_read_kernel(buf, n & 63, opt))
 		return;
+	p->optpos = optlen;   /* compared from map memory: no verifier state of its own */
+	if (buf[0] == 1 && buf[1] == 1 && buf[2] == 8 && buf[3] == 10 &&
+	    *(volatile __u8 *)&p->optpos >= 12) {
+		/* the common layout: NOP, NOP, TS first (Linux, the BSDs) */
+		p->tsval = ((__u32)buf[4] << 24) | ((__u32)buf[5] << 16) | ((__u32)buf[6] << 8) | buf[7];
+		p->tsecr = ((__u32)buf[8] << 24) | ((__u32)buf[9] << 16) | ((__u32)buf[10] << 8) | buf[11];
+		p->has_ts = 1;
+		return;
+	}
 	p->optpos = 0;
 	for (int k = 0; k < CT_MAX_TCP_OPTIONS; k++) {
 		__u32 i = p->optpos;   /* in map memory: see ct_parse_syn_options */
@@ -416,6 +452,76 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 		return CT_CLASS_INVALID;
 	}
 
+	/* Where L3 starts depends on the tags, PPPoE and labels before it: the offset goes through
+	 * map memory (here and after PPPoE and MPLS) and is used through pointers of their own, so
+	 * the verifier follows what comes after once for any offset, not once per encapsulation. */
+	p->l3off = off;
+	off = *(volatile __u16 *)&p->l3off;
+	if (off > 64) {
+		*reason = CT_REASON_L2_TOO_MANY_TAGS;   /* cannot happen: the tag loop bounds it */
+		return CT_CLASS_INVALID;
+	}
+	if (proto == htons(ETH_P_PPPOE_SES_)) {
+		/* A PPPoE session frame (provider access links): version/type 0x11, code 0, the
+		 * session id, a length, then PPP's 2-byte protocol. IPv4 and IPv6 inside are ours;
+		 * PPP's own control (LCP, IPCP, ...) and anything not session data are not. */
+		__u8 *h = data + off;
+		if ((void *)(h + 8) > data_end) {
+			*reason = CT_REASON_L2_TRUNCATED;
+			return CT_CLASS_INVALID;
+		}
+		__u16 ppp = ((__u16)h[6] << 8) | h[7];
+		if (h[0] != 0x11 || h[1] != 0 || (ppp != PPP_IP_ && ppp != PPP_IPV6_))
+			return CT_CLASS_UNTRACKED;
+		if ((((__u16)h[4] << 8) | h[5]) < 2) {   /* its length must cover the protocol */
+			*reason = CT_REASON_L2_TRUNCATED;
+			return CT_CLASS_INVALID;
+		}
+		proto = ppp == PPP_IP_ ? htons(ETH_P_IP) : htons(ETH_P_IPV6);
+		off += 8;
+	} else if (proto == htons(ETH_P_MPLS_UC_) || proto == htons(ETH_P_MPLS_MC_)) {
+		/* An MPLS label stack (provider-edge links): 4 bytes a label, the last with the
+		 * bottom-of-stack bit. What follows has no type field; IPv4 and IPv6 are told by
+		 * their version nibble (what routers do), anything else (a pseudowire's Ethernet
+		 * behind its control word, ...) is not ours. At most CT_MAX_MPLS_LABELS labels are
+		 * followed, as VLAN tags are counted: a deeper stack is INVALID. */
+		int bottom = 0;
+		__u8 *h = data + off;
+#pragma unroll
+		for (int i = 0; i < CT_MAX_MPLS_LABELS; i++) {
+			if ((void *)(h + 4) > data_end) {
+				*reason = CT_REASON_L2_TRUNCATED;
+				return CT_CLASS_INVALID;
+			}
+			bottom = h[2] & 1;
+			h += 4;
+			off += 4;
+			if (bottom)
+				break;
+		}
+		if (!bottom) {
+			*reason = CT_REASON_L2_TOO_MANY_TAGS;
+			return CT_CLASS_INVALID;
+		}
+		if ((void *)(h + 1) > data_end) {
+			*reason = CT_REASON_L2_TRUNCATED;
+			return CT_CLASS_INVALID;
+		}
+		__u8 v = h[0] >> 4;
+		if (v == 4)
+			proto = htons(ETH_P_IP);
+		else if (v == 6)
+			proto = htons(ETH_P_IPV6);
+		else
+			return CT_CLASS_UNTRACKED;
+	}
+	p->l3off = off;
+	off = *(volatile __u16 *)&p->l3off;
+	if (off > 128) {
+		*reason = CT_REASON_L2_TOO_MANY_TAGS;   /* cannot happen: the loops above bound it */
+		return CT_CLASS_INVALID;
+	}
+
 	/* memset, not "= {}": an initialiser zeroes only a union's first member, and the rest of
 	 * an IPv4 key's address would be stack garbage, different for every packet. */
 	union ct_addr src, dst;
@@ -425,6 +531,7 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 	__u8 l4proto;
 	__u8 first_fragment = 0;   /* more fragments follow: L4 lengths cover more than we have */
 	__u8 related = 0;          /* an ICMP error: the key is that of the packet it quotes */
+	__u8 bad_flags = 0;        /* TCP flags no TCP sends: INVALID once the key is known */
 
 	if (proto == htons(ETH_P_IP)) {
 		struct iphdr *iph = data + off;
@@ -550,10 +657,9 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 			return CT_CLASS_INVALID;
 		}
 		__u8 flags = ((__u8 *)th)[13];
-		if (!((TCP_VALID_FLAGS >> (flags & 0x37)) & 1)) {
-			*reason = CT_REASON_TCP_BAD_FLAGS;
-			return CT_CLASS_INVALID;
-		}
+		/* A flag combination no TCP sends is INVALID, but its flow's Zeek history records it
+		 * (I, Q): the key is parsed on, and the caller looks the flow up for that alone. */
+		bad_flags = !((TCP_VALID_FLAGS >> (flags & 0x37)) & 1);
 		p->tcp_flags = flags;
 		p->seq = ntohl(th->seq);
 		p->ack = ntohl(th->ack_seq);
@@ -564,7 +670,7 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 		dport = th->dest;
 		/* Options are walked in SYNs only (MSS, scale, SACK, timestamps, the summary); other
 		 * segments are only looked at for their timestamps (passive RTT), cheaply. */
-		if ((flags & TH_SYN) && doff > sizeof(*th)) {
+		if ((flags & TH_SYN) && doff > sizeof(*th) && !bad_flags) {
 			void *opt = (void *)(th + 1);
 			__u32 optlen = doff - sizeof(*th);
 			if (opt + optlen > data_end) {
@@ -600,7 +706,8 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 			*reason = CT_REASON_UDP_BAD_LENGTH;
 			return CT_CLASS_INVALID;
 		}
-		p->datalen = ulen - sizeof(*uh);   /* for replay's line (len=); UDP judges no lengths */
+		/* for replay's line (len=) and Zeek's payload bytes; UDP judges no lengths */
+		p->datalen = ulen - sizeof(*uh);
 		sport = uh->source;
 		dport = uh->dest;
 	} else if (l4proto == IPPROTO_ICMP || l4proto == IPPROTO_ICMPV6) {
@@ -746,7 +853,379 @@ static __always_inline int ct_parse(void *data, void *data_end, __u32 pkt_len, s
 		p->key.port[0] = sport;
 		p->key.port[1] = dport;
 	}
+	if (bad_flags) {
+		*reason = CT_REASON_TCP_BAD_FLAGS;
+		return CT_CLASS_INVALID;
+	}
 	return related ? CT_CLASS_RELATED : CT_CLASS_NEW;
+}
+
+/* ---- Zeek's conn_state and history (conn.log) ---------------------------------------------------
+ * Every packet of a flow the tracker sees, valid or not, goes through Zeek's own rules, as its TCP
+ * analyzer applies them (src/packet_analysis/protocol/tcp/TCPSessionAdapter.cc: init_endpoint,
+ * update_history, update_window, update_last_seq, the UpdateStateMachine family, the reassembler's
+ * AckReceived and DataSent for content gaps) and its UDP analyzer (D/d, endpoint activity). This is
+ * a record of what crossed the wire; the tracker's own judgement stays in its states and verdicts.
+ * Kept modulo 2^32 (Zeek counts sequence wraps); checksums are not checked (no C/c letters). */
+#define CT_ZEEK_TOO_LARGE_SEQ_DELTA 1048576
+
+/* The record of a flow that ends in its entry, kept for its CLOSED event and the replay. */
+static __always_inline void ct_zeek_prev(struct ct_scratch *sc, struct ct_zeek *z)
+{
+	__builtin_memcpy(&sc->zk_prev, z, sizeof(*z));
+}
+
+static __always_inline void ct_zeek_letter(struct ct_zeek *z, char c)
+{
+	__u32 n = z->hist_len;
+	if (n < CT_ZEEK_HISTORY) {
+		z->history[n] = c;
+		z->hist_len = n + 1;
+	}
+}
+
+/* Zeek's CheckHistory: the letter once per direction; returns 1 when it was already there. */
+static __always_inline int ct_zeek_once(struct ct_zeek *z, __u32 d, __u16 bit, char c)
+{
+	__u16 m = d ? bit << 8 : bit;
+	if (z->hist_seen & m)
+		return 1;
+	z->hist_seen |= m;
+	ct_zeek_letter(z, d ? c + ('a' - 'A') : c);
+	return 0;
+}
+
+/* Zeek's ScaledHistoryEntry: the letter at the 1st, 10th, 100th, ... occurrence. c[0] counts,
+ * c[1] is the next count that logs (0: not started, i.e. 1). */
+static __always_inline void ct_zeek_scaled(struct ct_zeek *z, __u32 d, __u32 *c, char letter)
+{
+	__u32 n = c[0] + 1, t = c[1] ? c[1] : 1;
+	c[0] = n;
+	if (n == t) {
+		ct_zeek_letter(z, d ? letter + ('a' - 'A') : letter);
+		if (t * 10 <= t)
+			c[0] = 0;   /* the threshold would wrap: Zeek restarts the count */
+		else
+			c[1] = t * 10;
+	}
+}
+
+static __always_inline void ct_zeek_set(struct ct_zeek_dir *x, __u8 state)
+{
+	if (x->state != state) {
+		x->prev_state = x->state;
+		x->state = state;
+	}
+}
+
+/* Zeek's "established or cleanly closing" endpoint: only then is a content gap a letter. */
+static __always_inline int ct_zeek_clean(struct ct_zeek_dir *x)
+{
+	return x->state == CT_ZEEK_ESTABLISHED ||
+	       (x->state == CT_ZEEK_CLOSED && x->prev_state == CT_ZEEK_ESTABLISHED);
+}
+
+/* (Re)starts an endpoint's sequence space, as Zeek's InitStartSeq/InitAckSeq/InitLastSeq. */
+static __always_inline void ct_zeek_seqinit(struct ct_zeek_dir *x, __u32 start, __u32 last)
+{
+	x->start_seq = start;
+	x->ack_seq = start;
+	x->last_seq = last;
+	x->reasm = 1;   /* the reassembler starts after the SYN */
+	x->trim = 1;
+	x->flags &= ~CT_ZD_OOO;
+}
+
+/* The peer of a gap check: its data up to relative sequence a was acknowledged. A gap is data
+ * acknowledged that was never seen in order (data seen beyond one hole is remembered). */
+static __always_inline void ct_zeek_acked(struct ct_zeek *z, __u32 pd, __u32 a)
+{
+	struct ct_zeek_dir *x = &z->dir[pd & 1], *o = &z->dir[(pd ^ 1) & 1];
+	if ((x->flags & CT_ZD_FIN) && !seq_before(a, x->fin_seq))
+		a = x->fin_seq - 1;   /* the FIN is not data */
+	if (!seq_after(a, x->trim))
+		return;
+	x->trim = a;
+	if (!seq_after(a, x->reasm))
+		return;
+	if (!(a <= 2 && (z->flags & CT_ZF_PARTIAL)) && ct_zeek_clean(x) && ct_zeek_clean(o))
+		ct_zeek_scaled(z, pd, x->gap, 'G');
+	x->reasm = a;
+	if ((x->flags & CT_ZD_OOO) && !seq_before(x->reasm, x->ooo_start)) {
+		if (seq_after(x->ooo_end, x->reasm))
+			x->reasm = x->ooo_end;
+		x->flags &= ~CT_ZD_OOO;
+	}
+}
+
+/* Payload [s, s + len) (relative) sent by x: in order it extends what the reassembler has. */
+static __always_inline void ct_zeek_data(struct ct_zeek_dir *x, __u32 s, __u32 len)
+{
+	__u32 e = s + len;
+	if (!seq_after(e, x->trim))
+		return;   /* all of it acknowledged already */
+	if (seq_before(s, x->trim))
+		s = x->trim;
+	if (!seq_after(s, x->reasm)) {
+		if (seq_after(e, x->reasm))
+			x->reasm = e;
+		if ((x->flags & CT_ZD_OOO) && !seq_before(x->reasm, x->ooo_start)) {
+			if (seq_after(x->ooo_end, x->reasm))
+				x->reasm = x->ooo_end;
+			x->flags &= ~CT_ZD_OOO;
+		}
+	} else if (x->flags & CT_ZD_OOO) {
+		if (seq_before(s, x->ooo_start))
+			x->ooo_start = s;
+		if (seq_after(e, x->ooo_end))
+			x->ooo_end = e;
+	} else {
+		x->ooo_start = s;
+		x->ooo_end = e;
+		x->flags |= CT_ZD_OOO;
+	}
+}
+
+/* Values the Zeek code branches on are read from the packet's scratch memory at each use (ZV), and
+ * its intermediate results go there too: the verifier does not track map memory, so the
+ * branches below meet again in one verifier state instead of multiplying. */
+#define ZV(x) (*(volatile typeof(x) *)&(x))
+#define ZF(bit) (ZV(p->tcp_flags) & (bit))
+#define ZD ZV(p->zdir)
+
+/* One TCP segment (p) from direction p->zdir, in Zeek's order. */
+static __always_inline void ct_zeek_tcp(struct ct_zeek *z, struct ct_pkt *p)
+{
+	struct ct_zeek_dir *ep = &z->dir[ZD & 1], *peer = &z->dir[(ZD ^ 1) & 1];
+	p->zseg = ZF(TH_RST) ? 0 : p->datalen;
+	if (ZF(TH_SYN))
+		p->zseg += 1;
+	if (ZF(TH_FIN))
+		p->zseg += 1;
+	p->zlast = p->seq + ZV(p->zseg);
+
+	/* SetPartialStatus, on each side's first packet */
+	if (ZD == CT_DIR_ORIG) {
+		if (!(z->flags & CT_ZF_SEEN_ORIG) && (!ZF(TH_SYN) || ZF(TH_ACK)))
+			z->flags |= CT_ZF_PARTIAL;
+		z->flags |= CT_ZF_SEEN_ORIG;
+	} else {
+		if (!(z->flags & CT_ZF_SEEN_REPLY) && !ZF(TH_SYN))
+			z->flags |= CT_ZF_PARTIAL;
+		z->flags |= CT_ZF_SEEN_REPLY;
+	}
+
+	/* init_endpoint */
+	if (ep->state == CT_ZEEK_INACTIVE) {
+		if (ZF(TH_SYN))
+			ct_zeek_seqinit(ep, p->seq, ZV(p->zlast));
+		else
+			ct_zeek_seqinit(ep, p->seq - 1, p->seq);   /* as though a SYN came before */
+	} else if (ZF(TH_SYN) &&
+		   (((ep->state == CT_ZEEK_SYN_SENT || ep->state == CT_ZEEK_SYN_ACK_SENT) &&
+		     p->seq != ep->start_seq) ||
+		    ep->state == CT_ZEEK_ESTABLISHED || ep->state == CT_ZEEK_PARTIAL ||
+		    (ep->state == CT_ZEEK_RESET && ep->prev_state == CT_ZEEK_INACTIVE))) {
+		ct_zeek_seqinit(ep, p->seq, ZV(p->zlast));
+	}
+	p->zrel = p->seq - ep->start_seq;
+
+	/* update_history: one of SYN, FIN, RST; FIN+RST; SYN with another; none */
+	p->zbits = (ZF(TH_SYN) ? 1 : 0) + (ZF(TH_FIN) ? 1 : 0) + (ZF(TH_RST) ? 1 : 0);
+	if (ZV(p->zbits) > 1) {
+		if (ZF(TH_FIN) && ZF(TH_RST))
+			ct_zeek_once(z, ZD, CT_ZH_FIN_RST, 'I');
+		else
+			ct_zeek_once(z, ZD, CT_ZH_MULTI, 'Q');
+	} else if (ZF(TH_SYN)) {
+		if (ct_zeek_once(z, ZD, CT_ZH_SYN, ZF(TH_ACK) ? 'H' : 'S') && ZV(p->zrel) != ep->hist_syn)
+			ct_zeek_letter(z, (ZF(TH_ACK) ? 'H' : 'S') + (ZD ? 'a' - 'A' : 0));
+		ep->hist_syn = ZV(p->zrel);
+	} else if (ZF(TH_FIN)) {
+		if (ct_zeek_once(z, ZD, CT_ZH_FIN, 'F') && ZV(p->zrel) + p->datalen != ep->hist_fin)
+			ct_zeek_letter(z, ZD ? 'f' : 'F');
+		ep->hist_fin = ZV(p->zrel) + p->datalen;
+	} else if (ZF(TH_RST)) {
+		if (ct_zeek_once(z, ZD, CT_ZH_RST, 'R') && ZV(p->zrel) != ep->hist_rst)
+			ct_zeek_letter(z, ZD ? 'r' : 'R');
+		ep->hist_rst = ZV(p->zrel);
+	} else if (ZV(p->datalen)) {
+		ct_zeek_once(z, ZD, CT_ZH_DATA, 'D');
+	} else if (ZF(TH_ACK)) {
+		ct_zeek_once(z, ZD, CT_ZH_ACK, 'A');
+	}
+
+	/* update_window: a zero window (scaling cannot make it non-zero) */
+	if (ZV(p->win) == 0 && !ZF(TH_RST) && peer->state != CT_ZEEK_CLOSED &&
+	    ep->state != CT_ZEEK_RESET)
+		ct_zeek_scaled(z, ZD, ep->win0, 'W');
+
+	if (ZF(TH_FIN)) {
+		ep->flags |= CT_ZD_FIN;
+		ep->fin_seq = ZV(p->zrel) + ZV(p->zseg);
+	}
+
+	/* the acknowledgement, in the peer's sequence space */
+	p->zack = 0;
+	if (ZF(TH_ACK)) {
+		if (peer->state == CT_ZEEK_INACTIVE) {
+			p->zack = 1;
+			ct_zeek_seqinit(peer, p->ack - 1, p->ack - 1);   /* init_peer */
+		} else if ((__s32)(p->ack - peer->start_seq) >= 0) {
+			p->zack = p->ack - peer->start_seq;
+			if (!ZF(TH_RST) && (__s32)(p->ack - peer->ack_seq) > 0 &&
+			    !(p->ack == 0 &&
+			      (__s32)(p->ack - peer->ack_seq) > CT_ZEEK_TOO_LARGE_SEQ_DELTA))
+				peer->ack_seq = p->ack;
+		}
+	}
+
+	/* update_last_seq: a retransmission is payload not beyond what was sent */
+	p->zdl = ZV(p->zlast) - ep->last_seq;
+	if ((ZF(TH_SYN) || ZF(TH_RST)) && ((__s32)ZV(p->zdl) > CT_ZEEK_TOO_LARGE_SEQ_DELTA ||
+					    (__s32)ZV(p->zdl) < -CT_ZEEK_TOO_LARGE_SEQ_DELTA))
+		;
+	else if (ZF(TH_FIN) && ep->last_seq == ep->start_seq + 1)
+		ep->last_seq = ZV(p->zlast);
+	else if (ep->state == CT_ZEEK_RESET)
+		;
+	else if ((__s32)ZV(p->zdl) > 0)
+		ep->last_seq = ZV(p->zlast);
+	else if (ZV(p->datalen) > 0)
+		ct_zeek_scaled(z, ZD, ep->rxmt, 'T');
+
+	/* UpdateStateMachine */
+	if (ep->state == CT_ZEEK_INACTIVE) {
+		if (ZF(TH_SYN)) {
+			if (ZD == CT_DIR_ORIG) {
+				ct_zeek_set(ep, ZF(TH_ACK) ? CT_ZEEK_SYN_ACK_SENT : CT_ZEEK_SYN_SENT);
+			} else {
+				if (peer->state == CT_ZEEK_SYN_SENT)
+					ct_zeek_set(peer, CT_ZEEK_ESTABLISHED);
+				ct_zeek_set(ep, CT_ZEEK_ESTABLISHED);
+			}
+		}
+		if (ZF(TH_FIN))
+			ct_zeek_set(ep, CT_ZEEK_CLOSED);
+		if (ZF(TH_RST))
+			ct_zeek_set(ep, CT_ZEEK_RESET);
+		if (ep->state == CT_ZEEK_INACTIVE) {
+			if (ZD == CT_DIR_REPLY && ZV(p->datalen) == 0 &&
+			    z->dir[CT_DIR_ORIG].state == CT_ZEEK_SYN_SENT)
+				;   /* an ACK of the SYN before the SYN/ACK: not a partial connection */
+			else if (ZF(TH_ACK) && peer->state == CT_ZEEK_ESTABLISHED)
+				ct_zeek_set(ep, CT_ZEEK_ESTABLISHED);   /* the SYN was missed */
+			else
+				ct_zeek_set(ep, CT_ZEEK_PARTIAL);
+		}
+	} else if (ep->state == CT_ZEEK_SYN_SENT || ep->state == CT_ZEEK_SYN_ACK_SENT) {
+		if (ZF(TH_FIN))
+			ct_zeek_set(ep, CT_ZEEK_CLOSED);
+		if (ZF(TH_RST))
+			ct_zeek_set(ep, CT_ZEEK_RESET);
+	} else if (ep->state == CT_ZEEK_ESTABLISHED || ep->state == CT_ZEEK_PARTIAL) {
+		if (ZF(TH_SYN) && !ZF(TH_ACK) && ep->state == CT_ZEEK_PARTIAL &&
+		    peer->state == CT_ZEEK_INACTIVE)
+			ct_zeek_set(ep, CT_ZEEK_SYN_SENT);
+		if (ZF(TH_FIN) && !ZF(TH_RST)) {
+			ct_zeek_set(ep, CT_ZEEK_CLOSED);
+			if (peer->state == CT_ZEEK_RESET && peer->prev_state == CT_ZEEK_CLOSED)
+				ct_zeek_set(peer, CT_ZEEK_CLOSED);   /* its FIN then RST: a normal end */
+		}
+		if (ZF(TH_RST))
+			ct_zeek_set(ep, CT_ZEEK_RESET);
+	} else if (ep->state == CT_ZEEK_CLOSED) {
+		if (ZF(TH_RST) && peer->state != CT_ZEEK_CLOSED)
+			ct_zeek_set(ep, CT_ZEEK_RESET);
+	}
+
+	/* the peer's reassembler sees the ACK, then this side's data is delivered */
+	if (ZF(TH_ACK))
+		ct_zeek_acked(z, ZD ^ 1, ZV(p->zack));
+	if (ZV(p->datalen) > 0 && !ZF(TH_RST) && (__s32)ZV(p->zrel) >= 0)
+		ct_zeek_data(ep, ZV(p->zrel) + (ZF(TH_SYN) ? 1 : 0), ZV(p->datalen));
+}
+
+/* A packet of flow e, whatever the tracker makes of it (before the state machine: see
+ * ct_update). */
+static __always_inline void ct_zeek_update(struct ct_zeek *z, struct ct_pkt *p, __u32 d,
+					   __u64 now)
+{
+	if (ZV(p->zrestart)) {
+		/* the state machine restarts the flow with this packet: so does Zeek's record (a
+		 * new connection, a new conn.log row; the old record goes to the flow's end) */
+		ct_zeek_prev(ct_sc(p), z);
+		__builtin_memset(z, 0, sizeof(*z));
+		if (ZV(p->zrestart) == 2) {
+			/* from the SYN remembered earlier: Zeek saw it (S) */
+			struct ct_zeek_dir *o = &z->dir[CT_DIR_ORIG];
+			ct_zeek_seqinit(o, p->zseed, p->zseed + 1);
+			o->state = CT_ZEEK_SYN_SENT;
+			z->flags = CT_ZF_SEEN_ORIG;
+			z->hist_seen = CT_ZH_SYN;
+			z->history[0] = 'S';
+			z->hist_len = 1;
+			d = CT_DIR_REPLY;   /* the SYN/ACK's sender is the new flow's responder */
+		} else {
+			d = CT_DIR_ORIG;   /* the SYN's sender opens the new flow */
+		}
+	}
+	struct ct_zeek_dir *x = &z->dir[d & 1];
+	z->last_ts = now;
+	if (p->key.proto == IPPROTO_UDP) {
+		ct_zeek_once(z, d, CT_ZH_DATA, 'D');
+		x->state = CT_ZEEK_ACTIVE;
+		x->payload += p->datalen;
+		return;
+	}
+	p->zdir = d;
+	ct_zeek_tcp(z, p);
+}
+
+/* A packet the tracker judged INVALID: left out of its counters, counted for conn.log. */
+static __always_inline void ct_zeek_invalid(struct ct_zeek *z, struct ct_pkt *p, __u32 d)
+{
+	z->dir[d & 1].extra_pkts += 1;
+	z->dir[d & 1].extra_bytes += p->ip_len;
+}
+
+/* Zeek's rules for the first packet of a new flow, which the tracker accepted: a SYN, a SYN/ACK
+ * (flipped: from the responder), a mid-stream ACK, or a UDP datagram; every state is INACTIVE and
+ * the record is empty. What ct_zeek_tcp does to such a packet, spelt out short: the new-flow
+ * path would otherwise carry a second copy of it. */
+static __always_inline void ct_zeek_first(struct ct_zeek *z, struct ct_pkt *p, __u32 d, __u64 now)
+{
+	struct ct_zeek_dir *ep = &z->dir[d & 1], *peer = &z->dir[(d ^ 1) & 1];
+	z->last_ts = now;
+	z->flags |= d ? CT_ZF_SEEN_REPLY : CT_ZF_SEEN_ORIG;
+	if (p->key.proto == IPPROTO_UDP) {
+		ct_zeek_once(z, d, CT_ZH_DATA, 'D');
+		ep->state = CT_ZEEK_ACTIVE;
+		ep->payload = p->datalen;
+		return;
+	}
+	if ZF(TH_SYN) {
+		/* S from the originator, or h from the responder of a flipped flow (its SYN/ACK) */
+		ct_zeek_seqinit(ep, p->seq, p->seq + 1 + p->datalen);
+		ct_zeek_once(z, d, CT_ZH_SYN, ZF(TH_ACK) ? 'H' : 'S');
+		ep->state = d ? CT_ZEEK_ESTABLISHED : CT_ZEEK_SYN_SENT;
+		if (d == CT_DIR_ORIG && ZF(TH_ACK))
+			z->flags |= CT_ZF_PARTIAL;
+	} else {
+		/* a mid-stream ACK: as though a SYN came before */
+		ct_zeek_seqinit(ep, p->seq - 1, p->seq + p->datalen);
+		ct_zeek_once(z, d, ZV(p->datalen) ? CT_ZH_DATA : CT_ZH_ACK, ZV(p->datalen) ? 'D' : 'A');
+		ep->state = CT_ZEEK_PARTIAL;
+		z->flags |= CT_ZF_PARTIAL;
+	}
+	if (ZV(p->win) == 0)
+		ct_zeek_scaled(z, d, ep->win0, 'W');
+	if ZF(TH_ACK)
+		ct_zeek_seqinit(peer, p->ack - 1, p->ack - 1);   /* init_peer */
+	if (ZF(TH_SYN) && ZV(p->datalen))
+		ct_zeek_scaled(z, d, ep->rxmt, 'T');   /* Zeek's SYN with data: last_seq already there */
+	if (ZV(p->datalen))
+		ep->reasm = 1 + p->datalen;
 }
 
 /* ---- Flow bookkeeping ------------------------------------------------------------------------ */
@@ -783,6 +1262,13 @@ struct ct_result {
 	__u64 bytes[2];
 	__u64 prev_packets[2];
 	__u64 prev_bytes[2];
+	__u64 last_seen;     /* the flow's, for events */
+	/* The flow that ended in this entry (expiry, reopen; ct_prev_end): its own times, and (in
+	 * scratch) its Zeek record and RTT, for its DESTROY event and the replay's trace */
+	__u64 prev_first_seen;
+	__u64 prev_last_seen;
+	__u8 prev_ended;     /* the entry was reinitialised: its previous flow is over */
+	__u8 prev_close_reason;   /* how it ended (fin, rst, or prev_closed's reason) */
 };
 /* A packet's ct_result lives in per-CPU map memory, not on the stack. Why: the verifier tracks
  * every constant a stack slot holds, so each path through the TCP state machine that leaves
@@ -790,6 +1276,7 @@ struct ct_result {
  * again for; map memory holds unknown values, and those paths merge. On the stack, the RTT
  * update on top of the state machine took the verifier past its 1,000,000-instruction limit. */
 BPF_PERCPU_ARRAY(results, struct ct_result, 1);
+
 
 static __always_inline __u64 ct_timeout_ns(struct ct_entry *e)
 {
@@ -879,6 +1366,9 @@ static __always_inline void ct_prev_end(struct ct_entry *e, struct ct_result *r,
 	r->prev_orig_state = e->dir[0].state;
 	r->prev_reply_state = e->dir[1].state;
 	r->prev_orig_side = e->orig_side;
+	r->prev_first_seen = e->first_seen;
+	r->prev_last_seen = e->last_seen;
+	r->prev_close_reason = e->close_reason;
 }
 
 /* Resets an entry to "nothing known", keeping the lock word. */
@@ -971,18 +1461,21 @@ static __always_inline void ct_rtt_update(struct ct_entry *e, struct ct_pkt *p, 
 	__u64 now = p->rtt_now;
 	if (f & TH_RST)
 		return;
+	int take = 0, hs = 0;
 	if (peer->mode != CT_RTT_NONE && (f & TH_ACK)) {
 		if (peer->mode == CT_RTT_TS) {
-			if (p->has_ts && p->tsecr == peer->ref) {
-				ct_rtt_sample(e, p, d, peer->t_ns, 0);
+			if (p->has_ts && p->tsecr == peer->ref)
+				take = 1;
+			else if (p->has_ts && seq_after(p->tsecr, peer->ref))
 				peer->mode = CT_RTT_NONE;
-			} else if (p->has_ts && seq_after(p->tsecr, peer->ref)) {
-				peer->mode = CT_RTT_NONE;
-			}
 		} else if (!seq_before(p->ack, peer->ref)) {
-			ct_rtt_sample(e, p, d, peer->t_ns, peer->mode == CT_RTT_HANDSHAKE);
-			peer->mode = CT_RTT_NONE;
+			take = 1;
+			hs = peer->mode == CT_RTT_HANDSHAKE;
 		}
+	}
+	if (take) {   /* one copy of the sample code (the verifier's budget) */
+		ct_rtt_sample(e, p, d, peer->t_ns, hs);
+		peer->mode = CT_RTT_NONE;
 	}
 	int new_tsval = 0;
 	if (p->has_ts && (!(me->flags & CT_RTT_F_TSVAL) || seq_after(p->tsval, me->ts_max))) {
@@ -1070,12 +1563,28 @@ static __always_inline void ct_flow_init(struct ct_entry *e, struct ct_pkt *p, _
 		return;
 	}
 	struct ct_dir *o = &e->dir[CT_DIR_ORIG];
-	if (p->tcp_flags & TH_SYN) {
+	if ((ZV(p->tcp_flags) & (TH_SYN | TH_ACK)) == TH_SYN) {
 		ct_dir_init_syn(o, p);
 		ct_synopts_take(e, p, CT_DIR_ORIG, 1);
 		o->state = CT_TCP_SYN_SENT;
 		e->dir[CT_DIR_REPLY].state = CT_TCP_SYN_RECV;   /* assumes the SYN is delivered */
 		e->state = CT_STATE_SYN_SENT;
+	} else if (ZV(p->tcp_flags) & TH_SYN) {
+		/* Pickup of a SYN/ACK whose SYN the tracker did not see: its receiver opened the
+		 * connection (the flow is the other way round from this packet, Zeek's flip, its
+		 * history's "^"). The opener's windows are learnt from its first segment. */
+		e->orig_side = p->side ^ 1;
+		struct ct_dir *r = &e->dir[CT_DIR_REPLY];
+		ct_dir_init_syn(r, p);
+		r->state = CT_TCP_SYN_RECV;
+		o->state = CT_TCP_ESTABLISHED;
+		o->td_end = p->ack;
+		o->td_maxend = p->ack;
+		e->flags = CT_F_PICKED_UP | CT_F_SEEN_REPLY;
+		e->state = CT_STATE_SYN_RECV;
+		e->zeek.flags |= CT_ZF_FLIPPED;
+		e->zeek.history[0] = '^';
+		e->zeek.hist_len = 1;
 	} else {
 		/* Mid-stream pickup: nothing is known of the windows or scaling, so the flow is
 		 * checked liberally (no window checks), as netfilter's be_liberal does. */
@@ -1091,31 +1600,48 @@ static __always_inline void ct_flow_init(struct ct_entry *e, struct ct_pkt *p, _
 		e->state = CT_STATE_ESTABLISHED;
 	}
 #ifndef CT_NO_RTT
-	/* what the opening segment awaits: its SYN's answer, or (picked up) its data's or TSval's */
-	ct_rtt_update(e, p, CT_DIR_ORIG, 0, 0, p->seq);
+	/* what the opening segment awaits: its SYN's answer, or (picked up) its data's or TSval's;
+	 * the update runs where ct_update's paths join (ct_entry_build: right after), with these
+	 * inputs in the packet's scratch: one copy of it for the verifier, not one per caller */
+	p->rtt_go = 1;
+	p->rtt_init = 1;
+	p->rtt_prev_flags = 0;
+	p->rtt_prev_isn = 0;
+	p->rtt_prev_end = p->seq;
 #endif
 }
 
 /* A new entry for the flow packet p opens: its state, the packet's counters and times. */
 static __always_inline void ct_entry_build(struct ct_entry *ne, struct ct_pkt *p, __u64 now)
 {
+	bpf_probe_read_kernel(&ne->zeek, sizeof(ne->zeek), &ct_sc(p)->zk_zero);   /* zeroes it */
 	ct_flow_init(ne, p, now);
-	ne->dir[CT_DIR_ORIG].packets = 1;
-	ne->dir[CT_DIR_ORIG].bytes = p->ip_len;
+#ifndef CT_NO_RTT
+	if (ZV(p->rtt_init))
+		ct_rtt_update(ne, p, CT_DIR_ORIG, 0, 0, p->seq);
+	p->rtt_init = 0;   /* done: a lost insert race goes on as an existing flow */
+	p->rtt_go = 0;
+#endif
+	__u32 d = (p->side == ne->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY;
+	ne->dir[d & 1].packets = 1;
+	ne->dir[d & 1].bytes = p->ip_len;
 	ne->last_seen = now;
 	ne->expires = now + ct_timeout_ns(ne);
+	ct_zeek_first(&ne->zeek, p, d, now);
 }
 
 /* Can this packet open a flow? */
 static __always_inline int ct_can_open(struct ct_pkt *p)
 {
+	if (p->bad_flags)
+		return 0;
 	if (p->key.proto == IPPROTO_UDP)
 		return 1;
 	__u8 f = p->tcp_flags & (TH_SYN | TH_ACK | TH_RST | TH_FIN);
 	if (f == TH_SYN)
 		return 1;
 #ifdef CT_PICKUP
-	if (f == TH_ACK)
+	if (f == TH_ACK || f == (TH_SYN | TH_ACK))
 		return 1;
 #endif
 	return 0;
@@ -1338,6 +1864,7 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 	 * opened by whichever side sent it (RFC 9293 3.10.7.4, RFC 6191). */
 	if (f == TH_SYN && (st == CT_STATE_TIME_WAIT || st == CT_STATE_CLOSE)) {
 		ct_prev_end(e, r, CT_CLOSE_REOPENED);
+		r->prev_ended = 1;   /* the entry restarts: the replay's record of the old flow */
 		ct_flow_init(e, p, now);
 		r->klass = CT_CLASS_NEW;
 		r->created = 1;
@@ -1435,6 +1962,7 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 	if (f == (TH_SYN | TH_ACK)) {
 		if ((e->flags & CT_F_IGNORED_SYN) && d != e->ignored_dir && p->ack == e->ignored_seq + 1) {
 			ct_prev_end(e, r, CT_CLOSE_REOPENED);
+			r->prev_ended = 1;
 			ct_restart_from_ignored(e, d, now);
 			r->created = 1;
 			r->klass = CT_CLASS_NEW;
@@ -1502,7 +2030,60 @@ static __always_inline void ct_tcp_existing(struct ct_entry *e, struct ct_pkt *p
 }
 
 /* ---- Events ----------------------------------------------------------------------------------- */
-static __always_inline void ct_emit(__u8 type, struct ct_key *key, struct ct_result *r, __u64 now,
+/* Fills an event (or the replay's record of an ended flow) from a packet's result: the flow now,
+ * or (prev) the flow that ended in the entry. */
+static __always_inline void ct_fill_event(struct ct_event *ev, __u8 type, struct ct_key *key,
+					  struct ct_result *r, struct ct_scratch *sc,
+					  struct ct_zeek *zsrc, __u64 now, __u8 close_reason, int prev)
+{
+	ev->ts = now;
+	ev->key = *key;
+	ev->type = type;
+	ev->old_state = r->old_state;
+	ev->close_reason = close_reason;
+	ev->pad = 0;
+	if (prev) {
+		ev->old_state = 0;
+		ev->state = r->prev_state;
+		ev->orig_state = r->prev_orig_state;
+		ev->reply_state = r->prev_reply_state;
+		ev->orig_side = r->prev_orig_side;
+		ev->packets[0] = r->prev_packets[0];
+		ev->packets[1] = r->prev_packets[1];
+		ev->bytes[0] = r->prev_bytes[0];
+		ev->bytes[1] = r->prev_bytes[1];
+		ev->first_seen = r->prev_first_seen;
+		ev->last_seen = r->prev_last_seen;
+		bpf_probe_read_kernel(&ev->zeek, sizeof(ev->zeek), &sc->zk_prev);
+	} else {
+		ev->state = r->state;
+		ev->orig_state = r->orig_state;
+		ev->reply_state = r->reply_state;
+		ev->orig_side = r->orig_side;
+		ev->packets[0] = r->packets[0];
+		ev->packets[1] = r->packets[1];
+		ev->bytes[0] = r->bytes[0];
+		ev->bytes[1] = r->bytes[1];
+		ev->first_seen = r->first_seen;
+		ev->last_seen = r->last_seen;
+		/* the flow's record as it is (read without its lock: an event may, rarely, show
+		 * a packet of another CPU half applied); a helper call, not 30 copies, for the
+		 * verifier's sake */
+		if (zsrc)
+			bpf_probe_read_kernel(&ev->zeek, sizeof(ev->zeek), zsrc);
+		else
+			bpf_probe_read_kernel(&ev->zeek, sizeof(ev->zeek), &sc->zk_zero);
+	}
+	/* the flow's RTT in its end events (set in scratch just before: see ct_rtt_summarise's
+	 * callers), none in the others */
+	if (type == CT_EVENT_CLOSED || type == CT_EVENT_DESTROY)
+		ev->rtt = prev ? sc->prev_rtt_sum : sc->rtt_sum;
+	else
+		__builtin_memset(&ev->rtt, 0, sizeof(ev->rtt));
+}
+
+static __always_inline void ct_emit(__u8 type, struct ct_key *key, struct ct_result *r,
+				    struct ct_scratch *sc, struct ct_zeek *zsrc, __u64 now,
 				    __u8 close_reason, int prev)
 {
 #ifndef CT_NO_EVENTS
@@ -1511,100 +2092,53 @@ static __always_inline void ct_emit(__u8 type, struct ct_key *key, struct ct_res
 		stat_inc(CT_STAT_EVENTS_LOST);
 		return;
 	}
-#ifdef CT_REPLAY
-	ev->ts = now;   /* the capture's clock */
-#else
+	ct_fill_event(ev, type, key, r, sc, zsrc, now, close_reason, prev);
+#ifndef CT_REPLAY
 	/* Events are rare (state changes only), so they can afford the precise clock, read here
 	 * and nowhere else: the per-packet path keeps ct_now()'s coarse one, whose jiffy would
 	 * give a whole handshake's events one time. Both count CLOCK_MONOTONIC. */
 	ev->ts = bpf_ktime_get_ns();
 #endif
-	ev->key = *key;
-	ev->type = type;
-	ev->state = r->state;
-	ev->old_state = r->old_state;
-	ev->orig_state = r->orig_state;
-	ev->reply_state = r->reply_state;
-	ev->orig_side = r->orig_side;
-	ev->close_reason = close_reason;
-	ev->pad = 0;
-	if (prev) {
-		ev->state = r->prev_state;
-		ev->old_state = 0;
-		ev->orig_state = r->prev_orig_state;
-		ev->reply_state = r->prev_reply_state;
-		ev->orig_side = r->prev_orig_side;
-		ev->packets[0] = r->prev_packets[0];
-		ev->packets[1] = r->prev_packets[1];
-		ev->bytes[0] = r->prev_bytes[0];
-		ev->bytes[1] = r->prev_bytes[1];
-	} else {
-		ev->packets[0] = r->packets[0];
-		ev->packets[1] = r->packets[1];
-		ev->bytes[0] = r->bytes[0];
-		ev->bytes[1] = r->bytes[1];
-	}
-	__builtin_memset(&ev->rtt, 0, sizeof(ev->rtt));
-	if (type == CT_EVENT_CLOSED || type == CT_EVENT_DESTROY) {
-		__u32 z = 0;
-		struct ct_scratch *sc = scratch.lookup(&z);   /* the packet's, set under the lock */
-		if (sc)
-			ev->rtt = prev ? sc->prev_rtt_sum : sc->rtt_sum;
-	}
-	events.ringbuf_submit(ev, 0);
-#endif
-}
-
-/* DESTROY of an entry this program removed (eviction), from the entry's last values. */
-static __always_inline void ct_emit_entry(struct ct_key *key, struct ct_entry *e, __u8 why, __u64 now)
-{
-#ifndef CT_NO_EVENTS
-	struct ct_event *ev = events.ringbuf_reserve(sizeof(struct ct_event));
-	if (!ev) {
-		stat_inc(CT_STAT_EVENTS_LOST);
-		return;
-	}
-#ifdef CT_REPLAY
-	ev->ts = now;   /* the capture's clock */
-#else
-	ev->ts = bpf_ktime_get_ns();   /* as ct_emit: the precise clock, read at emission */
-#endif
-	ev->key = *key;
-	ev->type = CT_EVENT_DESTROY;
-	ev->state = e->state;
-	ev->old_state = 0;
-	ev->orig_state = e->dir[0].state;
-	ev->reply_state = e->dir[1].state;
-	ev->orig_side = e->orig_side;
-	ev->close_reason = why;
-	ev->pad = 0;
-	ev->packets[0] = e->dir[0].packets;
-	ev->packets[1] = e->dir[1].packets;
-	ev->bytes[0] = e->dir[0].bytes;
-	ev->bytes[1] = e->dir[1].bytes;
 	events.ringbuf_submit(ev, 0);
 #endif
 }
 
 /* After a flow's packet was handled under the lock: the part that needs helper calls. */
-static __always_inline void ct_after(struct ct_key *key, struct ct_result *r, __u64 now)
+static __always_inline void ct_after(struct ct_key *key, struct ct_result *r,
+				     struct ct_scratch *sc, __u64 now)
 {
+	struct ct_zeek *zsrc = (struct ct_zeek *)(long)sc->zsrc;   /* read with a helper only */
 	/* The previous flow of the entry: DESTROY once, by whoever removed or reused the entry. */
+	int gone = 0;
 	if (r->prev_count)
 		stat_inc(r->prev_closed == CT_CLOSE_REOPENED ? CT_STAT_REOPENED : CT_STAT_CLOSED_TIMEOUT);
-	if (r->prev_closed && (!r->prev_remove || flows.delete(key) == 0))
-		ct_emit(CT_EVENT_DESTROY, key, r, now, r->prev_closed, 1);
+	if (r->prev_closed && (!r->prev_remove || flows.delete(key) == 0)) {
+		gone = 1;
+		ct_emit(CT_EVENT_DESTROY, key, r, sc, zsrc, now, r->prev_closed, 1);
+	}
+#ifdef CT_REPLAY
+	if (r->prev_ended || gone) {
+		/* the replay writes one record per connection (ctrack replay -o zeek): this one's */
+		__u32 z = 0;
+		struct ct_trace *t = trace.lookup(&z);
+		if (t) {
+			t->has_ended = 1;
+			ct_fill_event(&t->ended, CT_EVENT_DESTROY, key, r, sc, zsrc, now,
+				      r->prev_close_reason, 1);
+		}
+	}
+#endif
 	struct ct_evict_item item = {.key = *key, .first_seen = r->first_seen};
 	if (r->created) {
 		stat_inc(CT_STAT_FLOWS_CREATED);
 		evict_queue.push(&item, BPF_EXIST);
-		ct_emit(CT_EVENT_NEW, key, r, now, 0, 0);
+		ct_emit(CT_EVENT_NEW, key, r, sc, zsrc, now, 0, 0);
 	} else if (r->state_changed) {
-		ct_emit(CT_EVENT_STATE, key, r, now, 0, 0);
+		ct_emit(CT_EVENT_STATE, key, r, sc, zsrc, now, 0, 0);
 	}
 	if (r->closed) {
 		stat_inc(r->close_reason == CT_CLOSE_RST ? CT_STAT_CLOSED_RST : CT_STAT_CLOSED_FIN);
-		ct_emit(CT_EVENT_CLOSED, key, r, now, r->close_reason, 0);
+		ct_emit(CT_EVENT_CLOSED, key, r, sc, zsrc, now, r->close_reason, 0);
 	}
 	if (r->push_evict)
 		evict_queue.push(&item, BPF_EXIST);
@@ -1664,6 +2198,25 @@ static __always_inline int ct_closing_state(__u8 s)
 	       s == CT_STATE_TIME_WAIT || s == CT_STATE_CLOSE;
 }
 
+/* Does this segment restart the flow in a live entry (lock held, d its direction)? The state
+ * machine decides it below (ct_tcp_existing); Zeek's record must restart first: 1 for a SYN on a
+ * finished connection (TIME_WAIT, or reset), 2 for the SYN/ACK answering a SYN remembered inside
+ * a live connection (restarted from that SYN). */
+static __always_inline __u8 ct_zeek_restarts(struct ct_entry *e, struct ct_pkt *p, __u32 d)
+{
+	__u8 f = p->tcp_flags & (TH_SYN | TH_ACK | TH_RST | TH_FIN);
+	if (p->key.proto != IPPROTO_TCP || p->bad_flags)
+		return 0;
+	if (f == TH_SYN && (e->state == CT_STATE_TIME_WAIT || e->state == CT_STATE_CLOSE))
+		return 1;
+	if (f == (TH_SYN | TH_ACK) && !(e->flags & CT_F_RESET) && (e->flags & CT_F_IGNORED_SYN) &&
+	    d != e->ignored_dir && p->ack == e->ignored_seq + 1) {
+		p->zseed = e->ignored_seq;
+		return 2;
+	}
+	return 0;
+}
+
 /* Handles a tracked packet for entry e (lock taken here). */
 static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u64 now,
 				      struct ct_result *r)
@@ -1678,6 +2231,7 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 		r->reply_state = e->dir[1].state;
 		r->orig_side = e->orig_side;
 		ct_rtt_summarise(e, &ct_scratch_of(p)->prev_rtt_sum);
+		ct_zeek_prev(ct_sc(p), &e->zeek);   /* for its DESTROY, and the replay's record */
 		if (!ct_can_open(p)) {
 			/* Nothing takes the entry: it leaves the table now (ct_after deletes it),
 			 * unless a remover claimed it already. */
@@ -1685,17 +2239,29 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 			e->flags |= CT_F_DYING;
 			bpf_spin_unlock(&e->lock);
 			r->klass = CT_CLASS_INVALID;
-			r->reason = CT_REASON_TCP_NO_FLOW;
+			r->reason = p->bad_flags ? CT_REASON_TCP_BAD_FLAGS : CT_REASON_TCP_NO_FLOW;
 			return;
 		}
+		r->prev_ended = 1;   /* the entry is reused: the replay's record of the old flow */
+		__builtin_memset(&e->zeek, 0, sizeof(e->zeek));
 		ct_flow_init(e, p, now);
 		r->klass = CT_CLASS_NEW;
 		r->created = 1;
 		r->reopened = 1;
 	} else {
-		__u32 d = (p->side == e->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY;
 		r->old_state = e->state;
-		if (p->key.proto == IPPROTO_UDP) {
+		p->zrestart = ct_zeek_restarts(e, p, (p->side == e->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY);
+	}
+	/* Zeek sees every packet of the flow, valid or not, and before the state machine: its many
+	 * paths need not each be followed through Zeek's rules (the verifier's budget). A flow the
+	 * state machine is about to restart gets a new record here (p->zrestart). */
+	ct_zeek_update(&e->zeek, p, (p->side == e->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY, now);
+	if (!r->reopened) {
+		__u32 d = (p->side == e->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY;
+		if (p->bad_flags) {
+			r->klass = CT_CLASS_INVALID;
+			r->reason = CT_REASON_TCP_BAD_FLAGS;
+		} else if (p->key.proto == IPPROTO_UDP) {
 			r->klass = CT_CLASS_ESTABLISHED;
 			if (d == CT_DIR_REPLY && !(e->flags & CT_F_SEEN_REPLY)) {
 				e->flags |= CT_F_ASSURED;
@@ -1717,9 +2283,11 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 
 	r->has_flow = 1;
 #ifndef CT_NO_RTT
-	if (p->rtt_go && r->klass != CT_CLASS_INVALID && !r->created)
-		ct_rtt_update(e, p, (p->side == e->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY,
-			      p->rtt_prev_flags, p->rtt_prev_isn, p->rtt_prev_end);
+	/* a flow (re)started by this packet (p->rtt_init, ct_flow_init), or a valid segment */
+	if (ZV(p->rtt_go) && (ZV(p->rtt_init) || (r->klass != CT_CLASS_INVALID && !r->created)))
+		ct_rtt_update(e, p, ZV(p->rtt_init) ? CT_DIR_ORIG :
+			      (p->side == e->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY,
+			      ZV(p->rtt_prev_flags), ZV(p->rtt_prev_isn), ZV(p->rtt_prev_end));
 #endif
 	if (r->klass != CT_CLASS_INVALID) {
 		/* A remembered SYN restarts the flow only if its SYN/ACK is the connection's very
@@ -1761,16 +2329,58 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 			r->push_evict = 1;
 		}
 	}
+	if (r->klass == CT_CLASS_INVALID)
+		ct_zeek_invalid(&e->zeek, p, (p->side == e->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY);
 	r->state = e->state;
 	r->orig_state = e->dir[0].state;
 	r->reply_state = e->dir[1].state;
 	r->orig_side = e->orig_side;
 	r->first_seen = e->first_seen;
+	r->last_seen = e->last_seen;
 	r->packets[0] = e->dir[0].packets;
 	r->packets[1] = e->dir[1].packets;
 	r->bytes[0] = e->dir[0].bytes;
 	r->bytes[1] = e->dir[1].bytes;
 	bpf_spin_unlock(&e->lock);
+}
+
+/* An evicted flow leaves the table: its final record copied out under its lock, then the
+ * delete; whoever's delete succeeds reports it (DESTROY, reason evicted), once. In replay builds
+ * its record goes to the trace too (ctrack replay -o zeek: one row per connection). */
+static __always_inline int ct_evicted(struct ct_key *key, struct ct_entry *c, __u64 now)
+{
+	struct ct_result r = {};
+	__u32 z = 0;
+	struct ct_scratch *sc = scratch.lookup(&z);
+	if (!sc)
+		return 0;
+	bpf_spin_lock(&c->lock);
+	r.prev_packets[0] = c->dir[0].packets;
+	r.prev_packets[1] = c->dir[1].packets;
+	r.prev_bytes[0] = c->dir[0].bytes;
+	r.prev_bytes[1] = c->dir[1].bytes;
+	r.prev_state = c->state;
+	r.prev_orig_state = c->dir[0].state;
+	r.prev_reply_state = c->dir[1].state;
+	r.prev_orig_side = c->orig_side;
+	r.prev_first_seen = c->first_seen;
+	r.prev_last_seen = c->last_seen;
+	r.prev_close_reason = c->close_reason ? c->close_reason : CT_CLOSE_EVICTED;
+	ct_zeek_prev(sc, &c->zeek);
+	ct_rtt_summarise(c, &sc->prev_rtt_sum);
+	bpf_spin_unlock(&c->lock);
+	if (flows.delete(key) != 0)
+		return 0;   /* another CPU (or the collector) removed it first: theirs to report */
+	stat_inc(CT_STAT_EVICTED);
+#ifdef CT_REPLAY
+	struct ct_trace *t = trace.lookup(&z);
+	if (t) {
+		t->has_ended = 1;
+		ct_fill_event(&t->ended, CT_EVENT_DESTROY, key, &r, sc, NULL, now, r.prev_close_reason, 1);
+	}
+#endif
+	ct_emit(CT_EVENT_DESTROY, key, &r, sc, NULL, now, CT_CLOSE_EVICTED, 1);
+	return 1;
 }
 
 /* Table full: try a few eviction candidates. A candidate goes if its flow expired, never
@@ -1780,26 +2390,26 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 static __always_inline int ct_evict_one(__u64 now)
 {
 	struct ct_evict_item it;
+	struct ct_entry *c = NULL;
 	for (int i = 0; i < CT_EVICT_TRIES; i++) {
 		if (evict_queue.pop(&it))
 			return 0;
-		struct ct_entry *c = flows.lookup(&it.key);
-		if (!c || c->first_seen != it.first_seen)
+		c = flows.lookup(&it.key);
+		if (!c || c->first_seen != it.first_seen) {
+			c = NULL;
 			continue;   /* removed, or reopened since: a later item stands for it */
-		if (now >= c->expires || !(c->flags & CT_F_ASSURED) || ct_closing_state(c->state)) {
-			if (flows.delete(&it.key) == 0) {
-				stat_inc(CT_STAT_EVICTED);
-				/* the entry's memory outlives its removal (preallocated table) */
-				ct_emit_entry(&it.key, c, CT_CLOSE_EVICTED, now);
-				return 1;
-			}
-			continue;
 		}
+		if (now >= c->expires || !(c->flags & CT_F_ASSURED) || ct_closing_state(c->state))
+			break;
 		/* Live and assured: not now, but it may expire or close later; back of the queue
 		 * (dropping it would leave the flow out of reach of eviction for good). */
 		evict_queue.push(&it, BPF_EXIST);
+		c = NULL;
 	}
-	return 0;
+	if (!c)
+		return 0;
+	/* its end (event, replay record) out of the loop: one copy of that code, not eight */
+	return ct_evicted(&it.key, c, now);
 }
 
 /* ---- The packet path -------------------------------------------------------------------------- */
@@ -1878,6 +2488,12 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 		ct_trace_icmp(p, 2);
 		return ct_related(p, r, ct_now());
 	}
+	if (cls == CT_CLASS_INVALID && reason == CT_REASON_TCP_BAD_FLAGS) {
+		/* INVALID whatever happens; its flow, if any, still records it in Zeek's history
+		 * (I for FIN+RST, Q for SYN with FIN or RST), and nothing else changes */
+		p->bad_flags = 1;
+		cls = CT_CLASS_NEW;
+	}
 	if (cls != CT_CLASS_NEW) {
 		if (p->icmp_error) {   /* an error whose quote was not usable: say what it was */
 			*key_out = p->key;   /* only its family is set */
@@ -1908,7 +2524,7 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 	if (!e) {
 		if (!ct_can_open(p)) {
 			r->klass = CT_CLASS_INVALID;
-			r->reason = CT_REASON_TCP_NO_FLOW;
+			r->reason = p->bad_flags ? CT_REASON_TCP_BAD_FLAGS : CT_REASON_TCP_NO_FLOW;
 			return r->klass;
 		}
 		struct ct_entry *ne = (struct ct_entry *)sc->entry;
@@ -1939,11 +2555,13 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 			r->reply_state = ne->dir[1].state;
 			r->orig_side = ne->orig_side;
 			r->first_seen = ne->first_seen;
-			r->packets[0] = 1;
-			r->bytes[0] = p->ip_len;
-			ct_after(&p->key, r, now);
-			ct_after_extras(p);
-			return r->klass;
+			r->last_seen = ne->last_seen;
+			r->packets[0] = ne->dir[0].packets;
+			r->packets[1] = ne->dir[1].packets;
+			r->bytes[0] = ne->dir[0].bytes;
+			r->bytes[1] = ne->dir[1].bytes;
+			sc->zsrc = (__u64)(long)&ne->zeek;
+			goto after;
 		}
 		if (!e) {
 			r->klass = CT_CLASS_INVALID;
@@ -1957,15 +2575,20 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 		p->rtt_now = ct_now_fine();
 #endif
 	ct_update(e, p, now, r);
+	if (p->bad_flags)
+		r->has_flow = 0;   /* INVALID before any flow (it only added to Zeek's history) */
 	if (r->reopened && flows.lookup(&p->key) != e) {
 		/* The collector removed the expired entry between our lookup and our lock, or just
 		 * after: the flow this packet opened lives in memory no longer in the table. Insert
-		 * it afresh (the packet alone made it: the same state). */
+		 * it afresh: a copy of what this packet made of it (the map leaves its lock word). */
 		struct ct_entry *ne = (struct ct_entry *)sc->entry;
-		ct_entry_build(ne, p, now);
+		bpf_probe_read_kernel(ne, sizeof(*ne), e);
 		flows.insert(&p->key, ne);
 	}
-	ct_after(&p->key, r, now);
+	sc->zsrc = (__u64)(long)&e->zeek;
+after:
+	/* one copy of what follows for both paths (see struct ct_scratch's zsrc) */
+	ct_after(&p->key, r, sc, now);
 	ct_after_extras(p);
 	return r->klass;
 }
@@ -2073,8 +2696,10 @@ static __always_inline __u32 ct_tc_headers_len(void *data, void *data_end)
 			return 256;
 		l4 = off + sizeof(*ip6);
 		proto = ip6->nexthdr;
-	} else if (eth->h_proto == htons(ETH_P_8021Q) || eth->h_proto == htons(ETH_P_8021AD_)) {
-		return 256;
+	} else if (eth->h_proto == htons(ETH_P_8021Q) || eth->h_proto == htons(ETH_P_8021AD_) ||
+		   eth->h_proto == htons(ETH_P_PPPOE_SES_) || eth->h_proto == htons(ETH_P_MPLS_UC_) ||
+		   eth->h_proto == htons(ETH_P_MPLS_MC_)) {
+		return 256;   /* tags, PPPoE, labels: the parser's general case */
 	} else {
 		return 0;
 	}

@@ -33,6 +33,7 @@ def get_replayer(entry="ct_xdp", **cfg):
     rp = _trackers[config]
     rp.tracker.reset()
     rp.now_ns = 0
+    rp.ended = []
     return rp
 
 

@@ -159,7 +159,9 @@ def _cols(line):
 
 
 def test_text_output(session_pcap):
-    lines = ok("replay", session_pcap).splitlines()
+    # --no-pickup: packet 8, a mid-stream ACK, stays INVALID tcp_no_flow (observe picks it up by
+    # default: test_pickup_default_follows_the_policy)
+    lines = ok("replay", "--no-pickup", session_pcap).splitlines()
     assert lines[0].split() == ["NO", "TIME", "VERDICT", "CLASS", "REASON", "STATE", "ENDPOINTS",
                                 "PACKET"]
     pk = lines[1:10]
@@ -186,7 +188,7 @@ def test_text_output(session_pcap):
 
 
 def test_json_contract(session_pcap):
-    doc = json.loads(ok("replay", "--json", session_pcap))
+    doc = json.loads(ok("replay", "--json", "--no-pickup", session_pcap))
     assert set(doc) == {"packets", "flows"}
     pk = doc["packets"]
     assert [p["index"] for p in pk] == list(range(9))
@@ -208,7 +210,7 @@ def test_json_contract(session_pcap):
         "index": 8, "verdict": "pass", "reason": "tcp_no_flow", "flow": None, "class": "invalid"}
     tcp, udp = doc["flows"]
     assert set(tcp) == {"proto", "family", "orig", "state", "orig_state", "reply_state",
-                        "packets", "bytes", "rtt", "tcp_options"}
+                        "packets", "bytes", "rtt", "tcp_options", "conn_state", "history"}
     # passive RTT and the SYNs' options (tests/test_rtt.py, tests/test_tcpopts.py check values)
     rtt, opts = tcp.pop("rtt"), tcp.pop("tcp_options")
     assert set(rtt) == {"handshake_us", "srtt_us", "min_us", "samples", "orig", "reply"}
@@ -219,11 +221,12 @@ def test_json_contract(session_pcap):
     assert tcp == {"proto": "tcp", "family": 4,
                    "orig": {"src": "10.1.0.1", "sport": 40000, "dst": "10.2.0.2", "dport": 80},
                    "state": "ESTABLISHED", "orig_state": "ESTABLISHED",
-                   "reply_state": "ESTABLISHED", "packets": [3, 2], "bytes": [145, 100]}
+                   "reply_state": "ESTABLISHED", "packets": [3, 2], "bytes": [145, 100],
+                   "conn_state": "S1", "history": "ShADa"}
     assert udp == {"proto": "udp", "family": 6,
                    "orig": {"src": "fd00::1", "sport": 5353, "dst": "fd00::2", "dport": 53},
                    "state": "ESTABLISHED", "orig_state": None, "reply_state": None,
-                   "packets": [1, 1], "bytes": [49, 49]}
+                   "packets": [1, 1], "bytes": [49, 49], "conn_state": "SF", "history": "Dd"}
 
 
 @pytest.fixture(scope="module")
@@ -321,6 +324,20 @@ def test_pickup_opens_a_flow_from_a_mid_stream_ack(session_pcap):
     assert last["flow"] == {"state": "ESTABLISHED", "orig_state": "ESTABLISHED",
                             "reply_state": "ESTABLISHED"}
     assert {f["orig"]["src"] for f in doc["flows"]} == {"10.1.0.1", "fd00::1", "10.7.0.1"}
+
+
+def test_pickup_default_follows_the_policy(session_pcap):
+    """Packet 8 is a mid-stream ACK: observe picks it up unless --no-pickup; enforce refuses it
+    (drops it) unless --pickup."""
+    def last(*args):
+        p = json.loads(ok("replay", "--json", *args, session_pcap))["packets"][8]
+        return p["verdict"], p["reason"], p["flow"] is not None
+    assert last() == ("pass", None, True)
+    assert last("--no-pickup") == ("pass", "tcp_no_flow", False)
+    assert last("--policy", "enforce") == ("drop", "tcp_no_flow", False)
+    assert last("--policy", "enforce", "--pickup") == ("pass", None, True)
+    r = ctrack("replay", "--pickup", "--no-pickup", session_pcap)
+    assert r.returncode == 2 and "not allowed with" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_table_size(tmp_path):

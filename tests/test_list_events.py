@@ -39,12 +39,15 @@ def test_tcp_flow_listed_with_states_and_counters(live):
         # three 100-byte requests and answers, plus the handshake: the IP-layer bytes say so
         assert f["bytes"][0] >= 3 * 100 + 3 * 52 and f["bytes"][1] >= 3 * 100 + 2 * 52
         assert set(f) == {"proto", "family", "orig", "state", "orig_state", "reply_state",
-                          "packets", "bytes", "rtt", "tcp_options"}   # `ctrack replay --json`'s
+                          "packets", "bytes", "rtt", "tcp_options", "conn_state",
+                          "history"}   # `ctrack replay --json`'s
         # passive RTT of a live connection (three rounds and the handshake) and its SYNs' options
         assert f["rtt"]["handshake_us"] is not None and f["rtt"]["samples"] >= 4, f["rtt"]
         assert f["rtt"]["srtt_us"] > 0
         assert "mss" in f["tcp_options"]["orig"]["options"]
         assert "mss" in f["tcp_options"]["reply"]["options"]
+        # Zeek's view of a live connection: handshake, data both ways, not closed
+        assert (f["conn_state"], f["history"][:4]) == ("S1", "ShAD"), f
         sport = f["orig"]["sport"]
 
         # filters, conntrack's way
@@ -69,6 +72,7 @@ def test_tcp_flow_listed_with_states_and_counters(live):
         table = t.ctrack("list", "--dport", "7101").stdout.splitlines()
         assert table[0].split()[:4] == ["PROTO", "STATE", "ORIGINAL", "ENDPOINTS"]
         assert "ESTABLISHED/ESTABLISHED" in table[1] and f"10.0.0.1:{sport} -> 10.0.0.2:7101" in table[1]
+        assert table[0].split()[-1] == "ZEEK" and " S1 ShAD" in table[1]
     finally:
         conn.client.stop()   # its process ends: the kernel closes the socket with a FIN
         conn.server.wait(15)
@@ -119,6 +123,7 @@ def test_events_stream_like_conntrack_E(live):
         assert len(lines) == 1
         assert lines[0].startswith("[") and "[DESTROY] tcp TIME_WAIT" in lines[0]
         assert "dport=7303" in lines[0] and "reason=flushed" in lines[0]
+        assert "conn_state=SF history=ShAD" in lines[0]
         stamp = float(lines[0][1:lines[0].index("]")])
         assert abs(stamp - time.time()) < 30
         time.sleep(0.5)
@@ -132,6 +137,11 @@ def test_events_stream_like_conntrack_E(live):
     assert "state" in types and types[-2:] == ["closed", "destroy"]
     assert (evs[-2]["event"], evs[-2]["reason"]) == ("UPDATE", "fin")
     assert (evs[-1]["event"], evs[-1]["reason"]) == ("DESTROY", "flushed")
+    # the end events carry Zeek's view of the whole connection: both FINs, an orderly end
+    for e in evs[-2:]:
+        h = e["history"]
+        assert e["conn_state"] == "SF" and h.startswith("ShAD") and "F" in h and "f" in h, e
+    assert evs[0]["history"] == "S"   # NEW: the SYN alone
     assert all(e["orig"]["dport"] == 7303 for e in evs)
     # the tracker printed the same events: nobody took them from it
     printed = [e for e in t.events_printed() if e["orig"]["dport"] == 7303]

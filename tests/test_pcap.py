@@ -640,18 +640,19 @@ def test_udp_timeout_follows_capture_timestamps(tmp_path, gap, second_class, pac
 
 def test_tcp_idle_timeout_then_pickup(tmp_path):
     """ESTABLISHED=5 and 10 s of silence: the next ACK finds no flow (tcp_no_flow, dropped when
-    enforcing) unless --pickup lets it open a new one."""
+    enforcing) unless pickup (observe's default, or --pickup) lets it open a new one."""
     rec, clock = Recorder(), Clock()
     t = TcpConv(rec, clock=clock)
     t.handshake()
     t.c("PA", b"hi", wait=10.0)
     p = tmp_path / "idle.pcap"
     p.write_bytes(pcap_file([(ts, f, len(f)) for ts, f in rec.frames], nanos=True))
-    doc = replay_json(p, "--timeout", "ESTABLISHED=5")
+    doc = replay_json(p, "--timeout", "ESTABLISHED=5", "--no-pickup")
     assert doc["packets"][3]["reason"] == "tcp_no_flow" and doc["flows"] == []
     doc = replay_json(p, "--timeout", "ESTABLISHED=5", "--policy", "enforce")
     assert (doc["packets"][3]["reason"], doc["packets"][3]["verdict"]) == ("tcp_no_flow", "drop")
-    doc = replay_json(p, "--timeout", "ESTABLISHED=5", "--pickup")
+    doc = replay_json(p, "--timeout", "ESTABLISHED=5")   # observe: pickup by default
+    assert doc == replay_json(p, "--timeout", "ESTABLISHED=5", "--pickup")
     assert doc["packets"][3]["reason"] is None
     assert doc["packets"][3]["flow"]["state"] == "ESTABLISHED"
     (flow,) = doc["flows"]
@@ -788,6 +789,24 @@ def test_real_loopback_capture(tmp_path, iface, linktype):
     assert (rst["state"], rst["orig_state"], rst["reply_state"]) == ("CLOSE", "CLOSE", "CLOSE")
     udp = by_port[ports[3]]
     assert (udp["proto"], udp["state"], udp["packets"]) == ("udp", "ESTABLISHED", [1, 1])
+
+    # Zeek's view of the same real connections (worked out from Zeek's rules): the client's
+    # data (D), the server's ACKs (a) and answer (d), both FINs, the client's first: SF; the
+    # aborted one ends with the client's RST: RSTO; UDP both ways SF (Dd), the probes S0 (D).
+    # The 300 KB blast may fill the server's receive buffer: its zero window is a "w" (seen
+    # here: ShADawdFf), as Zeek would log it.
+    for port in (ports[0], ports[2]):
+        z = by_port[port]
+        assert z["conn_state"] == "SF" and z["history"].startswith("ShAD"), z
+        assert set("ShADadFf") <= set(z["history"]) <= set("ShADadFfw"), z
+        assert z["history"].index("F") < z["history"].index("f"), z
+    assert (rst["conn_state"], rst["history"]) == ("RSTO", "ShADadR"), rst
+    assert (udp["conn_state"], udp["history"]) == ("SF", "Dd")
+    assert (by_port[probe_port]["conn_state"], by_port[probe_port]["history"]) == ("S0", "D")
+    rows = [json.loads(x) for x in ctrack("replay", "-o", "zeek", path).stdout.splitlines()]
+    assert len(rows) == 5 and {r["id.resp_p"] for r in rows} == set(ports + [probe_port])
+    big = next(r for r in rows if r["id.resp_p"] == ports[0])
+    assert big["orig_bytes"] == 300_000 and big["resp_bytes"] == len("300000")   # seq space
 
     # The same capture cut to 96 bytes a packet replays to the same verdicts and counters.
     if EDITCAP:

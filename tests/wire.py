@@ -124,6 +124,13 @@ def table(rp):
     return {bytes(k): bytes(v) for k, v in rp.tracker.flows.items()}
 
 
+def table_without_zeek(rp):
+    """table(rp) with each entry's Zeek record (struct ct_zeek) blanked: the tracker's own part."""
+    E = rp.tracker.flows.Leaf
+    off, size = E.zeek.offset, E.zeek.size
+    return {k: v[:off] + bytes(size) + v[off + size:] for k, v in table(rp).items()}
+
+
 def eth(l3, ethertype=None):
     """An Ethernet frame (bytes) around an L3 packet; ethertype overrides the type field."""
     e = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")

@@ -18,7 +18,8 @@ SYN_PORT, UDP_PORT, TCP_PORT = 7501, 7502, 7503
 SYN_SPORT, UDP_SPORT = 40501, 40502
 T = {"SYN_SENT": 1, "UDP_NEW": 2, "ESTABLISHED": 3}
 GC_INTERVAL = 0.5
-TRACKER = {"timeouts": T, "extra": ["--gc-interval", str(GC_INTERVAL)]}
+# pickup off (observe picks up by default): the expired connection must find no flow
+TRACKER = {"timeouts": T, "pickup": False, "extra": ["--gc-interval", str(GC_INTERVAL)]}
 NEEDS = ("collector",)
 
 
