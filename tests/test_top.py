@@ -42,7 +42,8 @@ def test_once_shows_flows_and_header(live, conn):
     out = res.stdout
     lines = out.splitlines()
     v1, v2 = lab.tracker_ifaces
-    assert f"tracker {t.name!r} on {v1} <-> {v2} (tc, observe)" in lines[0]
+    # observe picks up by default
+    assert f"tracker {t.name!r} on {v1} <-> {v2} (tc, observe, pickup)" in lines[0]
     assert "tcp ESTABLISHED 1" in lines[1] and "udp NEW 1" in lines[1]
     assert "table 2/65,536" in lines[1]
     assert lines[2].startswith("packets/s new ") and "tracked" in lines[2]
