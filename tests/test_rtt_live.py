@@ -22,7 +22,7 @@ import pytest
 
 from ctrack.lab import Lab
 from ctrack.observers import Filters, RttObserver
-from live_helpers import TAG, LiveTracker
+from live_helpers import RR_SERVER, TAG, LiveTracker
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and BPF: needs root")
 
@@ -38,27 +38,6 @@ PY = "/usr/bin/python3"
 # 2.34/2.35/2.32. So the bound is 10% or 2 ms, whichever is larger.
 SLACK_MS = 2.0
 
-SERVER = textwrap.dedent("""
-    import socket, sys
-    port, rounds = int(sys.argv[1]), int(sys.argv[2])
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
-    s.listen(1)
-    s.settimeout(30)
-    c, _ = s.accept()
-    c.settimeout(10)
-    for _ in range(rounds):
-        got = 0
-        while got < 100:
-            d = c.recv(100 - got)
-            if not d:
-                sys.exit(1)
-            got += len(d)
-        c.sendall(b"r")
-    c.recv(1)
-    c.close()
-""")
 
 CLIENT = textwrap.dedent("""
     import socket, sys
@@ -102,7 +81,7 @@ def wire():
 def exchange(lab, port, measure):
     """ROUNDS rounds on a new connection; measure() runs while it is still open after them
     (the close's last segments wait for the programs' exit: not a round trip to measure)."""
-    srv = lab.spawn("ns2", [PY, "-c", SERVER, str(port), str(ROUNDS)])
+    srv = lab.spawn("ns2", [PY, "-c", RR_SERVER, str(port), str(ROUNDS)])
     cli = None
     try:
         deadline = time.monotonic() + 5
