@@ -163,7 +163,7 @@ def rtt_options_line(st):
     """Passive RTT's histogram in three quantiles (bucket upper bounds) and the flows by SYN
     option, opener/responder (ctrack.rtt, ctrack.tcpopts)."""
     t = Text()
-    t.append("tcp rtt ", style="bold")
+    t.append("rtt       ", style="bold")
     b = hist_buckets(st)
     n = sum(c for _, c in b)
     if n:

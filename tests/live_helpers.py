@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import textwrap
 import sys
 import time
 
@@ -264,3 +265,28 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# A request/response server for RTT tests: ROUNDS rounds of a 100-byte request answered by one
+# byte, then waits for the client's close. argv: port rounds.
+RR_SERVER = textwrap.dedent("""
+    import socket, sys
+    port, rounds = int(sys.argv[1]), int(sys.argv[2])
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(1)
+    s.settimeout(30)
+    c, _ = s.accept()
+    c.settimeout(10)
+    for _ in range(rounds):
+        got = 0
+        while got < 100:
+            d = c.recv(100 - got)
+            if not d:
+                sys.exit(1)
+            got += len(d)
+        c.sendall(b"r")
+    c.recv(1)    # the client's close
+    c.close()
+""")

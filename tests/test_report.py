@@ -93,7 +93,15 @@ def test_rtt_under_the_delay_line(standard):
         assert any("no passive RTT" in n for n in report["notes"])
         assert all(r["tracker_srtt_us"] is None for r in s["rtt"])
     else:
-        assert s["rtt_median_error_pct"] <= TRACKER_RTT_TOL_PCT
+        # the tracker's path RTT (its minimum: sums of the two halves' minima) against the
+        # kernels'. Its srtt is read when the flow ends and can carry the close's samples (an
+        # answer that waits on the application); rtt_median_error_pct reports that difference,
+        # measured, and tests/test_rtt_live.py checks the srtt of an open connection.
+        rows = [r for r in s["rtt"] if r["tracker_min_us"] and r["kernel_min_us"]]
+        assert rows
+        for r in rows:
+            assert abs(r["tracker_min_us"] - r["kernel_min_us"]) <= \
+                TRACKER_RTT_TOL_PCT / 100 * r["kernel_min_us"], r
 
 
 def test_broken_tracker_build_is_caught(tmp_path):

@@ -28,6 +28,7 @@ import pytest
 
 from ctrack.lab import Lab
 from ctrack.observers import Filters, RttObserver
+from live_helpers import RR_SERVER
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and BPF: needs root")
 
@@ -36,27 +37,6 @@ PORT = 7700 + os.getpid() % 200
 ROUNDS = 100
 PY = "/usr/bin/python3"
 
-SERVER = textwrap.dedent("""
-    import socket, sys
-    port, rounds = int(sys.argv[1]), int(sys.argv[2])
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
-    s.listen(1)
-    s.settimeout(30)
-    c, _ = s.accept()
-    c.settimeout(10)
-    for _ in range(rounds):
-        got = 0
-        while got < 100:
-            d = c.recv(100 - got)
-            if not d:
-                sys.exit(1)
-            got += len(d)
-        c.sendall(b"r")
-    c.recv(1)    # the client's close
-    c.close()
-""")
 
 CLIENT = textwrap.dedent("""
     import socket, sys
@@ -84,7 +64,7 @@ def lab():
 
 
 def exchange(lab):
-    srv = lab.spawn("ns2", [PY, "-c", SERVER, str(PORT), str(ROUNDS)])
+    srv = lab.spawn("ns2", [PY, "-c", RR_SERVER, str(PORT), str(ROUNDS)])
     try:
         deadline = time.monotonic() + 5
         while not lab.exec("ns2", ["ss", "-Hltn", f"sport = :{PORT}"], check=False).stdout.strip():

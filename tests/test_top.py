@@ -50,7 +50,8 @@ def test_once_shows_flows_and_header(live, conn):
     assert lines[3].startswith("bits/s    new ") and "untracked" in lines[3]
     assert lines[4] == "invalid none"
     assert lines[5].startswith("collector ctrack run every 1s")
-    assert "sort rate" in lines[6] and "showing 1-2 of 2" in lines[6]
+    assert lines[6].startswith("rtt       samples ") and "syn options mss 1/1" in lines[6]
+    assert "sort rate" in lines[7] and "showing 1-2 of 2" in lines[7]
     flows = [x for x in lines if x.startswith(("tcp ", "udp "))]
     assert len(flows) == 2
     tcp = [x for x in flows if "10.0.0.2:7951" in x][0].split()

@@ -7,7 +7,6 @@ import datetime
 import os
 import shlex
 import sys
-import tempfile
 import time
 
 from ..errors import ArgumentParser, CtrackError, cli_main
@@ -146,7 +145,9 @@ def main(argv=None):
     else:
         print("Tracing connections through the tracker, both kernels and netfilter... Hit Ctrl-C to end.",
               file=sys.stderr)
-        work = tempfile.mkdtemp(prefix="ctrack-report-", dir=args.out)
+        # the captures taken on the way stay beside the report (the disagreements cite them)
+        work = os.path.join(args.out, "captures")
+        os.makedirs(work, exist_ok=True)
         try:
             if args.host:
                 records = collect.run_host(args.interface, args.duration, work, log)

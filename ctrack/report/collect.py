@@ -137,13 +137,13 @@ class ReportTracker(TrackerProcess):
     def __init__(self, lab, name, kernel_dir=None, iface=None, netns=None, limit_s=900):
         if iface:
             self.argv = ["ctrack", "run", "-i", iface, "--name", name, "--json", "-l", "2",
-                         "-d", str(limit_s)]
+                         "--duration", str(limit_s)]
             self.netns = netns
         else:
             super().__init__(lab, name, limit_s=limit_s)
             if lab.topology == "routed":
                 self.argv = ["ctrack", "run", "-i", lab.tracker_ifaces[0], "--name", name, "--json",
-                             "-l", "2", "-d", str(limit_s)]
+                             "-l", "2", "--duration", str(limit_s)]
         self.kernel_dir = kernel_dir
         self.events, self.summary, self.proc = [], None, None
         self._lock = threading.Lock()
