@@ -12,7 +12,7 @@ import time
 sys.path.insert(0, __file__.rsplit("/bench/", 1)[0])  # run from a checkout without installing
 
 from ctrack.errors import CtrackError  # noqa: E402
-from ctrack.lab import Lab  # noqa: E402
+from ctrack.lab.core import Lab  # noqa: E402
 
 DELAYS_MS = (1, 5, 10, 20, 50, 100)
 PORT = 5399

@@ -27,8 +27,8 @@ from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import ARP, Ether  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 
-from ctrack.testrun import TestRunner  # noqa: E402
-from ctrack.tracker import Tracker, TrackerConfig  # noqa: E402
+from ctrack.bpf.testrun import TestRunner  # noqa: E402
+from ctrack.engine.tracker import Tracker, TrackerConfig  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REFERENCE_C = os.path.join(HERE, "reference_ct.c")

@@ -27,8 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tablefill import bench_tracker, fill  # noqa: E402
 
-from ctrack.gc import SCAN_CHUNK, Collector  # noqa: E402
-from ctrack.mapops import Batch  # noqa: E402
+from ctrack.live.collector import SCAN_CHUNK, Collector  # noqa: E402
+from ctrack.bpf.maps import Batch  # noqa: E402
 
 
 def scan_rate(n, runs):

@@ -24,8 +24,8 @@ from scapy.layers.inet import IP, TCP  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 
-from ctrack.testrun import TestRunner  # noqa: E402
-from ctrack.tracker import Tracker, TrackerConfig  # noqa: E402
+from ctrack.bpf.testrun import TestRunner  # noqa: E402
+from ctrack.engine.tracker import Tracker, TrackerConfig  # noqa: E402
 
 SYN_OPTS = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)), ("NOP", None), ("WScale", 7)]
 

@@ -15,11 +15,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ctrack import pins  # noqa: E402
-from ctrack.defs import defs  # noqa: E402
-from ctrack.mapops import Batch  # noqa: E402
-from ctrack.shared import Shared  # noqa: E402
-from ctrack.tracker import Tracker, TrackerConfig, kernel_now_ns  # noqa: E402
+from ctrack.live import pins  # noqa: E402
+from ctrack.engine.defs import defs  # noqa: E402
+from ctrack.bpf.maps import Batch  # noqa: E402
+from ctrack.live.maps import Shared  # noqa: E402
+from ctrack.engine.tracker import Tracker, TrackerConfig, kernel_now_ns  # noqa: E402
 
 CHUNK = 8192
 

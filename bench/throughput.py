@@ -46,7 +46,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ctrack.errors import CtrackError  # noqa: E402
-from ctrack.lab import Lab  # noqa: E402
+from ctrack.lab.core import Lab  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PASSTHROUGH_C = os.path.join(HERE, "passthrough.c")
@@ -104,7 +104,7 @@ def prog_fd_by_id(prog_id):
 def attached_prog_ids(ifaces):
     """Ids of the XDP and TC-ingress programs on these interfaces (root namespace), deduplicated."""
     from pyroute2 import IPRoute
-    from ctrack.attach import TC_INGRESS, tc_filters, xdp_prog_id
+    from ctrack.live.attach import TC_INGRESS, tc_filters, xdp_prog_id
     ids = []
     with IPRoute() as ipr:
         for name in ifaces:
@@ -127,7 +127,7 @@ class PassThrough:
     def __init__(self, ifaces, mode, reference=False):
         from bcc import BPF
         from pyroute2 import IPRoute
-        from ctrack.attach import Attachments
+        from ctrack.live.attach import Attachments
         with IPRoute() as ipr:
             a, b = (ipr.link_lookup(ifname=n)[0] for n in ifaces)
         src, prefix = (REFERENCE_C, "ref_") if reference else (PASSTHROUGH_C, "pt_")
@@ -137,7 +137,7 @@ class PassThrough:
         try:
             if mode == "xdp":
                 # multi-buffer, like `ctrack run --mode xdp`, so both see the same frames
-                from ctrack.bpfsys import load_xdp_with_frags
+                from ctrack.bpf.syscall import load_xdp_with_frags
                 self.fd = load_xdp_with_frags(self.bpf.dump_func(prefix + "xdp"), prefix + "xdp")
                 for n in ifaces:
                     self.atts.attach_xdp(n, self.fd)

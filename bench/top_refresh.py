@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tablefill import bench_tracker, fill  # noqa: E402
 
-from ctrack.flowfilter import FlowFilter  # noqa: E402
-from ctrack.top import Top, build_parser  # noqa: E402
+from ctrack.engine.flowfilter import FlowFilter  # noqa: E402
+from ctrack.top.app import Top, build_parser  # noqa: E402
 
 SCENARIOS = (("rate", []), ("bytes", []), ("state", []), ("age", []),
              ("rate", ["-p", "tcp", "--state", "established", "--addr", "10.0.0.0/16"]))

@@ -14,7 +14,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ctrack.errors import CtrackError  # noqa: E402
-from ctrack.lab import Lab  # noqa: E402
+from ctrack.lab.core import Lab  # noqa: E402
 
 LAB = "demo"
 

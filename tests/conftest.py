@@ -9,8 +9,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ctrack.tracker import Tracker, TrackerConfig  # noqa: E402
-from ctrack.replay import Replayer  # noqa: E402
+from ctrack.engine.tracker import Tracker, TrackerConfig  # noqa: E402
+from ctrack.engine.replay import Replayer  # noqa: E402
 
 _trackers = {}
 
@@ -75,10 +75,11 @@ def pytest_sessionstart(session):
     its labs, by the suite's naming, and its trackers' pins and filters. ctrack itself removes
     a dead tracker's leftovers at the next start, with a notice; doing it once here keeps that
     notice out of some test's output."""
-    from ctrack import labstate, pins
-    from ctrack.lab import Lab
+    from ctrack.lab import state
+    from ctrack.live import pins
+    from ctrack.lab.core import Lab
     running = _running_pytest_tags()
-    for name in labstate.list_names():
+    for name in state.list_names():
         m = TEST_LAB_NAME.match(name)
         # another pytest session running at the same time (a second checkout) owns its labs
         if m and not any(m.group(2).startswith(t) for t in running):

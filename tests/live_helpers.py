@@ -18,8 +18,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ctrack import pins  # noqa: E402
-from ctrack.lab import Lab  # noqa: E402
+from ctrack.live import pins  # noqa: E402
+from ctrack.lab.core import Lab  # noqa: E402
 
 PY = "/usr/bin/python3"
 TAG = os.getpid() % 10000
@@ -73,8 +73,8 @@ class LiveTracker:
                 raise AssertionError(f"ctrack run did not start: {''.join(self.stderr_head)}{rest}")
         # the collector's first status file follows its first pass
         deadline = time.monotonic() + 10
-        from ctrack.eventbus import sock_path
-        from ctrack.gc import status_path
+        from ctrack.live.eventbus import sock_path
+        from ctrack.live.collector import status_path
         while time.monotonic() < deadline and not (
                 os.path.exists(sock_path(name))
                 and ("--no-gc" in args or os.path.exists(status_path(name)))):

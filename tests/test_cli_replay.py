@@ -257,7 +257,7 @@ def mixed_pcap(tmp_path_factory):
 def test_json_packets_say_what_they_are(mixed_pcap):
     """Each packet object carries its class (names from kernel/ctrack.h), capture time,
     protocol, addresses, ports, TCP flags and payload length: no re-parsing of the capture."""
-    from ctrack.defs import defs
+    from ctrack.engine.defs import defs
     path, frames = mixed_pcap
     pk = json.loads(ok("replay", "--json", path))["packets"]
     assert all(set(p) == PACKET_KEYS for p in pk)

@@ -4,8 +4,8 @@ import signal
 
 import pytest
 
-from ctrack.events import EventReader, format_event
-from ctrack.stopsignal import StopOnSignal
+from ctrack.engine.events import EventReader, format_event
+from ctrack.live.stopsignal import StopOnSignal
 from wire import Clock, TcpConv, states, udp_frame
 
 

@@ -17,11 +17,11 @@ import pytest
 from live_helpers import make_lab, trackers, udp_echo, udp_send, wait_for  # noqa: F401
 from wire import Clock, TcpConv, udp_frame
 
-from ctrack import pins
-from ctrack.events import EventReader
-from ctrack.gc import Collector
-from ctrack.shared import Shared
-from ctrack.tracker import kernel_now_ns
+from ctrack.live import pins
+from ctrack.engine.events import EventReader
+from ctrack.live.collector import Collector
+from ctrack.live.maps import Shared
+from ctrack.engine.tracker import kernel_now_ns
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of the namespace lab (ctrack-lab, ctrack/lab.py) and its delay line, with real
+"""Tests of the namespace lab (ctrack-lab, ctrack/lab/core.py) and its delay line, with real
 namespaces and real traffic. Each test builds a lab with a name of its own (never the default
 ns1/ns2, which belong to users) and a fixture removes it afterwards, even when the test fails.
 Traffic stays inside the lab's namespaces; every ping and transfer is bounded."""
@@ -15,10 +15,10 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ctrack import labnet, labstate  # noqa: E402
+from ctrack.lab import net as labnet, state as labstate  # noqa: E402
 from ctrack.errors import CtrackError  # noqa: E402
-from ctrack.lab import Lab  # noqa: E402
-from ctrack.labdelay import delayline_binary, parse_duration_ms, parse_percent  # noqa: E402
+from ctrack.lab.core import Lab  # noqa: E402
+from ctrack.lab.delay import delayline_binary, parse_duration_ms, parse_percent  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = [sys.executable if sys.executable.startswith("/usr/bin/") else "/usr/bin/python3",
@@ -370,7 +370,7 @@ def test_every_subcommand_help_shows_examples(cmd):
 
 
 def test_readme_lab_line_gives_both_hosts_addresses():
-    from ctrack.labtopo import build_spec
+    from ctrack.lab.topo import build_spec
     readme = open(os.path.join(REPO, "README.md")).read()
     [line] = [x for x in readme.splitlines() if x.startswith("ctrack-lab up ") and "#" in x]
     for key, host in build_spec("ctrack", "wire").hosts.items():

@@ -11,7 +11,7 @@ import pytest
 from live_helpers import (TcpConnection, make_lab, trackers, udp_echo, udp_send,  # noqa: F401
                           wait_for)
 
-from ctrack import pins
+from ctrack.live import pins
 
 
 @pytest.fixture(scope="module")

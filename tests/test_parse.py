@@ -340,7 +340,7 @@ def test_every_parse_reason_is_covered():
     """Every enum ct_reason value a parser can return has a case here (table_full and the
     tcp_* window/state reasons come from the state machine, not the parser; the icmp_* ones,
     whose control is a RELATED packet that leaves the table as it is, in test_icmp.py)."""
-    from ctrack.defs import defs
+    from ctrack.engine.defs import defs
     names = {n.lower() for n in defs().ct_reason.names()}
     parse = {r for r, _ in GROUPS}
     assert parse <= names

@@ -1,4 +1,4 @@
-"""Captures in, verdicts out: ctrack/pcap.py's reader and `ctrack replay` on files written by
+"""Captures in, verdicts out: ctrack/engine/pcap.py's reader and `ctrack replay` on files written by
 this test (struct), by scapy, by Wireshark's tools (editcap) and by dumpcap on loopback.
 
 The same conversation (TCP and UDP, IPv4 and IPv6, a 20 kB GRO-sized segment, an orderly close)
@@ -23,7 +23,7 @@ from scapy.utils import wrpcap, wrpcapng
 from scapy.layers.l2 import Ether
 
 from ctrack.errors import CtrackError
-from ctrack.pcap import read_capture
+from ctrack.engine.pcap import read_capture
 from wire import Clock, TcpConv, udp_frame
 
 CTRACK = shutil.which("ctrack")

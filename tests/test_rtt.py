@@ -1,4 +1,4 @@
-"""Passive RTT at the tracker (struct ct_rtt, ctrack/rtt.py), on the real program with crafted
+"""Passive RTT at the tracker (struct ct_rtt, ctrack/engine/rtt.py), on the real program with crafted
 captures: the capture's clock is the tracker's, so every expected value is an exact number of
 microseconds worked out from the times the frames are run at.
 
@@ -8,7 +8,7 @@ tracker -> A -> tracker. Flow-level values are the sums.
 """
 from scapy.layers.inet import TCP
 
-from ctrack.events import EventReader
+from ctrack.engine.events import EventReader
 from wire import TcpConv
 
 NO_TS = [("MSS", 1460), ("SAckOK", b""), ("NOP", None), ("WScale", 7)]
@@ -216,8 +216,8 @@ def test_histogram_as_prometheus_and_top_show_it(rp):
     """The per-tracker histogram, as the metrics export it (a Prometheus histogram, no flow
     label) and as ctrack-top's header line sums it up."""
     from prometheus_client import CollectorRegistry, generate_latest
-    from ctrack.metrics import rtt_metrics
-    from ctrack.topview import rtt_options_line
+    from ctrack.live.metrics import rtt_metrics
+    from ctrack.top.view import rtt_options_line
     for i, (a, b) in enumerate(((0.003, 0.002), (0.030, 0.020))):   # 5000 us, 50000 us
         conv = TcpConv(rp, client=("10.1.0.1", 42000 + i))
         conv.c("S", options=NO_TS, wait=0)

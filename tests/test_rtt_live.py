@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from ctrack.lab import Lab
+from ctrack.lab.core import Lab
 from ctrack.observers import Filters, RttObserver
 from live_helpers import RR_SERVER, TAG, LiveTracker
 
@@ -69,7 +69,7 @@ def wire():
     finally:
         if tracker is not None:
             tracker.stop()
-            from ctrack import pins
+            from ctrack.live import pins
             pins.remove(tracker.name)
             try:
                 os.unlink(tracker.out.name)

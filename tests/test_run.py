@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from ctrack.lab import Lab
-from ctrack import pins
+from ctrack.lab.core import Lab
+from ctrack.live import pins
 
 LAB = f"tr{os.getpid() % 10000}"
 

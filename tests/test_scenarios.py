@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from ctrack import pins
-from ctrack.lab import Lab
-from ctrack.labscenario import scenario_files
+from ctrack.live import pins
+from ctrack.lab.core import Lab
+from ctrack.lab.scenario import scenario_files
 
 SCENARIOS = ["iperf3-tcp", "socat-tcp", "socat-udp", "hping3-rst", "scapy-simclose", "idle-timeout", "enforce",
              "tcp-options"]
@@ -28,7 +28,7 @@ def assert_clean(lab):
     assert lab not in Lab.names()
     assert not os.path.exists(f"/run/netns/{lab}-ns1")
     assert not os.path.exists(os.path.join(pins.PIN_ROOT, f"sc-{lab}"))
-    # tcp-options' cgroup for its sock_ops program (ctrack/labsockops.py)
+    # tcp-options' cgroup for its sock_ops program (ctrack/lab/sockops.py)
     assert not any(os.path.exists(f"{root}/ctrack-{lab}") for root in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"))
 
 

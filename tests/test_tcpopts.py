@@ -1,4 +1,4 @@
-"""The SYN options summary (struct ct_synopts, ctrack/tcpopts.py) and the per-tracker counts of
+"""The SYN options summary (struct ct_synopts, ctrack/engine/tcpopts.py) and the per-tracker counts of
 flows by option, on the real program with crafted SYNs; and new options in data segments pass an
 enforcing tracker untouched (it is a middlebox: RFC 6994 options must cross it)."""
 from wire import TcpConv
@@ -26,7 +26,7 @@ def test_every_kind_of_option_in_the_syn(rp):
         "opt_orig.mss": 1, "opt_orig.wscale": 1, "opt_orig.sack_perm": 1, "opt_orig.mptcp": 1,
         "opt_orig.tfo": 1, "opt_orig.exp": 1, "opt_orig.other": 1,
         "opt_reply.mss": 1, "opt_reply.wscale": 1, "opt_reply.uto": 1}
-    from ctrack.flows import format_flow_line
+    from ctrack.engine.flows import format_flow_line
     assert "opts=mss,wscale,sack_perm,mptcp(0),tfo,exp(0x4e58,0xf989),kind(99)/mss,wscale,uto" \
         in format_flow_line(conv.flow())
 

@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from ctrack.lab import Lab
+from ctrack.lab.core import Lab
 from ctrack.observers import Filters, RttObserver
 from live_helpers import RR_SERVER
 

@@ -93,7 +93,7 @@ def test_collector_line_agrees_with_ctrack_gc(live, make_lab, trackers):  # noqa
     # a collector that could not run, as `ctrack run` records it (runextras): top shows why
     import json
     import os
-    from ctrack.gc import status_path
+    from ctrack.live.collector import status_path
     with open(status_path(t2.name), "w") as f:
         json.dump({"pid": t2.proc.pid, "owner": "ctrack run", "interval_s": 1.0,
                    "error": "the kernel refused the collector's XDP program (EPERM): no collector, "

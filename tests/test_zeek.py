@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from ctrack import zeek
+from ctrack.engine import zeek
 from wire import Clock, TcpConv, udp_frame
 
 PICKUP = {"pickup": True}

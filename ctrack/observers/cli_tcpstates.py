@@ -6,7 +6,7 @@ import sys
 import time
 
 from ..errors import ArgumentParser, CtrackError, cli_main
-from ..stopsignal import StopOnSignal
+from ctrack.live.stopsignal import StopOnSignal
 from .program import Filters
 from .tcpstates import StateObserver
 from ..text import plural

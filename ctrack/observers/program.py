@@ -7,7 +7,8 @@ import ctypes
 import os
 import platform
 
-from .. import KERNEL_DIR, preflight
+from ctrack import KERNEL_DIR
+from ctrack.bpf import preflight
 from ..errors import CtrackError
 from .addr import networks_c_expr, parse_networks, parse_ports, ports_c_expr, family_number
 

@@ -1,4 +1,4 @@
-"""Recording what everyone saw, at the same time: builds the lab (ctrack/lab.py), runs the
+"""Recording what everyone saw, at the same time: builds the lab (ctrack/lab/core.py), runs the
 tracker between the hosts (`ctrack run --json -l 2`, its events), the endpoints' kernels' view
 (tcpstates and tcprtt, ctrack.observers, in this process), netfilter's conntrack in the routed
 topology's router (`conntrack -E -o timestamp,id`), a capture on the tracker's interface
@@ -20,11 +20,12 @@ import subprocess
 import threading
 import time
 
-from .. import KERNEL_DIR, labnet
+from ctrack import KERNEL_DIR
+from ctrack.lab import net as labnet
 from ..errors import CtrackError
-from ..lab import Lab
-from ..labscenario import PY, TrackerProcess
-from ..pcap import read_capture
+from ctrack.lab.core import Lab
+from ctrack.lab.scenario import PY, TrackerProcess
+from ctrack.engine.pcap import read_capture
 
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer.py")
 PORT_BASE = 7940   # the report's own ports: other tests' traffic on the lab addresses uses others
@@ -75,7 +76,7 @@ LAB_PREFIX = "lab:"   # lab:socat-tcp is ctrack-lab's scenario socat-tcp, run wi
 
 def lab_scenarios():
     """ctrack-lab's validation scenarios (lab/scenarios/), as report scenario names."""
-    from ..labscenario import scenario_files
+    from ctrack.lab.scenario import scenario_files
     return [LAB_PREFIX + n for n in scenario_files()]
 
 
@@ -85,7 +86,7 @@ def scenario_names():
 
 def describe(name):
     if name.startswith(LAB_PREFIX):
-        from ..labscenario import describe as d, load_scenario
+        from ctrack.lab.scenario import describe as d, load_scenario
         return d(load_scenario(name[len(LAB_PREFIX):])) + " [ctrack-lab's scenario, its own lab]"
     sc = SCENARIOS[name]
     return sc["about"] + (f" [{sc['topology']}, {sc['delay_ms']} ms each way"
@@ -482,7 +483,7 @@ class Run:
         """ctrack-lab's own scenarios, each in its own lab with its own tracker (as `ctrack-lab
         run` does), watched by tcpstates/tcprtt and a capture. Their traffic is partly crafted
         (scapy, hping3): an endpoint with no kernel socket is not compared."""
-        from ..labscenario import load_scenario
+        from ctrack.lab.scenario import load_scenario
         kv = KernelView(["10.0.0.0/24"])
         self.log("tcpstates and tcprtt observers: compiling and attaching")
         kv.start()
@@ -535,7 +536,7 @@ class Run:
 def watched_scenario(name, mod, workdir, log):
     """ctrack-lab's Scenario with a capture on the tracker's interface once its lab and tracker
     are up, and the tracker's table read just before the scenario stops its tracker."""
-    from ..labscenario import Scenario
+    from ctrack.lab.scenario import Scenario
 
     class Watched(Scenario):
         def _setup(self):
@@ -582,8 +583,8 @@ class TableReader:
     def __init__(self, tracker_name):
         self.name, self.sh = tracker_name, None
         try:
-            from .. import pins
-            from ..shared import Shared
+            from ctrack.live import pins
+            from ctrack.live.maps import Shared
             self.sh = Shared(pins.find(tracker_name))
         except (ImportError, AttributeError, TypeError, CtrackError, OSError):
             self.sh = None
@@ -591,9 +592,9 @@ class TableReader:
     def flows(self):
         if self.sh is not None:
             try:
-                from ..cmd_list import select
-                from ..flowfilter import FlowFilter
-                from ..flows import flow_object
+                from ctrack.cli.list import select
+                from ctrack.engine.flowfilter import FlowFilter
+                from ctrack.engine.flows import flow_object
                 _, rows, _ = select(self.sh, FlowFilter(), raw=True)
                 return [flow_object(self.sh.key_of(r), self.sh.entry_of(r)) for r in rows]
             except (ImportError, AttributeError, TypeError, CtrackError, OSError):

@@ -18,7 +18,7 @@ TRACKER = {"policy": "enforce"}
 
 
 def run(s):
-    from ctrack.labscenario import steps
+    from ctrack.lab.scenario import steps
     lab = s.lab
     sent = s.sniff("ns1", 0, seconds=60)
     arrived = s.sniff("ns2", 0, seconds=60)

@@ -18,7 +18,7 @@ PORT = 7200
 
 
 def run(s):
-    from ctrack.labscenario import steps
+    from ctrack.lab.scenario import steps
     lab = s.lab
     cap = s.sniff("ns1", PORT, seconds=60)
     conn = s.echo_connection(PORT)

@@ -24,7 +24,7 @@ NEEDS = ("collector",)
 
 
 def run(s):
-    from ctrack.labscenario import steps
+    from ctrack.lab.scenario import steps
     lab = s.lab
     cap = s.sniff("ns1", 0, seconds=60)
     s.iptables("ns2", ["INPUT", "-p", "tcp", "--dport", str(SYN_PORT), "-j", "DROP"])

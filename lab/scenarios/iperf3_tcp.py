@@ -95,7 +95,7 @@ def how(segs):
 
 
 def run(s):
-    from ctrack.labscenario import steps
+    from ctrack.lab.scenario import steps
     lab = s.lab
     cap = s.sniff("ns1", PORT, seconds=30, quiet_port=DATA_CPORT)
     srv = lab.spawn("ns2", ["iperf3", "-s", "-1"])

@@ -98,7 +98,7 @@ def rst_drops(lab, host, rule):
 
 
 def run(s):
-    from ctrack.labscenario import PY, steps
+    from ctrack.lab.scenario import PY, steps
     lab = s.lab
     rule = ["OUTPUT", "-p", "tcp", "--tcp-flags", "RST", "RST", "-j", "DROP"]
     for h in ("ns1", "ns2"):

@@ -23,7 +23,7 @@ EXPECTED = [
 
 
 def run(s):
-    from ctrack.labscenario import steps
+    from ctrack.lab.scenario import steps
     lab = s.lab
     srv = lab.spawn("ns2", ["socat", "-T5", f"TCP-LISTEN:{PORT},reuseaddr",
                             "SYSTEM:cat >/dev/null; sleep 0.3; echo bye"])

@@ -37,7 +37,7 @@ def send(lab, text):
 
 
 def run(s):
-    from ctrack.labscenario import flow_text, steps
+    from ctrack.lab.scenario import flow_text, steps
     lab = s.lab
     # UDP-RECVFROM,fork: each datagram gets its own echo child, so any later peer is answered too
     srv = lab.spawn("ns2", ["socat", "-T2", f"UDP-RECVFROM:{PORT},fork,reuseaddr", "EXEC:cat"])

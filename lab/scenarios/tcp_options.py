@@ -20,7 +20,7 @@ TRACKER = {"policy": "enforce"}
 
 
 def run(s):
-    from ctrack.labsockops import ExpOptionWriter
+    from ctrack.lab.sockops import ExpOptionWriter
     lab = s.lab
     writer = ExpOptionWriter(s.lab_name, EXID)
     s.cleanup(writer.close)   # last: after the programs below have stopped

@@ -1,0 +1,1 @@
+"""The `ctrack` command: one module per subcommand, registered explicitly in main.py."""

@@ -1,0 +1,1 @@
+"""The tracker (kernel/ built by BCC) and what reads its data: flows, events, stats, RTT."""

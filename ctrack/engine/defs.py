@@ -1,0 +1,97 @@
+"""Names and numbers shared with the kernel programs, read from kernel/ctrack.h (never retyped).
+
+`defs()` parses the header once: every `enum` becomes a dict name -> value (and its reverse),
+CT_TIMEOUT_* defaults become seconds by name, and plain numeric CT_* macros are kept too.
+Struct layouts are not parsed here: they come from the loaded program's maps (BCC builds ctypes
+types from the same C).
+"""
+import functools
+import os
+import re
+
+from ctrack import KERNEL_DIR
+
+HEADER = os.path.join(KERNEL_DIR, "ctrack.h")
+
+_ENUM_RE = re.compile(r"enum\s+(\w+)\s*\{(.*?)\};", re.S)
+_ITEM_RE = re.compile(r"^\s*(\w+)\s*(?:=\s*(-?\w+))?\s*,?", re.M)
+_DEFINE_RE = re.compile(r"^#define\s+(CT_\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", re.M)
+
+
+class Enum:
+    """One C enum: `e.CT_STATE_SYN_SENT` -> 1, `e.name(1)` -> 'SYN_SENT' (prefix stripped)."""
+
+    def __init__(self, cname, items, prefix):
+        self.cname = cname
+        self.items = dict(items)
+        self.prefix = prefix
+        self._by_value = {}
+        for k, v in items:
+            self._by_value.setdefault(v, k[len(prefix):])
+
+    def __getattr__(self, name):
+        try:
+            return self.items[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def name(self, value):
+        """Short name of a value ('SYN_SENT'); unknown values print as numbers."""
+        return self._by_value.get(value, str(value))
+
+    def value(self, short):
+        """Value of a short name, case-insensitive; KeyError if there is none."""
+        return self.items[self.prefix + short.upper()]
+
+    def names(self):
+        """Short names in value order, without sentinels (*_MAX)."""
+        return [k[len(self.prefix):] for k, v in sorted(self.items.items(), key=lambda kv: kv[1])
+                if not k.endswith("_MAX")]
+
+
+def _strip_comments(text):
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def _common_prefix(names):
+    prefix = os.path.commonprefix(names)
+    return prefix[: prefix.rfind("_") + 1] if "_" in prefix else prefix
+
+
+class Defs:
+    """Everything parsed from one header."""
+
+    def __init__(self, path):
+        self.path = path
+        with open(path) as f:
+            text = _strip_comments(f.read())
+        self.enums = {}
+        self.macros = {}
+        for m in _DEFINE_RE.finditer(text):
+            self.macros.setdefault(m.group(1), int(m.group(2), 0))
+        for m in _ENUM_RE.finditer(text):
+            items, nxt = [], 0
+            for im in _ITEM_RE.finditer(m.group(2)):
+                name, val = im.group(1), im.group(2)
+                if val is not None:
+                    nxt = int(val, 0) if re.match(r"-?\d|0x", val) else dict(items)[val]
+                items.append((name, nxt))
+                nxt += 1
+            names = [k for k, _ in items]
+            self.enums[m.group(1)] = Enum(m.group(1), items, _common_prefix(names))
+        self.timeouts = {k[len("CT_TIMEOUT_"):]: v for k, v in self.macros.items()
+                         if k.startswith("CT_TIMEOUT_")}
+
+    def __getattr__(self, name):
+        # d.ct_state -> the enum; d.CT_TABLE_SIZE -> the macro
+        if name in self.__dict__.get("enums", {}):
+            return self.enums[name]
+        if name in self.__dict__.get("macros", {}):
+            return self.macros[name]
+        raise AttributeError(name)
+
+
+@functools.lru_cache(maxsize=None)
+def defs(path=HEADER):
+    return Defs(path)

@@ -1,0 +1,1 @@
+"""A running tracker: pins, attachments, pinned maps, collector, event bus, metrics."""

@@ -1,0 +1,1 @@
+"""ctrack-top: a live, full-screen view of a running tracker."""
