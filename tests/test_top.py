@@ -206,7 +206,8 @@ def test_screen_keys_sort_filter_quit(live, conn, tmux):
     assert _wait_screen(lambda s: "PAUSED" in s), _screen()
 
     _tmux("send-keys", "-t", SESSION, "q")
-    s = _wait_screen(lambda s: "EXITED" in s)
+    # the stty line comes after EXITED: wait for it too (it says icanon or -icanon)
+    s = _wait_screen(lambda s: "EXITED" in s and "icanon" in s)
     assert s and "EXITED 0" in s, _screen()
     assert "ctrack-top tracker" not in s   # the alternate screen is gone
     assert "icanon" in s.split() and "echo" in s.split(), s   # and the terminal modes are back
@@ -217,5 +218,6 @@ def test_screen_ctrl_c_restores_terminal(live, tmux):
     _start(t, "--no-events")
     assert "recent events" not in _screen()
     _tmux("send-keys", "-t", SESSION, "C-c")
-    s = _wait_screen(lambda s: "EXITED" in s)
+    # the stty line comes after EXITED: wait for it too (it says icanon or -icanon)
+    s = _wait_screen(lambda s: "EXITED" in s and "icanon" in s)
     assert s and "EXITED 0" in s and "icanon" in s.split() and "echo" in s.split(), _screen()
