@@ -5,8 +5,9 @@ topology's router (`conntrack -E -o timestamp,id`), a capture on the tracker's i
 (dumpcap, headers only), ping, and the scenarios' traffic (peer.py in the hosts). Everything it
 starts is stopped and everything it builds removed, also on error or Ctrl-C.
 
-Clocks: the tracker's event ts_ns is CLOCK_MONOTONIC_COARSE (a jiffy coarse; a precise kernel
-time is used instead when the events carry one), tcpstates' mono_ns is CLOCK_MONOTONIC; the
+Clocks: the tracker's event ts_ns is CLOCK_MONOTONIC, read when the event is sent (the tracker's
+per-packet clock is the coarse one; the lag allowance measured below stays as a margin, and each
+transition is dated by its packet in the capture where one matches), tcpstates' mono_ns is CLOCK_MONOTONIC; the
 capture and conntrack print wall-clock times, turned into CLOCK_MONOTONIC by the offset
 measured at the start (time.time_ns() - time.monotonic_ns()).
 """
@@ -640,7 +641,7 @@ def clock_name(events):
     for k in ("ktime_ns", "mono_ns", "precise_ns"):
         if any(e.get(k) for e in events):
             return f"{k} (precise)"
-    return "ts_ns (CLOCK_MONOTONIC_COARSE)"
+    return "ts_ns (CLOCK_MONOTONIC, read when each event is sent)"
 
 
 # ---- a real machine: --host ------------------------------------------------------------------------
