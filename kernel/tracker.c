@@ -1452,7 +1452,21 @@ static __always_inline void ct_rtt_arm(struct ct_rtt *me, __u8 mode, __u32 ref, 
  *      a TSval on its first appearance only (later copies, retransmissions and duplicate ACKs
  *      carry it again). Without: new data's end sequence; a retransmission below the awaited
  *      end cancels the wait (Karn).
- * One thing awaited per direction: about a sample per round trip, which is what smoothing needs. */
+ * One thing awaited per direction: about a sample per round trip, which is what smoothing needs.
+ *
+ * Only what the endpoints' kernels time is timed (their srtt is what this is compared with):
+ * Linux samples an RTT only from an ACK that acknowledges new data (tcp_clean_rtx_queue's
+ * FLAG_ACKED; tcp_ack_update_rtt takes TSecr only then: RFC 7323's RTTM rule), so
+ *   - a pure ACK (no payload) is not timed, and a TSval's first appearance is counted among the
+ *     segments that carry data (as ePPing does): the peer echoes a pure ACK's TSval only in
+ *     whatever it sends next, after its application's or delayed ACK's time, and the segment
+ *     echoing it acknowledges nothing new;
+ *   - a FIN is not timed, and a FIN ends the peer's wait without a sample: the receiver of a FIN
+ *     acknowledges it late (Linux enters delayed-ACK "pingpong" mode on a FIN), and a FIN is sent
+ *     when its application closes, so both time the programs' close, not the path; on a short
+ *     connection a few such samples move the 1/8-gain average by tens of milliseconds. Linux
+ *     does time a FIN's ACK, but its srtt as the connection ran (tcp_probe fires only while it
+ *     is established) never includes it. */
 static __always_inline void ct_rtt_update(struct ct_entry *e, struct ct_pkt *p, __u32 d,
 					  __u8 prev_flags, __u32 prev_isn, __u32 prev_end)
 {
@@ -1473,12 +1487,17 @@ static __always_inline void ct_rtt_update(struct ct_entry *e, struct ct_pkt *p, 
 			hs = peer->mode == CT_RTT_HANDSHAKE;
 		}
 	}
-	if (take) {   /* one copy of the sample code (the verifier's budget) */
-		ct_rtt_sample(e, p, d, peer->t_ns, hs);
+	if (take || (f & TH_FIN)) {
+		/* one copy of the sample code (the verifier's budget); a FIN times its program's
+		 * close: it ends the wait without a sample (see above) */
+		if (!(f & TH_FIN))
+			ct_rtt_sample(e, p, d, peer->t_ns, hs);
 		peer->mode = CT_RTT_NONE;
 	}
+	/* what the peer answers at once: data, no FIN (a SYN is timed below, whatever it holds) */
+	int timed = p->datalen && !(f & TH_FIN);
 	int new_tsval = 0;
-	if (p->has_ts && (!(me->flags & CT_RTT_F_TSVAL) || seq_after(p->tsval, me->ts_max))) {
+	if (p->has_ts && timed && (!(me->flags & CT_RTT_F_TSVAL) || seq_after(p->tsval, me->ts_max))) {
 		me->ts_max = p->tsval;
 		me->flags |= CT_RTT_F_TSVAL;
 		new_tsval = 1;
@@ -1498,7 +1517,7 @@ static __always_inline void ct_rtt_update(struct ct_entry *e, struct ct_pkt *p, 
 		if (len) {
 			__u32 end = p->seq + len;
 			if (seq_after(end, prev_end)) {
-				if (me->mode == CT_RTT_NONE)
+				if (me->mode == CT_RTT_NONE && timed)
 					ct_rtt_arm(me, CT_RTT_SEQ, end, now);
 			} else if (me->mode == CT_RTT_SEQ && seq_before(p->seq, me->ref)) {
 				me->mode = CT_RTT_NONE;
@@ -1518,18 +1537,19 @@ static __always_inline int ct_rtt_wants_clock(struct ct_entry *e, struct ct_pkt 
 	__u8 f = p->tcp_flags;
 	if (f & (TH_SYN | TH_RST))
 		return f & TH_SYN;
+	if (f & TH_FIN)
+		return 0;   /* neither timed nor a sample (see ct_rtt_update) */
 	if (peer->mode != CT_RTT_NONE && (f & TH_ACK)) {
 		if (peer->mode == CT_RTT_TS ? (p->has_ts && p->tsecr == peer->ref)
 					    : !seq_before(p->ack, peer->ref))
 			return 1;
 	}
-	if (me->mode != CT_RTT_NONE)
-		return 0;
+	if (me->mode != CT_RTT_NONE || !p->datalen)
+		return 0;   /* a pure ACK is not timed */
 	if (p->has_ts)
 		return !(me->flags & CT_RTT_F_TSVAL) || p->tsval != me->ts_max;
 	/* without timestamps: new data only (a retransmission is not timed) */
-	__u32 len = p->datalen + ((f & TH_FIN) ? 1 : 0);
-	return len && seq_after(p->seq + len, e->dir[d & 1].td_end);
+	return seq_after(p->seq + p->datalen, e->dir[d & 1].td_end);
 }
 #endif
 

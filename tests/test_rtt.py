@@ -67,27 +67,26 @@ def test_timestamps_first_appearance_and_first_echo(rp):
     """ePPing's rule: a TSval is timed from its first appearance, and sampled at its first echo."""
     conv = TcpConv(rp)
     conv.c("S", options=syn_ts(100), wait=0)
-    conv.s("SA", options=syn_ts(900, 100), wait=0.001)        # reply half: 1000 us (handshake)
-    conv.c("A", options=ts(101, 900), wait=0.001)             # orig half: 1000 us (handshake)
-    conv.c("PA", b"a" * 100, options=ts(102, 900), wait=0.010)  # TSval 101 went in the ACK
-    # 101 awaits B's echo; B echoes it 4 ms after the ACK carrying it... 101 was first seen at
-    # the ACK (t=2 ms), and 102 is not timed (one TSval awaited per direction)
-    conv.s("A", options=ts(901, 101), wait=0.002)             # echo of 101: 12000 us after it
-    conv.s("A", options=ts(901, 101), wait=0.001)             # duplicate echo: nothing
+    conv.s("SA", options=syn_ts(900, 100), wait=0.001)          # reply half: 1000 us (handshake)
+    conv.c("A", options=ts(101, 900), wait=0.001)               # orig half: 1000 us (handshake)
+    conv.c("PA", b"a" * 100, options=ts(101, 900), wait=0.001)  # 101 on data: timed from here
+    conv.c("PA", b"a" * 100, options=ts(102, 900), wait=0.010)  # not timed: 101 is awaited
+    conv.s("PA", b"r" * 10, options=ts(901, 101), wait=0.002)   # echo of 101: 12000 us after it
+    conv.s("PA", b"r" * 10, options=ts(901, 101), wait=0.001)   # again: no sample, 901 not new
     rtt = conv.flow()["rtt"]
     assert rtt["reply"]["samples"] == 2 and rtt["reply"]["last_us"] == 12000
     # smoothed: 1000, then 1000 + (12000 - 1000) / 8 = 2375
     assert rtt["reply"]["srtt_us"] == 2375 and rtt["reply"]["min_us"] == 1000
-    # B's TSval 901 first appeared 1 ms before its duplicate; A echoes it 5 ms after the first
-    conv.c("PA", b"b" * 10, options=ts(102, 901), wait=0.004)
+    # B's TSval 901 first appeared 1 ms before its second copy; A echoes it 5 ms after the first
+    conv.c("PA", b"b" * 10, options=ts(103, 901), wait=0.004)
     rtt = conv.flow()["rtt"]
     assert rtt["orig"]["last_us"] == 5000 and rtt["orig"]["samples"] == 2
-    # A sends TSval 102 again (a retransmission keeps... Linux sends a new one; an old one here):
-    # not a first appearance, so when B echoes it nothing new is timed from this copy
-    conv.c("PA", b"b" * 10, seq=conv.cli.nxt - 10, options=ts(102, 901), wait=0.050)
-    conv.s("A", options=ts(902, 102), wait=0.001)
+    # A sends 103 again in a retransmission 50 ms later: not a first appearance, so B's echo is
+    # timed from the original (as the kernel's TSecr sample would be), not from the copy
+    conv.c("PA", b"b" * 10, seq=conv.cli.nxt - 10, options=ts(103, 901), wait=0.050)
+    conv.s("A", options=ts(902, 103), wait=0.001)
     rtt = conv.flow()["rtt"]
-    assert rtt["reply"]["samples"] == 2          # 102 was never armed: 101's wait was pending
+    assert rtt["reply"]["samples"] == 3 and rtt["reply"]["last_us"] == 51000
 
 
 def test_timestamps_new_tsval_after_echo(rp):
@@ -108,7 +107,7 @@ def test_tsecr_beyond_the_awaited_tsval_ends_the_wait(rp):
     conv = TcpConv(rp)
     conv.c("S", options=syn_ts(100), wait=0)
     conv.s("SA", options=syn_ts(900, 100), wait=0.001)
-    conv.c("A", options=ts(101, 900), wait=0.001)
+    conv.c("PA", b"q" * 10, options=ts(101, 900), wait=0.001)
     conv.s("A", options=ts(901, 150), wait=0.030)          # echoes a later TSval: 101 dropped
     conv.s("A", options=ts(902, 101), wait=0.001)          # a late copy of 101's echo: nothing
     assert conv.flow()["rtt"]["reply"]["samples"] == 1     # the handshake only
@@ -119,7 +118,8 @@ def test_timestamps_found_by_the_walk(rp):
     conv = TcpConv(rp)
     conv.c("S", options=syn_ts(100), wait=0)
     conv.s("SA", options=syn_ts(900, 100), wait=0.001)
-    conv.c("A", options=[("SAck", (5000, 5001)), ("Timestamp", (200, 900))], wait=0.001)
+    conv.c("PA", b"q" * 10, options=[("SAck", (5000, 5001)), ("Timestamp", (200, 900))],
+           wait=0.001)
     conv.s("A", options=[("NOP", None), ("Timestamp", (901, 200))], wait=0.0042)
     rtt = conv.flow()["rtt"]
     assert rtt["reply"]["last_us"] == 4200 and rtt["reply"]["samples"] == 2
@@ -168,9 +168,60 @@ def test_end_event_carries_the_rtt(replayer):
     conv.c("FA", wait=0.01); conv.s("FA", wait=0.004); conv.c("A", wait=0.001)
     closed = [e for e in reader.poll() if e["type"] == "closed"]
     assert len(closed) == 1
-    # halves: reply 3000 then 4000 (the FIN's ACK) -> 3000 + 1000/8 = 3125; orig 2000, 1000 -> 1875
-    assert closed[0]["rtt"] == {"handshake_us": 5000, "srtt_us": 3125 + 1875, "min_us": 3000 + 1000,
-                                "samples": 4}
+    # the FINs are not timed (their answers wait on the programs' close): the handshake's halves
+    assert closed[0]["rtt"] == {"handshake_us": 5000, "srtt_us": 5000, "min_us": 5000,
+                                "samples": 2}
+
+
+def test_pure_ack_is_not_timed(rp):
+    """A TSval first seen on a pure ACK is timed from the first data segment that carries it:
+    the peer echoes a pure ACK's TSval only in what it sends next (the kernels time data only:
+    RFC 7323's RTTM rule, Linux's tcp_ack_update_rtt; ePPing skips pure ACKs too)."""
+    conv = TcpConv(rp)
+    conv.c("S", options=syn_ts(100), wait=0)
+    conv.s("SA", options=syn_ts(900, 100), wait=0.001)
+    conv.c("A", options=ts(101, 900), wait=0.001)                 # pure ACK: TSval 101
+    conv.c("PA", b"q" * 100, options=ts(101, 900), wait=0.005)    # the request, 5 ms later
+    conv.s("PA", b"r" * 100, options=ts(901, 101), wait=0.002)    # answered 2 ms after it
+    rtt = conv.flow()["rtt"]
+    # from the request (2000 us), not from the pure ACK (7000 us)
+    assert rtt["reply"]["last_us"] == 2000 and rtt["reply"]["samples"] == 2
+    # B's answer is echoed by A's next request, 3 ms later; A's pure ACKs in between are not timed
+    conv.c("A", options=ts(102, 901), wait=0.001)
+    conv.s("A", options=ts(902, 102), wait=0.030)                 # echoes the pure ACK: nothing
+    assert conv.flow()["rtt"]["reply"]["samples"] == 2
+    conv.c("PA", b"q" * 100, options=ts(103, 902), wait=0.002)
+    conv.s("PA", b"r" * 100, options=ts(903, 103), wait=0.0021)
+    rtt = conv.flow()["rtt"]
+    assert rtt["reply"]["last_us"] == 2100 and rtt["reply"]["samples"] == 3
+    assert rtt["orig"]["samples"] == 2 and rtt["orig"]["last_us"] == 1000   # B's 901 echoed by 102 ack
+
+
+def test_fin_is_not_timed_and_ends_the_wait(rp):
+    """The close: a FIN is acknowledged late (its receiver delays the ACK) and is sent when its
+    program closes, so neither a FIN nor an answer carried by one is a sample."""
+    conv = TcpConv(rp)
+    conv.c("S", options=syn_ts(100), wait=0)
+    conv.s("SA", options=syn_ts(900, 100), wait=0.001)
+    conv.c("A", options=ts(101, 900), wait=0.001)
+    conv.s("PA", b"r" * 100, options=ts(905, 101), wait=0.010)    # B's last data: awaited
+    conv.c("FA", options=ts(140, 905), wait=0.030)                # A closes 30 ms later, echoing it
+    conv.s("A", options=ts(945, 140), wait=0.040)                 # B's delayed ACK of the FIN
+    conv.s("FA", options=ts(946, 140), wait=0.005)
+    conv.c("A", options=ts(141, 946), wait=0.001)                 # the last ACK: answers B's FIN
+    rtt = conv.flow()["rtt"]
+    assert (rtt["orig"]["samples"], rtt["reply"]["samples"]) == (1, 1)   # the handshake's only
+    # without timestamps alike: a data segment's wait ends at a FIN, and a FIN is not timed
+    conv = TcpConv(rp, client=("10.1.0.1", 40001))
+    conv.c("S", options=NO_TS, wait=0)
+    conv.s("SA", options=NO_TS, wait=0.002)
+    conv.c("A", wait=0.002)
+    conv.s("PA", b"r" * 100, wait=0.010)
+    conv.c("FA", wait=0.030)
+    conv.s("FA", wait=0.040)
+    conv.c("A", wait=0.001)
+    rtt = conv.flow()["rtt"]
+    assert (rtt["orig"]["samples"], rtt["reply"]["samples"]) == (1, 1)
 
 
 def test_udp_has_no_rtt(rp):
@@ -191,7 +242,7 @@ def test_no_rtt_build_measures_nothing_and_judges_the_same(replayer):
         verdicts[on] = [(r.klass, r.reason, r.flow) for r in out]
         rtt = conv.flow()["rtt"]
         if on:
-            assert rtt["samples"] == 2   # the handshake halves (102 was not awaited: 101 was)
+            assert rtt["samples"] == 3   # the handshake halves, 102 (101 was a pure ACK's)
         else:
             assert rtt["samples"] == 0 and rtt["handshake_us"] is None
             assert sum(v for k, v in rp.tracker.stats().items() if k.startswith("rtt_hist.")) == 0
@@ -206,6 +257,7 @@ def test_tc_entry_and_ipv6(replayer):
     conv.c("S", options=syn_ts(100), wait=0)
     conv.s("SA", options=syn_ts(900, 100), wait=0.0021)
     conv.c("A", options=ts(101, 900), wait=0.0013)
+    conv.c("PA", b"q" * 20, options=ts(101, 900), wait=0.001)
     conv.s("PA", b"r" * 20, options=ts(901, 101), wait=0.0040)
     rtt = conv.flow()["rtt"]
     assert (rtt["reply"]["handshake_us"], rtt["orig"]["handshake_us"]) == (2100, 1300)
