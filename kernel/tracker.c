@@ -1457,10 +1457,14 @@ static __always_inline void ct_rtt_arm(struct ct_rtt *me, __u8 mode, __u32 ref, 
  * Only what the endpoints' kernels time is timed (their srtt is what this is compared with):
  * Linux samples an RTT only from an ACK that acknowledges new data (tcp_clean_rtx_queue's
  * FLAG_ACKED; tcp_ack_update_rtt takes TSecr only then: RFC 7323's RTTM rule), so
- *   - a pure ACK (no payload) is not timed, and a TSval's first appearance is counted among the
- *     segments that carry data (as ePPing does): the peer echoes a pure ACK's TSval only in
- *     whatever it sends next, after its application's or delayed ACK's time, and the segment
- *     echoing it acknowledges nothing new;
+ *   - a pure ACK that acknowledges all the peer sent is not timed, and a TSval's first
+ *     appearance is counted among the timed segments (ePPing skips pure ACKs): the peer echoes
+ *     such an ACK's TSval only in whatever it sends next, after its application's time (a
+ *     request/response's think time, a paced sender), which the peer's kernel does not time
+ *     (the segment echoing it acknowledges nothing new). A pure ACK that leaves some of the
+ *     peer's data in flight is timed: the peer is sending, ACK-clocked, and answers it with its
+ *     next segment at once -- without it the half of a bulk sender would have no samples past
+ *     the handshake;
  *   - a FIN is not timed, and a FIN ends the peer's wait without a sample: the receiver of a FIN
  *     acknowledges it late (Linux enters delayed-ACK "pingpong" mode on a FIN), and a FIN is sent
  *     when its application closes, so both time the programs' close, not the path; on a short
@@ -1494,8 +1498,9 @@ static __always_inline void ct_rtt_update(struct ct_entry *e, struct ct_pkt *p, 
 			ct_rtt_sample(e, p, d, peer->t_ns, hs);
 		peer->mode = CT_RTT_NONE;
 	}
-	/* what the peer answers at once: data, no FIN (a SYN is timed below, whatever it holds) */
-	int timed = p->datalen && !(f & TH_FIN);
+	/* what the peer answers at once (a SYN is timed below, whatever it holds): see above */
+	int timed = !(f & TH_FIN) &&
+		    (p->datalen || seq_before(p->ack, e->dir[(d ^ 1) & 1].td_end));
 	int new_tsval = 0;
 	if (p->has_ts && timed && (!(me->flags & CT_RTT_F_TSVAL) || seq_after(p->tsval, me->ts_max))) {
 		me->ts_max = p->tsval;
@@ -1544,8 +1549,10 @@ static __always_inline int ct_rtt_wants_clock(struct ct_entry *e, struct ct_pkt 
 					    : !seq_before(p->ack, peer->ref))
 			return 1;
 	}
-	if (me->mode != CT_RTT_NONE || !p->datalen)
-		return 0;   /* a pure ACK is not timed */
+	if (me->mode != CT_RTT_NONE)
+		return 0;
+	if (!p->datalen && !seq_before(p->ack, e->dir[(d ^ 1) & 1].td_end))
+		return 0;   /* a pure ACK that leaves the peer nothing in flight is not timed */
 	if (p->has_ts)
 		return !(me->flags & CT_RTT_F_TSVAL) || p->tsval != me->ts_max;
 	/* without timestamps: new data only (a retransmission is not timed) */

@@ -197,6 +197,28 @@ def test_pure_ack_is_not_timed(rp):
     assert rtt["orig"]["samples"] == 2 and rtt["orig"]["last_us"] == 1000   # B's 901 echoed by 102 ack
 
 
+def test_pure_ack_mid_transfer_is_timed(rp):
+    """A pure ACK that leaves some of the peer's data unacknowledged is timed: the sender is
+    ACK-clocked and answers it at once (a bulk sender's half has no other samples)."""
+    conv = TcpConv(rp)
+    conv.c("S", options=syn_ts(100), wait=0)
+    conv.s("SA", options=syn_ts(900, 100), wait=0.001)
+    conv.c("A", options=ts(101, 900), wait=0.001)
+    conv.s("PA", b"r" * 1000, options=ts(901, 101), wait=0.001)
+    conv.s("PA", b"r" * 1000, options=ts(901, 101), wait=0.0001)
+    # A acknowledges the first segment only (B's second is in flight): timed. (It also echoes
+    # B's 901, first seen 1300 us before: A's half)
+    conv.c("A", options=ts(110, 901), ack=conv.srv.nxt - 1000, wait=0.0012)
+    conv.s("PA", b"r" * 1000, options=ts(902, 110), wait=0.0007)   # B answers it 700 us later
+    rtt = conv.flow()["rtt"]
+    assert rtt["orig"]["samples"] == 2 and rtt["orig"]["last_us"] == 1300
+    assert rtt["reply"]["samples"] == 2 and rtt["reply"]["last_us"] == 700
+    # A's ACK of everything B sent is not timed: B's next segment may come at any time
+    conv.c("A", options=ts(120, 902), wait=0.0005)
+    conv.s("PA", b"r" * 1000, options=ts(950, 120), wait=0.050)
+    assert conv.flow()["rtt"]["reply"]["samples"] == 2
+
+
 def test_fin_is_not_timed_and_ends_the_wait(rp):
     """The close: a FIN is acknowledged late (its receiver delays the ACK) and is sent when its
     program closes, so neither a FIN nor an answer carried by one is a sample."""
