@@ -1499,8 +1499,10 @@ static __always_inline void ct_rtt_update(struct ct_entry *e, struct ct_pkt *p, 
 		peer->mode = CT_RTT_NONE;
 	}
 	/* what the peer answers at once (a SYN is timed below, whatever it holds): see above */
-	int timed = !(f & TH_FIN) &&
-		    (p->datalen || seq_before(p->ack, e->dir[(d ^ 1) & 1].td_end));
+	/* computed without branches: a branch here doubles the verifier's walk of what follows */
+	__u32 inflight = (p->ack - e->dir[(d ^ 1) & 1].td_end) >> 31;   /* seq_before(ack, end) */
+	__u32 hasdata = (__u32)((0ULL - (__u64)p->datalen) >> 63);        /* datalen != 0 */
+	__u32 timed = (hasdata | inflight) & ~((__u32)f & TH_FIN) & 1;
 	int new_tsval = 0;
 	if (p->has_ts && timed && (!(me->flags & CT_RTT_F_TSVAL) || seq_after(p->tsval, me->ts_max))) {
 		me->ts_max = p->tsval;
@@ -1551,12 +1553,12 @@ static __always_inline int ct_rtt_wants_clock(struct ct_entry *e, struct ct_pkt 
 	}
 	if (me->mode != CT_RTT_NONE)
 		return 0;
-	if (!p->datalen && !seq_before(p->ack, e->dir[(d ^ 1) & 1].td_end))
-		return 0;   /* a pure ACK that leaves the peer nothing in flight is not timed */
+	/* (a pure ACK's new TSval reads the clock: whether it is timed, ct_rtt_update decides, as
+	 * a test here costs the verifier more than the clock costs a packet) */
 	if (p->has_ts)
 		return !(me->flags & CT_RTT_F_TSVAL) || p->tsval != me->ts_max;
 	/* without timestamps: new data only (a retransmission is not timed) */
-	return seq_after(p->seq + p->datalen, e->dir[d & 1].td_end);
+	return p->datalen && seq_after(p->seq + p->datalen, e->dir[d & 1].td_end);
 }
 #endif
 
