@@ -7,7 +7,9 @@ empty program of the same type and a reference conntrack in the same run; report
 
 The tracker is the live build (kernel clock, events on, observe policy); flows are set up by
 running their handshake through the same program first. The "established" row is the fast path:
-one flow-table lookup, the flow's lock, the window checks, counters.
+one flow-table lookup, the flow's lock, the window checks, counters. It is measured with and
+without TCP timestamps in the segment (", TS": NOP, NOP, timestamps, as Linux sends them; the
+passive RTT reads them on every segment), and for a build without the passive RTT (`--no-rtt`).
 
 The reference (bench/reference_ct.c, Reference below) is the least a conntrack does on that path:
 parse Ethernet/IPv4/TCP, one hash lookup, a bpf_spin_lock'ed update of counters and last-seen.
@@ -35,6 +37,9 @@ REFERENCE_C = os.path.join(HERE, "reference_ct.c")
 FAST_PATH_GOAL = 1.3   # tracker established / reference, the bound issue 13 sets
 
 OPTS = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)), ("NOP", None), ("WScale", 7)]
+# A data segment's options as Linux sends them when timestamps are on (its default): what the
+# passive RTT reads on every segment (the issue's cost bound is "with TCP timestamps in the packet")
+TS_OPTS = [("NOP", None), ("NOP", None), ("Timestamp", (5, 1))]
 
 
 def tcp_frames(l3, src, dst, sport=40000, dport=80):
@@ -46,6 +51,17 @@ def tcp_frames(l3, src, dst, sport=40000, dport=80):
     data = bytes(e / l3(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags="PA", seq=1001,
                                                  ack=5001, window=512) / Raw(b"x" * 1000))
     return setup, data
+
+
+def with_timestamps(data):
+    """The same data segment carrying the timestamps option (NOP, NOP, TS)."""
+    p = Ether(data)
+    p[TCP].options = TS_OPTS
+    del p[TCP].dataofs
+    if IP in p:
+        del p[IP].len, p[IP].chksum
+    del p[TCP].chksum
+    return bytes(p)
 
 
 class Reference:
@@ -98,11 +114,16 @@ def main():
     tr = Tracker(TrackerConfig())
     xdp = TestRunner(tr.fn("ct_xdp").fd)
     tc = TestRunner(tr.fn("ct_tc").fd)
+    nortt = Tracker(TrackerConfig(rtt=False))   # `--no-rtt`: the passive RTT compiled out
+    nortt_xdp = TestRunner(nortt.fn("ct_xdp").fd)
 
     setup4, data4 = tcp_frames(IP, "10.1.0.1", "10.2.0.2")
     setup6, data6 = tcp_frames(IPv6, "fd00::1", "fd00::2")
+    data4_ts = with_timestamps(data4)
     for f in setup4 + setup6:
         xdp.run(f)
+    for f in setup4:
+        nortt_xdp.run(f)
     ref.xdp.run(data4)   # the reference's flow (XDP and TC share its table)
     udp = bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / IP(src="10.1.0.1", dst="10.2.0.2") / UDP(sport=5000, dport=53) / Raw(b"q" * 64))
     udp_reply = bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / IP(src="10.2.0.2", dst="10.1.0.1") / UDP(sport=53, dport=5000) / Raw(b"r" * 64))
@@ -120,6 +141,9 @@ def main():
         ("empty XDP program", empty_xdp, data4, None, None),
         (REF_XDP, ref.xdp, data4, "empty XDP program", None),
         ("tracker XDP: TCP established (IPv4)", xdp, data4, "empty XDP program", REF_XDP),
+        ("tracker XDP: TCP established, TS (IPv4)", xdp, data4_ts, "empty XDP program", REF_XDP),
+        ("tracker --no-rtt XDP: TCP established", nortt_xdp, data4, "empty XDP program", REF_XDP),
+        ("tracker --no-rtt XDP: TCP est., TS", nortt_xdp, data4_ts, "empty XDP program", REF_XDP),
         ("tracker XDP: TCP established (IPv6)", xdp, data6, "empty XDP program", None),
         ("tracker XDP: UDP established", xdp, udp, "empty XDP program", None),
         ("tracker XDP: TCP without flow (INVALID)", xdp, nosyn, "empty XDP program", None),
@@ -128,6 +152,7 @@ def main():
         ("empty TC program", empty_tc, data4, None, None),
         (REF_TC, ref.tc, data4, "empty TC program", None),
         ("tracker TC: TCP established (IPv4)", tc, data4, "empty TC program", REF_TC),
+        ("tracker TC: TCP established, TS (IPv4)", tc, data4_ts, "empty TC program", REF_TC),
     ]
     try:
         samples = measure(cases, args.repeat, args.runs)
@@ -140,6 +165,7 @@ def main():
             return 1
     finally:
         tr.close()
+        nortt.close()
         ref.close()
     rows = []
     for name, _, _, base, refname in cases:
