@@ -35,7 +35,9 @@ PY = "/usr/bin/python3"
 # measurements includes differently (ping -U its own; the kernel's srtt the server's; the
 # tracker's both programs'). Measured, 3 runs under load: tracker 3.17/3.41/4.12 ms, kernel
 # average srtt 2.90/3.28/3.26, ping median 2.31/2.26/2.36; idle: 2.20/2.16/2.34 and
-# 2.34/2.35/2.32. So the bound is 10% or 2 ms, whichever is larger.
+# 2.34/2.35/2.32. So at 1 ms each way the bound is 10% or 2 ms, whichever is larger; at 10 and
+# 50 ms each way it is the issue's 10% (2 and 10 ms: more than those wake-ups). The kernels'
+# srtt itself is 8-32% off ping at 1 ms each way on this machine (docs/report.md).
 SLACK_MS = 2.0
 
 
@@ -147,9 +149,10 @@ def test_tracker_srtt_matches_ping_and_the_kernels(wire, delay_ms):
     # request): about ROUNDS samples per half
     assert rtt["orig"]["samples"] >= ROUNDS // 2 and rtt["reply"]["samples"] >= ROUNDS // 2, rtt
     assert rtt["handshake_us"] is not None
-    # 10%, and never less than SLACK_MS: see the module docstring
-    assert abs(ours_ms - ping_ms) <= max(0.10 * ping_ms, SLACK_MS), note
-    assert abs(ours_ms - kernel_ms) <= max(0.10 * kernel_ms, SLACK_MS), note
+    # 10%; at 1 ms each way never less than SLACK_MS: see SLACK_MS
+    slack = SLACK_MS if delay_ms < 10 else 0.0
+    assert abs(ours_ms - ping_ms) <= max(0.10 * ping_ms, slack), note
+    assert abs(ours_ms - kernel_ms) <= max(0.10 * kernel_ms, slack), note
     # both halves see the same delay line
     half = [rtt[s]["srtt_us"] / 1000 for s in ("orig", "reply")]
     assert all(delay_ms * 0.95 <= h <= delay_ms * 1.2 + SLACK_MS for h in half), (half, note)
