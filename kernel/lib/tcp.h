@@ -1,5 +1,36 @@
-/* lib/tcp.h: the TCP state machine for a segment of an existing flow (lock held): restarts,
- * RSTs, window checks, then each endpoint's state. */
+/* lib/tcp.h: the TCP state machine for a segment of an existing flow (lock held).
+ *
+ * Each flow keeps both endpoints' states as Linux names them, inferred from the wire assuming
+ * every packet the tracker passes is delivered, and an overall state in netfilter's vocabulary
+ * (it drives the timeout). The README's table (its TCP section):
+ *
+ *   on the wire                                   opener       responder    overall
+ *   SYN                                           SYN_SENT     SYN_RECV     SYN_SENT
+ *   SYN/ACK                                       ESTABLISHED  SYN_RECV     SYN_RECV
+ *   ACK                                           ESTABLISHED  ESTABLISHED  ESTABLISHED
+ *   simultaneous open: the other's bare SYN       SYN_RECV     SYN_RECV     SYN_SENT2
+ *   then each SYN/ACK                             ESTABLISHED  ESTABLISHED  SYN_RECV, ESTABLISHED
+ *   opener's FIN                                  FIN_WAIT1    CLOSE_WAIT   FIN_WAIT
+ *   its ACK                                       FIN_WAIT2    CLOSE_WAIT   CLOSE_WAIT
+ *   responder's FIN (or FIN+ACK piggybacked)      TIME_WAIT    LAST_ACK     LAST_ACK
+ *   last ACK                                      TIME_WAIT    CLOSE        TIME_WAIT
+ *   FINs crossed (neither acknowledges the other) CLOSING      CLOSING      LAST_ACK
+ *   each ACK of a crossed FIN                     TIME_WAIT    TIME_WAIT    TIME_WAIT
+ *   RST at the receiver's RCV.NXT (any in-window  CLOSE        CLOSE        CLOSE
+ *   RST during the handshake), either side, any state
+ *
+ * ct_tcp_existing takes a segment in this order, against RFC 9293 section 3.10.7 ("SEGMENT
+ * ARRIVES"): a SYN on a finished connection opens a new one (3.10.7.4 fourth, RFC 6191); a reset
+ * connection takes nothing but what fits its windows; the RST check (3.10.7.3 second, 3.10.7.4
+ * second; rst.h); the SYN and SYN/ACK of the handshake and a SYN-SENT flow's other segments
+ * (3.10.7.3's ACK and SYN checks); the sequence and acknowledgement windows (3.10.7.4 first and
+ * fifth; window.h); last each endpoint's state from the ACK, then the FIN (3.10.7.4 fifth and
+ * eighth; ct_tcp_endpoints). Where this differs from the RFC's order: the RFC checks the
+ * window before the RST, here the RST has its own exact check (RFC 5961) first; and the
+ * handshake's cases come before the window rules, which assume a synchronised connection. The
+ * code was not reordered (each move shifts the verifier's count, and the first two steps
+ * decide whether the rest applies at all). Functions are defined callee first; ct_tcp_existing,
+ * last, is the entry. */
 #ifndef CT_LIB_TCP_H
 #define CT_LIB_TCP_H
 
