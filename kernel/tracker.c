@@ -22,8 +22,9 @@
  * whatever headers BCC compiles against.
  *
  * The parts live in lib/, one header per concern, included below in dependency order (listed in
- * docs/architecture.md). This file keeps the maps and every function that calls one (BCC rewrites
- * map calls such as flows.lookup() in the file it compiles only, not in included headers), the
+ * docs/architecture.md). This file keeps the maps with every map call (BCC rewrites map calls
+ * such as flows.lookup() in the file it compiles only, not in included headers): one small
+ * accessor per map operation for the headers, the clock, ct_related and ct_trace_icmp; then the
  * packet path (ct_update, ct_process, ct_decide) and the two hooks.
  */
 #include <uapi/linux/bpf.h>
@@ -49,6 +50,7 @@
 #include "lib/window.h"
 #include "lib/tcp.h"
 #include "lib/events.h"
+#include "lib/evict.h"
 
 /* ---- Maps ------------------------------------------------------------------------------------ */
 /* The flow table: preallocated hash (no allocation on the packet path; a full table fails the
@@ -76,12 +78,61 @@ BPF_PERCPU_ARRAY(scratch, struct ct_scratch, 1);
  * update on top of the state machine took the verifier past its 1,000,000-instruction limit. */
 BPF_PERCPU_ARRAY(results, struct ct_result, 1);
 
-/* ---- Map accesses: BCC rewrites map calls in this file only --------------------------------- */
+/* ---- Map accesses: BCC rewrites map calls in this file only (lib/common.h declares these) ---- */
 static __always_inline struct ct_stats *stats_get(void)
 {
 	__u32 z = 0;
 	return stats.lookup(&z);
 }
+
+#ifdef CT_REPLAY
+static __always_inline struct ct_trace *ct_trace_get(void)
+{
+	__u32 z = 0;
+	return trace.lookup(&z);
+}
+#endif
+
+static __always_inline struct ct_scratch *ct_scratch_get(void)
+{
+	__u32 z = 0;
+	return scratch.lookup(&z);
+}
+
+static __always_inline struct ct_entry *ct_flow_lookup(struct ct_key *key)
+{
+	return flows.lookup(key);
+}
+
+static __always_inline int ct_flow_delete(struct ct_key *key)
+{
+	return flows.delete(key);
+}
+
+/* The eviction queue overwrites its oldest item when full (BPF_EXIST). */
+static __always_inline void ct_evict_push(struct ct_evict_item *it)
+{
+	evict_queue.push(it, BPF_EXIST);
+}
+
+static __always_inline int ct_evict_pop(struct ct_evict_item *it)
+{
+	/* compared, not returned: before its rewrite BCC types .pop() as returning a pointer, and
+	 * clang would warn on stderr */
+	return evict_queue.pop(it) != 0;   /* 0: an item was taken */
+}
+
+#ifndef CT_NO_EVENTS
+static __always_inline struct ct_event *ct_event_reserve(void)
+{
+	return events.ringbuf_reserve(sizeof(struct ct_event));
+}
+
+static __always_inline void ct_event_submit(struct ct_event *ev)
+{
+	events.ringbuf_submit(ev, 0);
+}
+#endif
 
 /* The clock of RTT samples: fine (RTTs of a few ms need better than a jiffy); the capture's in
  * replays. Read only for TCP segments of builds with RTT. */
@@ -110,79 +161,6 @@ static __always_inline __u64 ct_now(void)
 #endif
 }
 
-
-static __always_inline void ct_emit(__u8 type, struct ct_key *key, struct ct_result *r,
-				    struct ct_scratch *sc, struct ct_zeek *zsrc, __u64 now,
-				    __u8 close_reason, int prev)
-{
-#ifndef CT_NO_EVENTS
-	struct ct_event *ev = events.ringbuf_reserve(sizeof(struct ct_event));
-	if (!ev) {
-		stat_inc(CT_STAT_EVENTS_LOST);
-		return;
-	}
-	ct_fill_event(ev, type, key, r, sc, zsrc, now, close_reason, prev);
-#ifndef CT_REPLAY
-	/* Events are rare (state changes only), so they can afford the precise clock, read here
-	 * and nowhere else: the per-packet path keeps ct_now()'s coarse one, whose jiffy would
-	 * give a whole handshake's events one time. Both count CLOCK_MONOTONIC. */
-	ev->ts = bpf_ktime_get_ns();
-#endif
-	events.ringbuf_submit(ev, 0);
-#endif
-}
-
-/* After a flow's packet was handled under the lock: the part that needs helper calls. */
-static __always_inline void ct_after(struct ct_key *key, struct ct_result *r,
-				     struct ct_scratch *sc, __u64 now)
-{
-	struct ct_zeek *zsrc = (struct ct_zeek *)(long)sc->zsrc;   /* read with a helper only */
-	/* The previous flow of the entry: DESTROY once, by whoever removed or reused the entry. */
-	int gone = 0;
-	if (r->prev_count)
-		stat_inc(r->prev_closed == CT_CLOSE_REOPENED ? CT_STAT_REOPENED : CT_STAT_CLOSED_TIMEOUT);
-	if (r->prev_closed && (!r->prev_remove || flows.delete(key) == 0)) {
-		gone = 1;
-		ct_emit(CT_EVENT_DESTROY, key, r, sc, zsrc, now, r->prev_closed, 1);
-	}
-#ifdef CT_REPLAY
-	if (r->prev_ended || gone) {
-		/* the replay writes one record per connection (ctrack replay -o zeek): this one's */
-		__u32 z = 0;
-		struct ct_trace *t = trace.lookup(&z);
-		if (t) {
-			t->has_ended = 1;
-			ct_fill_event(&t->ended, CT_EVENT_DESTROY, key, r, sc, zsrc, now,
-				      r->prev_close_reason, 1);
-		}
-	}
-#endif
-	struct ct_evict_item item = {.key = *key, .first_seen = r->first_seen};
-	if (r->created) {
-		stat_inc(CT_STAT_FLOWS_CREATED);
-		evict_queue.push(&item, BPF_EXIST);
-		ct_emit(CT_EVENT_NEW, key, r, sc, zsrc, now, 0, 0);
-	} else if (r->state_changed) {
-		ct_emit(CT_EVENT_STATE, key, r, sc, zsrc, now, 0, 0);
-	}
-	if (r->closed) {
-		stat_inc(r->close_reason == CT_CLOSE_RST ? CT_STAT_CLOSED_RST : CT_STAT_CLOSED_FIN);
-		ct_emit(CT_EVENT_CLOSED, key, r, sc, zsrc, now, r->close_reason, 0);
-	}
-	if (r->push_evict)
-		evict_queue.push(&item, BPF_EXIST);
-	if (r->ignored_syn)
-		stat_inc(CT_STAT_IGNORED_SYN);
-	if (r->rst_challenged)
-		stat_inc(CT_STAT_RST_CHALLENGED);
-}
-
-
-static __always_inline int ct_closing_state(__u8 s)
-{
-	return s == CT_STATE_FIN_WAIT || s == CT_STATE_CLOSE_WAIT || s == CT_STATE_LAST_ACK ||
-	       s == CT_STATE_TIME_WAIT || s == CT_STATE_CLOSE;
-}
 
 /* Does this segment restart the flow in a live entry (lock held, d its direction)? The state
  * machine decides it below (ct_tcp_existing); Zeek's record must restart first: 1 for a SYN on a
@@ -330,74 +308,6 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 	bpf_spin_unlock(&e->lock);
 }
 
-
-/* An evicted flow leaves the table: its final record copied out under its lock, then the
- * delete; whoever's delete succeeds reports it (DESTROY, reason evicted), once. In replay builds
- * its record goes to the trace too (ctrack replay -o zeek: one row per connection). */
-static __always_inline int ct_evicted(struct ct_key *key, struct ct_entry *c, __u64 now)
-{
-	struct ct_result r = {};
-	__u32 z = 0;
-	struct ct_scratch *sc = scratch.lookup(&z);
-	if (!sc)
-		return 0;
-	bpf_spin_lock(&c->lock);
-	r.prev_packets[0] = c->dir[0].packets;
-	r.prev_packets[1] = c->dir[1].packets;
-	r.prev_bytes[0] = c->dir[0].bytes;
-	r.prev_bytes[1] = c->dir[1].bytes;
-	r.prev_state = c->state;
-	r.prev_orig_state = c->dir[0].state;
-	r.prev_reply_state = c->dir[1].state;
-	r.prev_orig_side = c->orig_side;
-	r.prev_first_seen = c->first_seen;
-	r.prev_last_seen = c->last_seen;
-	r.prev_close_reason = c->close_reason ? c->close_reason : CT_CLOSE_EVICTED;
-	ct_zeek_prev(sc, &c->zeek);
-	ct_rtt_summarise(c, &sc->prev_rtt_sum);
-	bpf_spin_unlock(&c->lock);
-	if (flows.delete(key) != 0)
-		return 0;   /* another CPU (or the collector) removed it first: theirs to report */
-	stat_inc(CT_STAT_EVICTED);
-#ifdef CT_REPLAY
-	struct ct_trace *t = trace.lookup(&z);
-	if (t) {
-		t->has_ended = 1;
-		ct_fill_event(&t->ended, CT_EVENT_DESTROY, key, &r, sc, NULL, now, r.prev_close_reason, 1);
-	}
-#endif
-	ct_emit(CT_EVENT_DESTROY, key, &r, sc, NULL, now, CT_CLOSE_EVICTED, 1);
-	return 1;
-}
-
-/* Table full: try a few eviction candidates. A candidate goes if its flow expired, never
- * completed its handshake / got a reply, or is closing -- netfilter's early-drop choice. A live,
- * assured flow is never evicted. The check reads the entry without its lock: a packet racing
- * it can at worst see a closing or unassured flow evicted, which was evictable anyway. */
-static __always_inline int ct_evict_one(__u64 now)
-{
-	struct ct_evict_item it;
-	struct ct_entry *c = NULL;
-	for (int i = 0; i < CT_EVICT_TRIES; i++) {
-		if (evict_queue.pop(&it))
-			return 0;
-		c = flows.lookup(&it.key);
-		if (!c || c->first_seen != it.first_seen) {
-			c = NULL;
-			continue;   /* removed, or reopened since: a later item stands for it */
-		}
-		if (now >= c->expires || !(c->flags & CT_F_ASSURED) || ct_closing_state(c->state))
-			break;
-		/* Live and assured: not now, but it may expire or close later; back of the queue
-		 * (dropping it would leave the flow out of reach of eviction for good). */
-		evict_queue.push(&it, BPF_EXIST);
-		c = NULL;
-	}
-	if (!c)
-		return 0;
-	/* its end (event, replay record) out of the loop: one copy of that code, not eight */
-	return ct_evicted(&it.key, c, now);
-}
 
 /* ---- The packet path -------------------------------------------------------------------------- */
 /* An ICMP error about a flow: RELATED when the table has the flow (and, for TCP, the quoted

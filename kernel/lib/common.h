@@ -2,8 +2,9 @@
  * per-CPU scratch it lives in, the TCP flag bits and the rarer counters (stat_inc).
  *
  * No header under lib/ names a map: BCC rewrites map calls (flows.lookup(), ...) in the file it
- * compiles only, never in an included header, so the maps and every function that calls one are
- * in tracker.c; stats_get() below is declared here and defined there. */
+ * compiles only, never in an included header (such a call compiles to an indirect call the
+ * verifier refuses). So the maps are declared in tracker.c, with one small accessor per map
+ * operation declared below and defined there, and the headers call those. */
 #ifndef CT_LIB_COMMON_H
 #define CT_LIB_COMMON_H
 
@@ -11,8 +12,21 @@
 
 #define NS_PER_SEC 1000000000ULL
 
-/* The per-CPU counters (tracker.c: the stats map). */
+/* The map accesses, defined in tracker.c (see above): the per-CPU counters and scratch, the
+ * replay's trace, the flow table, the eviction queue, the ring buffer. */
 static __always_inline struct ct_stats *stats_get(void);
+static __always_inline struct ct_scratch *ct_scratch_get(void);
+#ifdef CT_REPLAY
+static __always_inline struct ct_trace *ct_trace_get(void);
+#endif
+static __always_inline struct ct_entry *ct_flow_lookup(struct ct_key *key);
+static __always_inline int ct_flow_delete(struct ct_key *key);
+static __always_inline void ct_evict_push(struct ct_evict_item *it);
+static __always_inline int ct_evict_pop(struct ct_evict_item *it);
+#ifndef CT_NO_EVENTS
+static __always_inline struct ct_event *ct_event_reserve(void);
+static __always_inline void ct_event_submit(struct ct_event *ev);
+#endif
 
 /* For the rarer counters; the per-packet ones share one lookup in ct_decide. */
 static __always_inline void stat_inc(__u32 idx)

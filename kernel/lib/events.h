@@ -1,6 +1,7 @@
 /* lib/events.h: what a packet reports after its flow's lock: the event record (NEW, UPDATE,
  * DESTROY, ...) filled from its ct_result, and the per-tracker histograms of SYN options and
- * RTTs. Sending (the ring buffer) is tracker.c's: it calls a map. */
+ * RTTs, and sending them (ct_emit, ct_after: what a packet's ct_result asks for once its
+ * flow's lock is released). */
 #ifndef CT_LIB_EVENTS_H
 #define CT_LIB_EVENTS_H
 
@@ -103,6 +104,71 @@ static __always_inline void ct_after_extras(struct ct_pkt *p)
 		}
 	}
 #endif
+}
+
+static __always_inline void ct_emit(__u8 type, struct ct_key *key, struct ct_result *r,
+				    struct ct_scratch *sc, struct ct_zeek *zsrc, __u64 now,
+				    __u8 close_reason, int prev)
+{
+#ifndef CT_NO_EVENTS
+	struct ct_event *ev = ct_event_reserve();
+	if (!ev) {
+		stat_inc(CT_STAT_EVENTS_LOST);
+		return;
+	}
+	ct_fill_event(ev, type, key, r, sc, zsrc, now, close_reason, prev);
+#ifndef CT_REPLAY
+	/* Events are rare (state changes only), so they can afford the precise clock, read here
+	 * and nowhere else: the per-packet path keeps ct_now()'s coarse one, whose jiffy would
+	 * give a whole handshake's events one time. Both count CLOCK_MONOTONIC. */
+	ev->ts = bpf_ktime_get_ns();
+#endif
+	ct_event_submit(ev);
+#endif
+}
+
+/* After a flow's packet was handled under the lock: the part that needs helper calls. */
+static __always_inline void ct_after(struct ct_key *key, struct ct_result *r,
+				     struct ct_scratch *sc, __u64 now)
+{
+	struct ct_zeek *zsrc = (struct ct_zeek *)(long)sc->zsrc;   /* read with a helper only */
+	/* The previous flow of the entry: DESTROY once, by whoever removed or reused the entry. */
+	int gone = 0;
+	if (r->prev_count)
+		stat_inc(r->prev_closed == CT_CLOSE_REOPENED ? CT_STAT_REOPENED : CT_STAT_CLOSED_TIMEOUT);
+	if (r->prev_closed && (!r->prev_remove || ct_flow_delete(key) == 0)) {
+		gone = 1;
+		ct_emit(CT_EVENT_DESTROY, key, r, sc, zsrc, now, r->prev_closed, 1);
+	}
+#ifdef CT_REPLAY
+	if (r->prev_ended || gone) {
+		/* the replay writes one record per connection (ctrack replay -o zeek): this one's */
+		struct ct_trace *t = ct_trace_get();
+		if (t) {
+			t->has_ended = 1;
+			ct_fill_event(&t->ended, CT_EVENT_DESTROY, key, r, sc, zsrc, now,
+				      r->prev_close_reason, 1);
+		}
+	}
+#endif
+	struct ct_evict_item item = {.key = *key, .first_seen = r->first_seen};
+	if (r->created) {
+		stat_inc(CT_STAT_FLOWS_CREATED);
+		ct_evict_push(&item);
+		ct_emit(CT_EVENT_NEW, key, r, sc, zsrc, now, 0, 0);
+	} else if (r->state_changed) {
+		ct_emit(CT_EVENT_STATE, key, r, sc, zsrc, now, 0, 0);
+	}
+	if (r->closed) {
+		stat_inc(r->close_reason == CT_CLOSE_RST ? CT_STAT_CLOSED_RST : CT_STAT_CLOSED_FIN);
+		ct_emit(CT_EVENT_CLOSED, key, r, sc, zsrc, now, r->close_reason, 0);
+	}
+	if (r->push_evict)
+		ct_evict_push(&item);
+	if (r->ignored_syn)
+		stat_inc(CT_STAT_IGNORED_SYN);
+	if (r->rst_challenged)
+		stat_inc(CT_STAT_RST_CHALLENGED);
 }
 
 #endif /* CT_LIB_EVENTS_H */

@@ -268,4 +268,10 @@ static __always_inline int ct_can_open(struct ct_pkt *p)
 	return 0;
 }
 
+static __always_inline int ct_closing_state(__u8 s)
+{
+	return s == CT_STATE_FIN_WAIT || s == CT_STATE_CLOSE_WAIT || s == CT_STATE_LAST_ACK ||
+	       s == CT_STATE_TIME_WAIT || s == CT_STATE_CLOSE;
+}
+
 #endif /* CT_LIB_FLOW_H */
