@@ -190,10 +190,7 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 		/* Expired: the entry counts as absent. Its flow ends here (once), and the packet
 		 * opens a new one if it can. */
 		ct_prev_end(e, r, CT_CLOSE_TIMEOUT);
-		r->state = e->state;
-		r->orig_state = e->dir[0].state;
-		r->reply_state = e->dir[1].state;
-		r->orig_side = e->orig_side;
+		ct_result_fill(r, e);
 		ct_rtt_summarise(e, &ct_scratch_of(p)->prev_rtt_sum);
 		ct_zeek_prev(ct_sc(p), &e->zeek);   /* for its DESTROY, and the replay's record */
 		if (!ct_can_open(p)) {
@@ -295,16 +292,7 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 	}
 	if (r->klass == CT_CLASS_INVALID)
 		ct_zeek_invalid(&e->zeek, p, (p->side == e->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY);
-	r->state = e->state;
-	r->orig_state = e->dir[0].state;
-	r->reply_state = e->dir[1].state;
-	r->orig_side = e->orig_side;
-	r->first_seen = e->first_seen;
-	r->last_seen = e->last_seen;
-	r->packets[0] = e->dir[0].packets;
-	r->packets[1] = e->dir[1].packets;
-	r->bytes[0] = e->dir[0].bytes;
-	r->bytes[1] = e->dir[1].bytes;
+	ct_result_fill(r, e);
 	bpf_spin_unlock(&e->lock);
 }
 
@@ -324,9 +312,7 @@ static __always_inline __u8 ct_related(struct ct_pkt *p, struct ct_result *r, __
 	bpf_spin_lock(&e->lock);
 	if (now < e->expires) {
 		r->has_flow = 1;
-		r->state = e->state;
-		r->orig_state = e->dir[0].state;
-		r->reply_state = e->dir[1].state;
+		ct_result_fill(r, e);
 		r->klass = CT_CLASS_RELATED;
 		r->reason = CT_REASON_NONE;
 		if (p->key.proto == IPPROTO_TCP && !(e->flags & CT_F_PICKED_UP)) {
@@ -447,16 +433,7 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 			r->klass = CT_CLASS_NEW;
 			r->created = 1;
 			r->has_flow = 1;
-			r->state = ne->state;
-			r->orig_state = ne->dir[0].state;
-			r->reply_state = ne->dir[1].state;
-			r->orig_side = ne->orig_side;
-			r->first_seen = ne->first_seen;
-			r->last_seen = ne->last_seen;
-			r->packets[0] = ne->dir[0].packets;
-			r->packets[1] = ne->dir[1].packets;
-			r->bytes[0] = ne->dir[0].bytes;
-			r->bytes[1] = ne->dir[1].bytes;
+			ct_result_fill(r, ne);
 			sc->zsrc = (__u64)(long)&ne->zeek;
 			goto after;
 		}

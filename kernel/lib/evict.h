@@ -18,16 +18,7 @@ static __always_inline int ct_evicted(struct ct_key *key, struct ct_entry *c, __
 	if (!sc)
 		return 0;
 	bpf_spin_lock(&c->lock);
-	r.prev_packets[0] = c->dir[0].packets;
-	r.prev_packets[1] = c->dir[1].packets;
-	r.prev_bytes[0] = c->dir[0].bytes;
-	r.prev_bytes[1] = c->dir[1].bytes;
-	r.prev_state = c->state;
-	r.prev_orig_state = c->dir[0].state;
-	r.prev_reply_state = c->dir[1].state;
-	r.prev_orig_side = c->orig_side;
-	r.prev_first_seen = c->first_seen;
-	r.prev_last_seen = c->last_seen;
+	ct_result_fill_prev(&r, c);
 	r.prev_close_reason = c->close_reason ? c->close_reason : CT_CLOSE_EVICTED;
 	ct_zeek_prev(sc, &c->zeek);
 	ct_rtt_summarise(c, &sc->prev_rtt_sum);

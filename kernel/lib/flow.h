@@ -51,6 +51,40 @@ struct ct_result {
 	__u8 prev_close_reason;   /* how it ended (fin, rst, or prev_closed's reason) */
 };
 
+/* The one copy of an entry's flow into a packet's result (lock held): its states, sides, times
+ * and counters, for the events, the replay's trace and the eviction queue item. Every path
+ * that reports a flow fills its result here, whether it reads all of it or not (a RELATED
+ * error reads only the states): one copy of the code, and of the fields' list. */
+static __always_inline void ct_result_fill(struct ct_result *r, struct ct_entry *e)
+{
+	r->state = e->state;
+	r->orig_state = e->dir[0].state;
+	r->reply_state = e->dir[1].state;
+	r->orig_side = e->orig_side;
+	r->first_seen = e->first_seen;
+	r->last_seen = e->last_seen;
+	r->packets[0] = e->dir[0].packets;
+	r->packets[1] = e->dir[1].packets;
+	r->bytes[0] = e->dir[0].bytes;
+	r->bytes[1] = e->dir[1].bytes;
+}
+
+/* The same for the flow that just ended in the entry (prev_*), for its DESTROY; the caller
+ * sets prev_close_reason. */
+static __always_inline void ct_result_fill_prev(struct ct_result *r, struct ct_entry *e)
+{
+	r->prev_packets[0] = e->dir[0].packets;
+	r->prev_packets[1] = e->dir[1].packets;
+	r->prev_bytes[0] = e->dir[0].bytes;
+	r->prev_bytes[1] = e->dir[1].bytes;
+	r->prev_state = e->state;
+	r->prev_orig_state = e->dir[0].state;
+	r->prev_reply_state = e->dir[1].state;
+	r->prev_orig_side = e->orig_side;
+	r->prev_first_seen = e->first_seen;
+	r->prev_last_seen = e->last_seen;
+}
+
 
 static __always_inline __u64 ct_timeout_ns(struct ct_entry *e)
 {
@@ -132,16 +166,7 @@ static __always_inline void ct_prev_end(struct ct_entry *e, struct ct_result *r,
 	r->prev_count = e->close_reason == CT_CLOSE_NONE;
 	if (e->close_reason == CT_CLOSE_NONE)
 		e->close_reason = why;
-	r->prev_packets[0] = e->dir[0].packets;
-	r->prev_packets[1] = e->dir[1].packets;
-	r->prev_bytes[0] = e->dir[0].bytes;
-	r->prev_bytes[1] = e->dir[1].bytes;
-	r->prev_state = e->state;
-	r->prev_orig_state = e->dir[0].state;
-	r->prev_reply_state = e->dir[1].state;
-	r->prev_orig_side = e->orig_side;
-	r->prev_first_seen = e->first_seen;
-	r->prev_last_seen = e->last_seen;
+	ct_result_fill_prev(r, e);
 	r->prev_close_reason = e->close_reason;
 }
 
