@@ -18,12 +18,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class build_py_with_data(build_py):
-    """build_py, plus kernel/ and lab/scenarios/ copied and the delay line built into _data/."""
+    """build_py, plus kernel/ (with kernel/lib/) and lab/scenarios/ copied and the delay line built
+    into _data/."""
 
     def run(self):
         super().run()
         data = os.path.join(self.build_lib, "ctrack", "_data")
-        for sub, pattern in (("kernel", "kernel/*.[ch]"), ("scenarios", "lab/scenarios/*.py")):
+        # kernel/lib/ keeps its place under kernel/: tracker.c includes "lib/x.h"
+        for sub, pattern in (("kernel", "kernel/*.[ch]"), (os.path.join("kernel", "lib"), "kernel/lib/*.h"),
+                             ("scenarios", "lab/scenarios/*.py")):
             os.makedirs(os.path.join(data, sub), exist_ok=True)
             for src in sorted(glob.glob(os.path.join(HERE, pattern))):
                 shutil.copy2(src, os.path.join(data, sub))

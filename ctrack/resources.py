@@ -1,10 +1,10 @@
 """Where ctrack finds its run-time files: the C programs, the lab's scenarios and its helper binary.
 
-An installed ctrack carries them inside the package: setup.py copies kernel/ to ctrack/_data/kernel,
-lab/scenarios/ to ctrack/_data/scenarios and builds lab/delayline.c into ctrack/_data/bin. A
-checkout (and an editable install of one) has no _data/: there the files are found where the
-repository keeps them, kernel/ and lab/ beside the package. Both are found from this file's own
-location, never from the current directory, so a tool works from anywhere.
+An installed ctrack carries them inside the package: setup.py copies kernel/ (with kernel/lib/) to
+ctrack/_data/kernel, lab/scenarios/ to ctrack/_data/scenarios and builds lab/delayline.c into
+ctrack/_data/bin. A checkout (and an editable install of one) has no _data/: there the files are
+found where the repository keeps them, kernel/ and lab/ beside the package. Both are found from
+this file's own location, never from the current directory, so a tool works from anywhere.
 
 Each directory can be overridden by an environment variable (CTRACK_KERNEL_DIR, e.g. for
 benchmarking a clean copy of an older kernel/; CTRACK_SCENARIO_DIR; CTRACK_LAB_BIN).

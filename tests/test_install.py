@@ -47,6 +47,8 @@ def test_the_package_carries_its_runtime_files(installed, tmp_path):
     for path in (module, kernel, scenarios, labbin):
         assert path.startswith(str(installed) + "/"), (path, installed)
     assert {"tracker.c", "ctrack.h", "collector.c", "tcpstates.c"} <= set(os.listdir(kernel))
+    # tracker.c includes "lib/x.h": every header of the checkout's kernel/lib/ is carried
+    assert set(os.listdir(os.path.join(kernel, "lib"))) == set(os.listdir(os.path.join(REPO, "kernel", "lib")))
     assert os.access(os.path.join(labbin, "delayline"), os.X_OK)
 
 

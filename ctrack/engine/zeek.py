@@ -1,7 +1,7 @@
 """Zeek's conn.log view of a flow: conn_state, history, byte counts, and conn.log's JSON rows.
 
 The tracker keeps, per flow, a record of every packet through Zeek's own rules (struct ct_zeek in
-kernel/ctrack.h, updated in kernel/tracker.c): both endpoints' Zeek states, the history letters,
+kernel/ctrack.h, updated in kernel/lib/zeek.h): both endpoints' Zeek states, the history letters,
 and the sequence numbers Zeek sizes a TCP endpoint by. This module turns that record into what
 conn.log says, as Zeek's scripts/base/protocols/conn/main.zeek does (conn_state, set_conn) and its
 TCP_Endpoint::Size (orig_bytes / resp_bytes: sequence space, not a sum of payloads).

@@ -46,7 +46,7 @@ def build_parser():
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--json", action="store_true", help="print report.json on stdout instead of the summary table")
     p.add_argument("--no-html", action="store_true", help="skip report.html (no matplotlib needed)")
-    # test-only: a deliberately broken tracker build must be caught (see kernel/tracker.c)
+    # test-only: a deliberately broken tracker build must be caught (see kernel/lib/tcp.h)
     p.add_argument("--tracker-define", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--from-records", metavar="FILE", help=argparse.SUPPRESS)
     return p
