@@ -46,7 +46,11 @@ def test_the_package_carries_its_runtime_files(installed, tmp_path):
     module, kernel, scenarios, labbin = res.stdout.split()
     for path in (module, kernel, scenarios, labbin):
         assert path.startswith(str(installed) + "/"), (path, installed)
-    assert {"tracker.c", "ctrack.h", "collector.c", "tcpstates.c"} <= set(os.listdir(kernel))
+    # every program and header of the checkout's kernel/ (tcp_states.h, which ctrack.h and
+    # observers.h both include, among them)
+    ours = {f for f in os.listdir(os.path.join(REPO, "kernel")) if f.endswith((".c", ".h"))}
+    assert {"tracker.c", "ctrack.h", "collector.c", "tcpstates.c", "tcp_states.h"} <= ours
+    assert ours <= set(os.listdir(kernel)), ours - set(os.listdir(kernel))
     assert os.access(os.path.join(labbin, "delayline"), os.X_OK)
 
 

@@ -23,14 +23,20 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import Dot1Q, Ether
 
+from ctrack.engine.defs import defs
+
 from conftest import get_replayer
 from wire import Clock, TcpConv, udp_frame
 
-CLASSES = {"UNTRACKED", "NEW", "ESTABLISHED", "INVALID"}
+# Every class the program may answer, from kernel/ctrack.h (RELATED included: a mutated frame may
+# become an ICMP error quoting a bystander).
+CLASSES = set(defs().ct_class.names())
 PARSE_REASONS = {"l2_truncated", "l2_too_many_tags", "ip_truncated", "ip_bad_version",
                  "ip_bad_ihl", "ip_bad_length", "ip6_ext_truncated", "ip6_ext_limit",
                  "l4_truncated", "tcp_bad_doff", "tcp_bad_options", "tcp_bad_flags",
                  "udp_bad_length"}
+# the header's names, so that a renamed reason fails here rather than silently never matching
+assert PARSE_REASONS <= {n.lower() for n in defs().ct_reason.names()}
 MACS = bytes.fromhex("020000000002" "020000000001")
 CONFIGS = {"observe": dict(), "enforce-pickup": dict(policy="enforce", pickup=True)}
 
