@@ -14,7 +14,7 @@ from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6ND_NS,
                                 IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting)
 from scapy.packet import Raw
 
-from wire import C4, C6, S4, S6, U4, U4S, U6, U6S, Clock, TcpConv, eth, table, udp_frame
+from helpers.wire import C4, C6, S4, S6, U4, U4S, U6, U6S, Clock, TcpConv, eth, table, udp_frame
 
 ROUTER = {4: "10.9.9.9", 6: "fd00:99::9"}
 def l3_of(frame_bytes):

@@ -6,7 +6,7 @@ import pytest
 
 from ctrack.engine.events import EventReader, format_event
 from ctrack.live.stopsignal import StopOnSignal
-from wire import Clock, TcpConv, states, udp_frame
+from helpers.wire import Clock, TcpConv, states, udp_frame
 
 
 def run_udp(rp, clock, src, dst, wait, payload=b"x"):

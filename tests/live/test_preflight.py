@@ -7,7 +7,6 @@ import subprocess
 
 import pytest
 
-from wire import TcpConv  # noqa: F401  (keeps tests/ on sys.path for the helpers)
 
 CAP = "/tmp/ctrack-preflight.pcap"
 

@@ -13,14 +13,13 @@ import time
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from ctrack.lab import net as labnet, state as labstate  # noqa: E402
 from ctrack.errors import CtrackError  # noqa: E402
 from ctrack.lab.core import Lab  # noqa: E402
 from ctrack.lab.delay import delayline_binary, parse_duration_ms, parse_percent  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import REPO  # noqa: E402
+
 TOOL = [sys.executable if sys.executable.startswith("/usr/bin/") else "/usr/bin/python3",
         os.path.join(REPO, "tools", "ctrack-lab")]
 

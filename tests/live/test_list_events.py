@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from live_helpers import (TcpConnection, make_lab, trackers, udp_echo, udp_send,  # noqa: F401
+from helpers.live import (TcpConnection, make_lab, trackers, udp_echo, udp_send,  # noqa: F401
                           wait_for)
 
 from ctrack.live import pins

@@ -10,6 +10,7 @@ import pytest
 
 from ctrack.lab.core import Lab
 from ctrack.live import pins
+from helpers import REPO
 
 LAB = f"tr{os.getpid() % 10000}"
 
@@ -398,8 +399,7 @@ def test_run_help_says_how_each_mode_hooks():
 
 def test_readme_synopsis_lists_every_run_option():
     import re
-    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               "README.md")).read()
+    readme = open(os.path.join(REPO, "README.md")).read()
     section = readme[readme.index("## `ctrack run`"):]
     synopsis = section[section.index("```") + 3:]
     synopsis = synopsis[:synopsis.index("```")]

@@ -20,7 +20,7 @@ from scapy.layers.inet6 import (ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt, IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
-from wire import (C4, C6, S4, S6, U4, U4S, U6, U6S, Clock, TcpConv, eth, states, table,
+from helpers.wire import (C4, C6, S4, S6, U4, U4S, U6, U6S, Clock, TcpConv, eth, states, table,
                   table_without_zeek,
                   udp_frame)
 

@@ -18,7 +18,7 @@ import pytest
 from scapy.layers.l2 import ARP, Ether
 from scapy.utils import wrpcap
 
-from wire import Clock, TcpConv, udp_frame
+from helpers.wire import Clock, TcpConv, udp_frame
 
 CTRACK = shutil.which("ctrack")
 SETPRIV = shutil.which("setpriv")
@@ -211,7 +211,7 @@ def test_json_contract(session_pcap):
     tcp, udp = doc["flows"]
     assert set(tcp) == {"proto", "family", "orig", "state", "orig_state", "reply_state",
                         "packets", "bytes", "rtt", "tcp_options", "conn_state", "history"}
-    # passive RTT and the SYNs' options (tests/test_rtt.py, tests/test_tcpopts.py check values)
+    # passive RTT and the SYNs' options (tests/tracker/test_rtt.py, tests/tracker/test_tcpopts.py check values)
     rtt, opts = tcp.pop("rtt"), tcp.pop("tcp_options")
     assert set(rtt) == {"handshake_us", "srtt_us", "min_us", "samples", "orig", "reply"}
     for side in ("orig", "reply"):

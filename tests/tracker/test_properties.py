@@ -25,8 +25,8 @@ from scapy.layers.l2 import Dot1Q, Ether
 
 from ctrack.engine.defs import defs
 
-from conftest import get_replayer
-from wire import Clock, TcpConv, udp_frame
+from helpers.replayers import get_replayer
+from helpers.wire import Clock, TcpConv, udp_frame
 
 # Every class the program may answer, from kernel/ctrack.h (RELATED included: a mutated frame may
 # become an ICMP error quoting a bystander).

@@ -1,7 +1,7 @@
 """The SYN options summary (struct ct_synopts, ctrack/engine/tcpopts.py) and the per-tracker counts of
 flows by option, on the real program with crafted SYNs; and new options in data segments pass an
 enforcing tracker untouched (it is a middlebox: RFC 6994 options must cross it)."""
-from wire import TcpConv
+from helpers.wire import TcpConv
 
 MPTCP_CAPABLE = (30, b"\x01\x81" + b"\x00" * 8)       # subtype 0 (MP_CAPABLE), version 1
 EXP_4E58 = (253, b"\x4e\x58\x01\x02")                  # RFC 6994: ExID 0x4e58, 2 bytes of data

@@ -1,6 +1,6 @@
 """Zeek's conn_state and history, computed by the tracker from every packet of a flow.
 
-Each case is a conversation crafted with scapy (tests/wire.py) and run through the real tracker;
+Each case is a conversation crafted with scapy (tests/helpers/wire.py) and run through the real tracker;
 the expected conn_state and history are worked out by hand from Zeek's rules (TCPSessionAdapter.cc
 update_history / UpdateStateMachine, TCP_Endpoint::Size, main.zeek's conn_state), in the comment
 of each case. Client 10.1.0.1:40000 (ISN 1000), server 10.2.0.2:80 (ISN 5000).
@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from ctrack.engine import zeek
-from wire import Clock, TcpConv, udp_frame
+from helpers.wire import Clock, TcpConv, udp_frame
 
 PICKUP = {"pickup": True}
 

@@ -9,15 +9,13 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from helpers import REPO
 
 PY = "/usr/bin/python3"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(REPO, "ctrack", "report", "peer.py")
 STANDARD = ["basic", "simclose", "routed", "delay-10"]
 # the kernels' srtt (opener's socket, request/response) against ping -U's median at 10 ms each
@@ -96,7 +94,7 @@ def test_rtt_under_the_delay_line(standard):
         # the tracker's path RTT (its minimum: sums of the two halves' minima) against the
         # kernels'. Its srtt is read when the flow ends and can carry the close's samples (an
         # answer that waits on the application); rtt_median_error_pct reports that difference,
-        # measured, and tests/test_rtt_live.py checks the srtt of an open connection.
+        # measured, and tests/live/test_rtt_live.py checks the srtt of an open connection.
         rows = [r for r in s["rtt"] if r["tracker_min_us"] and r["kernel_min_us"]]
         assert rows
         for r in rows:

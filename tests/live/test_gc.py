@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from live_helpers import make_lab, trackers, udp_echo, udp_send, wait_for  # noqa: F401
-from wire import Clock, TcpConv, udp_frame
+from helpers.live import make_lab, trackers, udp_echo, udp_send, wait_for  # noqa: F401
+from helpers.wire import Clock, TcpConv, udp_frame
 
 from ctrack.live import pins
 from ctrack.engine.events import EventReader

@@ -22,7 +22,7 @@ import pytest
 
 from ctrack.lab.core import Lab
 from ctrack.observers import Filters, RttObserver
-from live_helpers import RR_SERVER, TAG, LiveTracker
+from helpers.live import RR_SERVER, TAG, LiveTracker
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and BPF: needs root")
 

@@ -4,13 +4,8 @@ classification. Pure functions on recorded data: no root, no BPF.
 
 The kernel sequences below are what tcpstates printed in the lab (Linux 6.18, 10 ms each way),
 times in ms from the connection's start; the simultaneous close is a real run's, verbatim."""
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ctrack.report import align  # noqa: E402
-from ctrack.report.collect import decode_frame, parse_conntrack_line  # noqa: E402
+from ctrack.report import align
+from ctrack.report.collect import decode_frame, parse_conntrack_line
 
 C, S = "10.0.0.1", "10.0.0.2"
 CP, SP = 49014, 7942

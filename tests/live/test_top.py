@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from live_helpers import TAG, TcpConnection, make_lab, trackers, udp_send, wait_for  # noqa: F401
+from helpers.live import TAG, TcpConnection, make_lab, trackers, udp_send, wait_for  # noqa: F401
 
 SESSION = f"ctrack-top-test-{TAG}"
 

@@ -9,7 +9,7 @@ tracker -> A -> tracker. Flow-level values are the sums.
 from scapy.layers.inet import TCP
 
 from ctrack.engine.events import EventReader
-from wire import TcpConv
+from helpers.wire import TcpConv
 
 NO_TS = [("MSS", 1460), ("SAckOK", b""), ("NOP", None), ("WScale", 7)]
 
@@ -174,7 +174,7 @@ def test_end_event_carries_the_rtt(replayer):
 
 
 def test_udp_has_no_rtt(rp):
-    from wire import udp_frame, U4, U4S
+    from helpers.wire import udp_frame, U4, U4S
     rp.run(udp_frame(*U4, *U4S), 1_700_000_000 * 10**9)
     f = rp.flows()[0]
     assert f["rtt"] is None and f["tcp_options"] is None
@@ -200,7 +200,7 @@ def test_no_rtt_build_measures_nothing_and_judges_the_same(replayer):
 
 def test_tc_entry_and_ipv6(replayer):
     """The TC entry point reads the timestamps through the same parser; IPv6 alike."""
-    from wire import C6, S6
+    from helpers.wire import C6, S6
     rp = replayer(entry="ct_tc")
     conv = TcpConv(rp, client=C6, server=S6)
     conv.c("S", options=syn_ts(100), wait=0)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from conftest import get_replayer
-from wire import TcpConv, udp_frame, Clock
-from live_helpers import make_lab, trackers  # noqa: F401
+from helpers.replayers import get_replayer
+from helpers.wire import TcpConv, udp_frame, Clock
+from helpers.live import make_lab, trackers  # noqa: F401
 
 
 def script_handshake_close(conv):
@@ -96,7 +96,7 @@ def test_tc_tracks_gso_super_packets_live(make_lab, trackers):
     linear part). ct_tc reads their headers where they lie and judges them by their full
     length: every packet is tracked (none INVALID), the flow counts every byte, and fewer
     packets than MTU-sized segments would need, i.e. it did see super-packets."""
-    from live_helpers import PY
+    from helpers.live import PY
     lab = make_lab("to")   # t<letter><tag>: the suite's lab naming (conftest clears leftovers)
     t = trackers(lab, "gso", ["--mode", "tc"])
     size, port = 8 << 20, 7301

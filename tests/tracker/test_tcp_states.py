@@ -6,7 +6,7 @@ under ctrack's assumption that every packet it passes is delivered.
 """
 import pytest
 
-from wire import TcpConv, states
+from helpers.wire import TcpConv, states
 
 EST = ("ESTABLISHED", "ESTABLISHED", "ESTABLISHED")
 

@@ -4,7 +4,7 @@ import urllib.request
 
 import pytest
 
-from live_helpers import TcpConnection, free_port, make_lab, trackers, udp_send, wait_for  # noqa: F401
+from helpers.live import TcpConnection, free_port, make_lab, trackers, udp_send, wait_for  # noqa: F401
 
 
 def scrape(port):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from ctrack.live import pins  # noqa: E402
 from ctrack.lab.core import Lab  # noqa: E402

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from ctrack.observers import Filters, RttObserver
-from observer_helpers import NetnsPair, Tool, free_port, ns_exchange, run_tool, tcp_exchange
+from helpers.observers import NetnsPair, Tool, free_port, ns_exchange, run_tool, tcp_exchange
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs: needs root")
 

@@ -28,7 +28,7 @@ import pytest
 
 from ctrack.lab.core import Lab
 from ctrack.observers import Filters, RttObserver
-from live_helpers import RR_SERVER
+from helpers.live import RR_SERVER
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and BPF: needs root")
 
