@@ -10,6 +10,11 @@ from helpers.wire import TcpConv, states
 
 EST = ("ESTABLISHED", "ESTABLISHED", "ESTABLISHED")
 
+# The same conversation over IPv4 and over IPv6: the state machine does not depend on the family.
+ENDS = {"ipv4": (("10.1.0.1", 40000), ("10.2.0.2", 80)),
+        "ipv6": (("fd00::1", 40000), ("fd00::2", 443))}
+BOTH_FAMILIES = pytest.mark.parametrize("ends", list(ENDS.values()), ids=list(ENDS))
+
 
 def established(rp, **kw):
     conv = TcpConv(rp, **kw)
@@ -17,8 +22,9 @@ def established(rp, **kw):
     return conv
 
 
-def test_three_way_handshake(rp):
-    conv = TcpConv(rp)
+@BOTH_FAMILIES
+def test_three_way_handshake(rp, ends):
+    conv = TcpConv(rp, client=ends[0], server=ends[1])
     r = conv.c("S")
     assert (r.klass, r.verdict, r.reason) == ("NEW", "pass", None)
     assert states(r) == ("SYN_SENT", "SYN_SENT", "SYN_RECV")
@@ -31,20 +37,25 @@ def test_three_way_handshake(rp):
     assert st["flows_created"] == 1 and st["class.new"] == 1 and st["class.established"] == 2
 
 
-def test_data_and_counters(rp):
-    conv = established(rp)
+@BOTH_FAMILIES
+def test_data_and_counters(rp, ends):
+    conv = established(rp, client=ends[0], server=ends[1])
     assert conv.c("PA", b"x" * 100).klass == "ESTABLISHED"
     assert conv.s("PA", b"y" * 300).klass == "ESTABLISHED"
     assert conv.c("A").klass == "ESTABLISHED"
     f = conv.flow()
     assert f["packets"] == [4, 2]
-    # IP-layer bytes: 40 (IPv4+TCP) per packet + options in SYNs (20 bytes of Linux options)
-    assert f["bytes"] == [60 + 40 + 140 + 40, 60 + 340]
-    assert f["orig"] == {"src": "10.1.0.1", "sport": 40000, "dst": "10.2.0.2", "dport": 80}
+    # IP-layer bytes: 40 (IPv4+TCP) or 60 (IPv6+TCP) per packet + options in SYNs (20 bytes of
+    # Linux options)
+    h = 40 if f["family"] == 4 else 60
+    assert f["family"] == (6 if ":" in ends[0][0] else 4)
+    assert f["bytes"] == [(h + 20) + h + (h + 100) + h, (h + 20) + (h + 300)]
+    assert f["orig"] == {"src": ends[0][0], "sport": ends[0][1], "dst": ends[1][0], "dport": ends[1][1]}
 
 
-def test_four_way_close(rp):
-    conv = established(rp)
+@BOTH_FAMILIES
+def test_four_way_close(rp, ends):
+    conv = established(rp, client=ends[0], server=ends[1])
     assert states(conv.c("FA")) == ("FIN_WAIT", "FIN_WAIT1", "CLOSE_WAIT")
     assert states(conv.s("A")) == ("CLOSE_WAIT", "FIN_WAIT2", "CLOSE_WAIT")
     assert states(conv.s("FA")) == ("LAST_ACK", "TIME_WAIT", "LAST_ACK")
@@ -53,17 +64,21 @@ def test_four_way_close(rp):
     assert rp.tracker.stats()["closed_fin"] == 1
 
 
-def test_fin_piggybacked_on_ack(rp):
-    conv = established(rp)
+@BOTH_FAMILIES
+def test_fin_piggybacked_on_ack(rp, ends):
+    conv = established(rp, client=ends[0], server=ends[1])
     conv.c("PA", b"request")
     assert states(conv.c("FA")) == ("FIN_WAIT", "FIN_WAIT1", "CLOSE_WAIT")
     # the server acknowledges data and FIN and sends its own FIN in one segment
     assert states(conv.s("FPA", b"reply")) == ("LAST_ACK", "TIME_WAIT", "LAST_ACK")
     assert states(conv.c("A")) == ("TIME_WAIT", "TIME_WAIT", "CLOSE")
+    f = conv.flow()
+    assert (f["orig"]["src"], f["orig"]["dport"]) == (ends[0][0], ends[1][1])
 
 
-def test_server_closes_first(rp):
-    conv = established(rp)
+@BOTH_FAMILIES
+def test_server_closes_first(rp, ends):
+    conv = established(rp, client=ends[0], server=ends[1])
     assert states(conv.s("FA")) == ("FIN_WAIT", "CLOSE_WAIT", "FIN_WAIT1")
     assert states(conv.c("A")) == ("CLOSE_WAIT", "CLOSE_WAIT", "FIN_WAIT2")
     assert states(conv.c("FA")) == ("LAST_ACK", "LAST_ACK", "TIME_WAIT")
@@ -82,8 +97,9 @@ def test_half_close_with_data_flowing_back(rp):
     assert states(conv.c("A")) == ("TIME_WAIT", "TIME_WAIT", "CLOSE")
 
 
-def test_simultaneous_close(rp):
-    conv = established(rp)
+@BOTH_FAMILIES
+def test_simultaneous_close(rp, ends):
+    conv = established(rp, client=ends[0], server=ends[1])
     # both FINs cross: each is sent before the other arrives, so neither acknowledges the other
     cli_ack = conv.srv.nxt
     srv_ack = conv.cli.nxt
@@ -561,16 +577,6 @@ def test_new_syn_to_a_peer_still_holding_the_old_connection(replayer, old_end):
     c2 = TcpConv(rp2)
     c2.c("S")
     assert c2.s("PA", b"data", seq=4000, ack=1001, advance=False).reason == "tcp_unexpected"
-
-
-def test_ipv6_handshake_and_close(rp):
-    conv = TcpConv(rp, client=("fd00::1", 40000), server=("fd00::2", 443))
-    conv.handshake()
-    conv.c("PA", b"v6")
-    conv.c("FA"); conv.s("FA")
-    assert states(conv.c("A")) == ("TIME_WAIT", "TIME_WAIT", "CLOSE")
-    f = conv.flow()
-    assert f["family"] == 6 and f["orig"]["src"] == "fd00::1" and f["orig"]["dport"] == 443
 
 
 def test_flows_are_independent(rp):
