@@ -1,5 +1,5 @@
 /* observers.h: definitions shared by the observers' C programs (tcpstates.c, tcprtt.c) and read
- * by their Python (ctrack/observers/defs.py), defined once here.
+ * by their Python (ctrack/observers/defs.py, through ctrack/engine/defs.py), defined once here.
  *
  * Python parses it with ctrack/engine/defs.py (the same parser as ctrack.h): the TCP states come
  * from tcp_states.h, included below; OBS_* numeric macros are read by name. Nothing here may be
