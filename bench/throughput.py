@@ -31,7 +31,6 @@ header pull ct_tc once did to every packet).
 The tracker comes from kernel/ (CTRACK_KERNEL_DIR overrides, e.g. a clean `git show` copy).
 """
 import argparse
-import ctypes
 import json
 import os
 import platform
@@ -45,6 +44,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ctrack.bpf.syscall import prog_fd_by_id  # noqa: E402
 from ctrack.errors import CtrackError  # noqa: E402
 from ctrack.lab.core import Lab  # noqa: E402
 
@@ -86,20 +86,6 @@ timeout); labs, programs and the tracker are removed on exit, Ctrl-C included.""
 
 
 # ---- BPF programs in the path ------------------------------------------------------------------
-
-_NR_BPF = 321 if platform.machine() == "x86_64" else 280
-_BPF_PROG_GET_FD_BY_ID = 13
-
-
-def prog_fd_by_id(prog_id):
-    class Attr(ctypes.Structure):
-        _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32), ("open_flags", ctypes.c_uint32)]
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.syscall(_NR_BPF, _BPF_PROG_GET_FD_BY_ID, ctypes.byref(Attr(prog_id, 0, 0)), ctypes.sizeof(Attr))
-    if fd < 0:
-        raise OSError(ctypes.get_errno(), f"no BPF program with id {prog_id}")
-    return fd
-
 
 def attached_prog_ids(ifaces):
     """Ids of the XDP and TC-ingress programs on these interfaces (root namespace), deduplicated."""
@@ -227,8 +213,7 @@ def profile(lab, ifaces, seconds=3, test="tcp1", perf=False):
     """ns per program run and runs per second of the BPF program(s) on the path, during one
     iperf3 test (BPF_ENABLE_STATS for that run only). perf=True also samples every CPU with
     perf (cpu-clock, call stacks) meanwhile and splits the program's time by what it was in."""
-    from ctrack.observers import enable_stats
-    from ctrack.observers.program import prog_stats
+    from ctrack.bpf.syscall import enable_stats, prog_stats
     ids = attached_prog_ids(ifaces)
     fds = [prog_fd_by_id(i) for i in ids]
     rec, data = None, f"/tmp/ctrack-bench-perf-{os.getpid()}.data"

@@ -36,21 +36,7 @@ enum ct_state {
 /* ---- One endpoint's TCP state, inferred from the wire -----------------------------------------
  * Values are Linux's own TCP_* numbers (include/net/tcp_states.h), so they compare directly with
  * what sock:inet_sock_set_state reports for the endpoints' sockets. NONE = not known yet. */
-enum ct_tcp_endpoint {
-	CT_TCP_NONE = 0,
-	CT_TCP_ESTABLISHED = 1,
-	CT_TCP_SYN_SENT = 2,
-	CT_TCP_SYN_RECV = 3,
-	CT_TCP_FIN_WAIT1 = 4,
-	CT_TCP_FIN_WAIT2 = 5,
-	CT_TCP_TIME_WAIT = 6,
-	CT_TCP_CLOSE = 7,
-	CT_TCP_CLOSE_WAIT = 8,
-	CT_TCP_LAST_ACK = 9,
-	CT_TCP_LISTEN = 10,
-	CT_TCP_CLOSING = 11,
-	CT_TCP_NEW_SYN_RECV = 12,
-};
+#include "tcp_states.h"   /* enum ct_tcp_endpoint, shared with the observers */
 
 /* ---- Zeek's view of a connection (conn.log's conn_state and history) ---------------------------
  * Zeek's TCP endpoint states (analyzer/protocol/tcp/TCP_Endpoint.h), moved by SYN, FIN and RST as

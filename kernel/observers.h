@@ -1,9 +1,9 @@
 /* observers.h: definitions shared by the observers' C programs (tcpstates.c, tcprtt.c) and read
- * by their Python (ctrack/observers/defs.py), defined once here.
+ * by their Python (ctrack/observers/defs.py, through ctrack/engine/defs.py), defined once here.
  *
- * Parsing rules for ctrack/observers/defs.py: `enum obs_tcp_state` is written one enumerator per
- * line as `OBS_TCP_<NAME> = <number>,`; Python strips the OBS_TCP_ prefix to get the name Linux
- * prints (ESTABLISHED, SYN_SENT, ...). Nothing here may be retyped in Python.
+ * Python parses it with ctrack/engine/defs.py (the same parser as ctrack.h): the TCP states come
+ * from tcp_states.h, included below; OBS_* numeric macros are read by name. Nothing here may be
+ * retyped in Python.
  *
  * Only tracepoint arguments and uapi numbers are used: no kernel-internal struct is read, so the
  * header tree BCC compiles against need not match the running kernel.
@@ -12,23 +12,9 @@
 #define CTRACK_OBSERVERS_H
 
 /* ---- TCP states ------------------------------------------------------------------------------ */
-/* Linux's TCP_* numbers (include/net/tcp_states.h), which sock:inet_sock_set_state reports as
- * oldstate/newstate. They are part of the tracepoint's ABI (its format file prints them with these
- * names). Prefixed so as not to clash with the kernel's own enum if a header brings it in. */
-enum obs_tcp_state {
-	OBS_TCP_ESTABLISHED = 1,
-	OBS_TCP_SYN_SENT = 2,
-	OBS_TCP_SYN_RECV = 3,
-	OBS_TCP_FIN_WAIT1 = 4,
-	OBS_TCP_FIN_WAIT2 = 5,
-	OBS_TCP_TIME_WAIT = 6,
-	OBS_TCP_CLOSE = 7,
-	OBS_TCP_CLOSE_WAIT = 8,
-	OBS_TCP_LAST_ACK = 9,
-	OBS_TCP_LISTEN = 10,
-	OBS_TCP_CLOSING = 11,
-	OBS_TCP_NEW_SYN_RECV = 12,
-};
+/* sock:inet_sock_set_state reports oldstate/newstate as Linux's TCP_* numbers: enum ct_tcp_endpoint
+ * (CT_TCP_*), defined once for the tracker and the observers. */
+#include "tcp_states.h"
 
 /* ---- Numbers from the uapi ------------------------------------------------------------------- */
 #define OBS_AF_INET 2

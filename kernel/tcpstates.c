@@ -56,10 +56,10 @@ BPF_TABLE("lru_hash", u16, struct owner, listeners, 4096);
 /* Transitions only a system call makes, so "current" is the socket's owner. */
 static __always_inline int process_context(int o, int n)
 {
-	return (o == OBS_TCP_CLOSE && (n == OBS_TCP_SYN_SENT || n == OBS_TCP_LISTEN)) ||
-	       (o == OBS_TCP_ESTABLISHED && n == OBS_TCP_FIN_WAIT1) ||
-	       (o == OBS_TCP_CLOSE_WAIT && n == OBS_TCP_LAST_ACK) ||
-	       (o == OBS_TCP_LISTEN && n == OBS_TCP_CLOSE);
+	return (o == CT_TCP_CLOSE && (n == CT_TCP_SYN_SENT || n == CT_TCP_LISTEN)) ||
+	       (o == CT_TCP_ESTABLISHED && n == CT_TCP_FIN_WAIT1) ||
+	       (o == CT_TCP_CLOSE_WAIT && n == CT_TCP_LAST_ACK) ||
+	       (o == CT_TCP_LISTEN && n == CT_TCP_CLOSE);
 }
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
@@ -96,7 +96,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 	struct sock_info info = {};
 	struct sock_info *prev = socks.lookup(&sk);
 	/* LISTEN -> SYN_RECV is a child's birth: an entry under its address is a dead socket's. */
-	if (o == OBS_TCP_LISTEN && n == OBS_TCP_SYN_RECV)
+	if (o == CT_TCP_LISTEN && n == CT_TCP_SYN_RECV)
 		prev = 0;
 	if (prev) {
 		ev.delta_ns = now - prev->ts_ns;
@@ -107,12 +107,12 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 	if (process_context(o, n)) {
 		info.pid = bpf_get_current_pid_tgid() >> 32;
 		bpf_get_current_comm(info.comm, sizeof(info.comm));
-		if (n == OBS_TCP_LISTEN) {
+		if (n == CT_TCP_LISTEN) {
 			struct owner ow = {.pid = info.pid};
 			__builtin_memcpy(ow.comm, info.comm, sizeof(ow.comm));
 			listeners.update(&lport, &ow);
 		}
-	} else if (o == OBS_TCP_LISTEN && n == OBS_TCP_SYN_RECV) {
+	} else if (o == CT_TCP_LISTEN && n == CT_TCP_SYN_RECV) {
 		/* A child socket is a clone of its listener, hence the old state LISTEN: its owner
 		 * is the listener's (found by local port, which it shares). */
 		struct owner *ow = listeners.lookup(&lport);
@@ -124,9 +124,9 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 	ev.pid = info.pid;
 	__builtin_memcpy(ev.comm, info.comm, sizeof(ev.comm));
 
-	if (n == OBS_TCP_CLOSE) {
+	if (n == CT_TCP_CLOSE) {
 		socks.delete(&sk);
-		if (o == OBS_TCP_LISTEN)
+		if (o == CT_TCP_LISTEN)
 			listeners.delete(&lport);
 	} else {
 		info.ts_ns = now;

@@ -1,5 +1,21 @@
-"""Shared fixtures: real trackers compiled once per configuration per test session, maps reset
-between tests, and a scapy-based conversation builder (tests/wire.py)."""
+"""The suite's layout, the BPF marker, and shared fixtures.
+
+Tests are grouped by what they test:
+  unit/     no root, no BPF: header parsing, the pcap reader, the report's alignment, ...
+  tracker/  the tracker's programs through BPF_PROG_TEST_RUN, by topic (TCP states, parsing,
+            ICMP, captures, properties, builds, the TC entry, ...)
+  live/     running trackers and tools: `ctrack run`, the collector, list/events, top, metrics,
+            the observers, ctrack-report, preflight, the non-editable install
+  lab/      the namespace labs, their scenarios and delay line
+Helpers shared by the groups are the `helpers` package (tests/helpers/).
+
+Every test under tracker/, live/ and lab/ carries the `bpf` marker (so does any test marked
+@pytest.mark.bpf elsewhere). Where BPF cannot be used (not root, no bpf(2), BCC missing: probed
+once with ctrack.bpf.preflight) those tests are skipped with the preflight's reason instead of
+erroring; `-m "not bpf"` selects the rest.
+
+Fixtures: real trackers compiled once per configuration per test session and reset between
+tests (helpers/replayers.py), and a scapy-based conversation builder (helpers/wire.py)."""
 import os
 import re
 import sys
@@ -9,32 +25,46 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ctrack.engine.tracker import Tracker, TrackerConfig  # noqa: E402
-from ctrack.engine.replay import Replayer  # noqa: E402
+from ctrack.bpf import preflight  # noqa: E402
+from ctrack.errors import CtrackError  # noqa: E402
+from helpers.replayers import close_all, get_replayer  # noqa: E402
 
-_trackers = {}
+BPF_GROUPS = ("tracker", "live", "lab")
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+_bpf_unavailable = []     # [reason] once probed, [] when BPF is usable
 
 
-def get_replayer(entry="ct_xdp", **cfg):
-    """A Replayer on a tracker built with these TrackerConfig fields (replay=True), compiled
-    once per session and reset (empty table, zero statistics) on every call. entry: ct_xdp or
-    ct_tc, the entry point the frames run through."""
-    cfg.setdefault("replay", True)
-    if "timeouts" in cfg and isinstance(cfg["timeouts"], dict):
-        cfg["timeouts"] = tuple(sorted(cfg["timeouts"].items()))
-    config = TrackerConfig(**cfg)
-    if config not in _trackers:
-        _trackers[config] = Replayer(Tracker(config))
-    if entry != "ct_xdp":
-        key = (config, entry)
-        if key not in _trackers:
-            _trackers[key] = Replayer(_trackers[config].tracker, entry)
-        config = key
-    rp = _trackers[config]
-    rp.tracker.reset()
-    rp.now_ns = 0
-    rp.ended = []
-    return rp
+def bpf_unavailable():
+    """Why this process cannot load BPF programs, or None; probed once (the same checks every
+    ctrack tool runs first: root, bpf(2), BCC, a header tree)."""
+    if not _bpf_unavailable:
+        try:
+            preflight.require_root()
+            preflight.require_bpf_syscall()
+            preflight.require_bcc()
+            preflight.require_headers()
+            _bpf_unavailable.append(None)
+        except CtrackError as exc:
+            _bpf_unavailable.append(f"BPF unavailable: {exc}")
+    return _bpf_unavailable[0]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "bpf: loads BPF programs (needs root and bpf(2)); skipped "
+                            "with the reason where BPF is unavailable")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        rel = os.path.relpath(str(item.fspath), _TESTS)
+        if rel.split(os.sep)[0] in BPF_GROUPS:
+            item.add_marker(pytest.mark.bpf)
+    reason = bpf_unavailable() if any(item.get_closest_marker("bpf") for item in items) else None
+    if reason:
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if item.get_closest_marker("bpf"):
+                item.add_marker(skip)
 
 
 @pytest.fixture
@@ -74,7 +104,9 @@ def pytest_sessionstart(session):
     """Clear what an interrupted earlier run (killed, so its finalizers never ran) left behind:
     its labs, by the suite's naming, and its trackers' pins and filters. ctrack itself removes
     a dead tracker's leftovers at the next start, with a notice; doing it once here keeps that
-    notice out of some test's output."""
+    notice out of some test's output. (Nothing to clear, and no right to, without BPF.)"""
+    if bpf_unavailable():
+        return
     from ctrack.lab import state
     from ctrack.live import pins
     from ctrack.lab.core import Lab
@@ -92,6 +124,4 @@ def pytest_sessionstart(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    for r in {id(r.tracker): r for r in _trackers.values()}.values():
-        r.tracker.close()
-    _trackers.clear()
+    close_all()

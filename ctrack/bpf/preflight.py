@@ -1,10 +1,11 @@
 """Checks a tool runs before loading BPF: root, bpf(2), a header tree for BCC, tracefs, bpffs.
 Each failure raises CtrackError with one line saying what is missing and how to fix it."""
-import ctypes
+import errno
 import os
 import platform
 
 from ctrack.errors import CtrackError
+from . import syscall
 
 SETUP_HINT = "run `make setup` (as root) in the ctrack checkout"
 
@@ -35,15 +36,10 @@ def require_headers():
 
 def require_bpf_syscall():
     """Probe bpf(2) itself: a kernel without it, or a seccomp/lockdown refusal, fails here."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    nr_bpf = 321 if platform.machine() == "x86_64" else 280
-    attr = ctypes.create_string_buffer(128)
-    # BPF_PROG_LOAD with an empty attribute: a kernel with bpf(2) answers EINVAL, not ENOSYS/EPERM.
-    rc = libc.syscall(nr_bpf, 5, attr, 128)
-    err = ctypes.get_errno() if rc < 0 else 0
-    if err == 38:  # ENOSYS
+    err = syscall.probe()
+    if err == errno.ENOSYS:
         raise CtrackError("this kernel has no bpf(2) system call (CONFIG_BPF_SYSCALL is off)")
-    if err == 1:  # EPERM
+    if err == errno.EPERM:
         raise CtrackError("bpf(2) is not permitted here (need root / CAP_BPF, or lockdown forbids it)")
 
 

@@ -29,7 +29,7 @@ Expired entries the collector has not removed yet count as absent (as in the tra
 shows them too. Times: AGE since the first packet, IDLE since the last, TTL until expiry.
 SRTT: the TCP flow's smoothed round-trip time measured passively at the tracker (the sum of its
 two halves, '-' until each has a sample); --json has the details and the SYNs' TCP options.
-ZEEK: Zeek's conn_state and history for the flow so far (as conn.log would say; README).
+ZEEK: Zeek's conn_state and history for the flow so far (as conn.log would say; docs/tcp.md).
 """
 
 SORTS = ("age", "idle", "ttl", "bytes", "packets", "state")

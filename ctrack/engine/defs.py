@@ -1,7 +1,9 @@
 """Names and numbers shared with the kernel programs, read from kernel/ctrack.h (never retyped).
 
-`defs()` parses the header once: every `enum` becomes a dict name -> value (and its reverse),
-CT_TIMEOUT_* defaults become seconds by name, and plain numeric CT_* macros are kept too.
+The one parser of ctrack's C headers: `defs()` parses kernel/ctrack.h once, `defs(OBSERVERS_HEADER)`
+the observers' kernel/observers.h, each with the local headers it includes (`#include "x.h"`,
+e.g. tcp_states.h, which both share). Every `enum` becomes a dict name -> value (and its
+reverse), CT_TIMEOUT_* defaults become seconds by name, and plain numeric macros are kept too.
 Struct layouts are not parsed here: they come from the loaded program's maps (BCC builds ctypes
 types from the same C).
 """
@@ -12,10 +14,12 @@ import re
 from ctrack import KERNEL_DIR
 
 HEADER = os.path.join(KERNEL_DIR, "ctrack.h")
+OBSERVERS_HEADER = os.path.join(KERNEL_DIR, "observers.h")
 
 _ENUM_RE = re.compile(r"enum\s+(\w+)\s*\{(.*?)\};", re.S)
 _ITEM_RE = re.compile(r"^\s*(\w+)\s*(?:=\s*(-?\w+))?\s*,?", re.M)
-_DEFINE_RE = re.compile(r"^#define\s+(CT_\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", re.M)
+_DEFINE_RE = re.compile(r"^#define\s+([A-Z][A-Z0-9_]*)\s+(0x[0-9a-fA-F]+|\d+)\b", re.M)
+_INCLUDE_RE = re.compile(r'^#include\s+"([^"]+)"', re.M)
 
 
 class Enum:
@@ -54,6 +58,19 @@ def _strip_comments(text):
     return re.sub(r"//[^\n]*", "", text)
 
 
+def _read(path, seen):
+    """The header's text with its local includes spliced in where they stand (each file once,
+    as the include guards would)."""
+    path = os.path.realpath(path)
+    if path in seen:
+        return ""
+    seen.add(path)
+    with open(path) as f:
+        text = _strip_comments(f.read())
+    return _INCLUDE_RE.sub(lambda m: _read(os.path.join(os.path.dirname(path), m.group(1)), seen),
+                           text)
+
+
 def _common_prefix(names):
     prefix = os.path.commonprefix(names)
     return prefix[: prefix.rfind("_") + 1] if "_" in prefix else prefix
@@ -64,8 +81,7 @@ class Defs:
 
     def __init__(self, path):
         self.path = path
-        with open(path) as f:
-            text = _strip_comments(f.read())
+        text = _read(path, set())
         self.enums = {}
         self.macros = {}
         for m in _DEFINE_RE.finditer(text):

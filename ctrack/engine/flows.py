@@ -5,8 +5,9 @@ prints): proto, family, orig {src, sport, dst, dport}, state, orig_state, reply_
 packets [orig, reply], bytes [orig, reply], rtt (ctrack.engine.rtt), tcp_options (ctrack.engine.tcpopts), and
 Zeek's conn_state and history (ctrack/engine/zeek.py). Names come from kernel/ctrack.h via ctrack.engine.defs.
 """
-import ipaddress
 import socket
+
+from ctrack.text import addr_text
 
 from . import zeek
 from .defs import defs
@@ -14,17 +15,9 @@ from .defs import defs
 PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
 
 
-def addr_text(family, addr):
-    """Canonical text of a ct_addr (ctypes union) for family 4 or 6."""
-    raw = bytes(addr.v6)
-    if family == 4:
-        return str(ipaddress.IPv4Address(raw[:4]))
-    return str(ipaddress.IPv6Address(raw))
-
-
 def endpoint(key, side):
     """(address text, port) of one key side."""
-    return addr_text(key.family, key.addr[side]), socket.ntohs(key.port[side])
+    return addr_text(key.family, key.addr[side].v6), socket.ntohs(key.port[side])
 
 
 def key_tuple(key):

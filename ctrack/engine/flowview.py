@@ -6,16 +6,10 @@ packet, idle since the last, and time left before the entry expires.
 """
 import socket
 
+from ctrack.text import addr_text
+
 from .defs import defs
 from .flows import PROTO_NAMES
-
-_AF = {4: (socket.AF_INET, 4), 6: (socket.AF_INET6, 16)}
-
-
-def addr_text(raw, family):
-    af, n = _AF.get(family, _AF[6])
-    return socket.inet_ntop(af, raw[:n])
-
 
 def orig(row, L):
     """(src, sport, dst, dport) in the flow's original direction."""
@@ -23,7 +17,7 @@ def orig(row, L):
     a = (row[L.ADDR0], row[L.ADDR1])
     p = (row[L.PORT0], row[L.PORT1])
     fam = row[L.FAMILY]
-    return addr_text(a[s], fam), p[s], addr_text(a[s ^ 1], fam), p[s ^ 1]
+    return addr_text(fam, a[s]), p[s], addr_text(fam, a[s ^ 1]), p[s ^ 1]
 
 
 def endpoint_text(addr, port, family):

@@ -14,7 +14,8 @@ from typing import Optional
 
 from .defs import defs
 from ctrack.errors import CtrackError
-from .flows import PROTO_NAMES, addr_text, endpoint, flow_object, orig_tuple, read_flows
+from ctrack.text import addr_text
+from .flows import PROTO_NAMES, endpoint, flow_object, orig_tuple, read_flows
 from .packetinfo import decode_frame, empty_fields
 from ctrack.bpf.testrun import TestRunner
 from . import zeek
@@ -147,7 +148,7 @@ class Replayer:
             return f
         # an ICMP error: its own addresses, type and code; and what it quotes (parsed 2)
         f["proto"] = "icmp6" if k.family == 6 else "icmp"
-        f["src"], f["dst"] = addr_text(k.family, t.icmp_outer[0]), addr_text(k.family, t.icmp_outer[1])
+        f["src"], f["dst"] = addr_text(k.family, t.icmp_outer[0].v6), addr_text(k.family, t.icmp_outer[1].v6)
         f["icmp"] = {"type": t.icmp_type, "code": t.icmp_code}
         mtu = Replayer._icmp_mtu(t)
         if mtu is not None:
@@ -199,7 +200,7 @@ class Replayer:
         """An ICMP error's own part: who sent it to whom, type, code, and the MTU it reports
         (RFC 1191's "fragmentation needed", RFC 8201's "packet too big")."""
         fam = t.key.family
-        src, dst = addr_text(fam, t.icmp_outer[0]), addr_text(fam, t.icmp_outer[1])
+        src, dst = addr_text(fam, t.icmp_outer[0].v6), addr_text(fam, t.icmp_outer[1].v6)
         text = f"{'icmp6' if fam == 6 else 'icmp'} {src} > {dst} error type={t.icmp_type} code={t.icmp_code}"
         mtu = Replayer._icmp_mtu(t)
         if mtu is not None:

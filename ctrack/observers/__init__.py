@@ -3,8 +3,10 @@
 StateObserver yields every TCP state change (sock:inet_sock_set_state); RttObserver builds
 histograms and per-connection statistics of the kernel's smoothed RTT (tcp:tcp_probe).
 Both read only tracepoint arguments; filters are compiled into the programs."""
+from ctrack.bpf.syscall import enable_stats
+
 from .defs import STATE_NUMBERS, TCP_STATES, state_name
-from .program import Filters, enable_stats
+from .program import Filters
 from .tcprtt import FlowStats, Log2Hist, RttObserver
 from .tcpstates import StateEvent, StateObserver
 

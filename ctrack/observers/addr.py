@@ -12,18 +12,6 @@ def family_number(version):
     return {4: AF_INET, 6: AF_INET6}[version]
 
 
-def format_addr(family, raw):
-    """Text form of an address from a program's u8[16]. An IPv4-mapped address of a dual-stack
-    IPv6 socket prints as ::ffff:a.b.c.d, the way ss and the kernel print it."""
-    raw = bytes(raw)
-    if family == AF_INET:
-        return str(ipaddress.IPv4Address(raw[:4]))
-    addr = ipaddress.IPv6Address(raw[:16])
-    if addr.ipv4_mapped:
-        return f"::ffff:{addr.ipv4_mapped}"
-    return str(addr)
-
-
 def parse_networks(specs, what):
     """'10.77.0.1', '10.77.0.0/24', '::1', 'fd00::/8' (also comma-separated) -> ip_network list."""
     nets = []

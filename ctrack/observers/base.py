@@ -2,7 +2,9 @@
 clock conversion and run-time statistics. Subclasses say which program and how to decode."""
 import time
 
-from .program import Filters, check_environment, load, percpu_sum, program_text, prog_stats
+from ctrack.bpf.syscall import prog_stats
+
+from .program import Filters, check_environment, load, percpu_sum, program_text
 
 
 class Observer:

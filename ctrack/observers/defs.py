@@ -1,29 +1,18 @@
-"""Names and numbers the observers' C and Python share, read from kernel/observers.h (never retyped).
+"""Names and numbers the observers' C and Python share, from kernel/observers.h (never retyped),
+parsed by ctrack.engine.defs like every header.
 
-TCP_STATES maps Linux's TCP_* numbers to the names Linux prints (ESTABLISHED, SYN_SENT, ...)."""
-import os
-import re
+TCP_STATES maps Linux's TCP_* numbers to the names Linux prints (ESTABLISHED, SYN_SENT, ...):
+enum ct_tcp_endpoint of kernel/tcp_states.h, which the tracker uses too, without its NONE (the
+tracker's "not known yet", not a Linux state)."""
+from ctrack.engine.defs import OBSERVERS_HEADER, defs
 
-from .. import KERNEL_DIR
-
-HEADER = os.path.join(KERNEL_DIR, "observers.h")
-
-
-def _parse(path=HEADER):
-    with open(path) as f:
-        text = f.read()
-    body = re.search(r"enum obs_tcp_state \{(.*?)\};", text, re.S)
-    if not body:
-        raise RuntimeError(f"{path}: no `enum obs_tcp_state` found")
-    states = {int(num): name for name, num in re.findall(r"OBS_TCP_(\w+)\s*=\s*(\d+)", body.group(1))}
-    defines = {name: int(num) for name, num in re.findall(r"#define (OBS_\w+) (\d+)\s*$", text, re.M)}
-    return states, defines
-
-
-TCP_STATES, _DEFINES = _parse()
+_d = defs(OBSERVERS_HEADER)
+_states = _d.ct_tcp_endpoint
+TCP_STATES = {v: _states.name(v) for v in sorted(set(_states.items.values()))
+              if v != _states.CT_TCP_NONE}
 STATE_NUMBERS = {name: num for num, name in TCP_STATES.items()}
-AF_INET = _DEFINES["OBS_AF_INET"]
-AF_INET6 = _DEFINES["OBS_AF_INET6"]
+AF_INET = _d.OBS_AF_INET
+AF_INET6 = _d.OBS_AF_INET6
 
 
 def state_name(num):

@@ -13,7 +13,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
-from .addr import format_addr
+from ctrack.text import addr_text
+
 from .base import Observer
 from .defs import AF_INET
 from .netns import NetnsSockets
@@ -222,8 +223,8 @@ class RttObserver(Observer):
                 continue
             out.append(FlowStats(
                 family=4 if k.family == AF_INET else 6,
-                laddr=format_addr(k.family, k.laddr), lport=k.lport,
-                raddr=format_addr(k.family, k.raddr), rport=k.rport,
+                laddr=addr_text(k.family, k.laddr), lport=k.lport,
+                raddr=addr_text(k.family, k.raddr), rport=k.rport,
                 count=v.count, min_us=v.min_us, avg_us=v.sum_us / v.count, max_us=v.max_us,
                 last_us=v.last_us, first_ts=self.wall_time(v.first_ns),
                 last_ts=self.wall_time(v.last_ns), cookie=v.cookie))

@@ -8,7 +8,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-from .addr import format_addr
+from ctrack.text import addr_text
+
 from .base import Observer
 from .defs import AF_INET, state_name
 
@@ -54,9 +55,9 @@ class StateObserver(Observer):
             pid=r.pid or None,
             comm=r.comm.decode("utf-8", "replace") or None,
             family=4 if r.family == AF_INET else 6,
-            laddr=format_addr(r.family, r.laddr),
+            laddr=addr_text(r.family, r.laddr),
             lport=r.lport,
-            raddr=format_addr(r.family, r.raddr),
+            raddr=addr_text(r.family, r.raddr),
             rport=r.rport,
             oldstate=state_name(r.oldstate),
             newstate=state_name(r.newstate),

@@ -330,8 +330,9 @@ def divergence_windows(tracker_seq, kernel_seq, end_t):
 def allowed_overall(a, b, a_reset=False, b_reset=False):
     """The states netfilter's vocabulary allows for a pair of endpoint states (opener a,
     responder b; None: no socket visible yet), by the rules ctrack's ct_tcp_overall applies to
-    its own endpoints (README table). A set: a FIN its receiver has taken (CLOSE_WAIT) may or may
-    not have been acknowledged on the wire yet, which tcpstates cannot tell."""
+    its own endpoints (docs/tcp.md's state table). A set: a FIN its receiver has taken
+    (CLOSE_WAIT) may or may not have been acknowledged on the wire yet, which tcpstates cannot
+    tell."""
     if a_reset or b_reset:
         return {"CLOSE"}
     if b is None and a not in (None, "SYN_SENT"):
