@@ -7,10 +7,14 @@ flows would stay in the table forever and fill it. A pass of the Collector:
      Python object per entry);
   2. hands them to kernel/collector.c's ct_gc_remove, an XDP program (the tracker's own program
      type, so it loads wherever the tracker does) run with BPF_PROG_TEST_RUN, up to
-     CT_GC_RUN_MAX candidates per run packed in the test packet. Under each entry's lock it
-     checks the entry is still the flow the scan saw (first_seen) and still expired, claims it,
-     deletes it, and reports DESTROY `timeout` through the tracker's ring buffer and statistics
-     (CT_STAT_CLOSED_TIMEOUT when the flow had not ended by FIN/RST before).
+     CT_GC_RUN_MAX candidates per run packed in the test packet as struct ct_gc_cand (key and
+     first_seen, 48 bytes: 73 per run). Under each entry's lock it checks the entry is still the
+     flow the scan saw (first_seen) and still expired, claims it, builds its DESTROY event
+     (counters, Zeek record, RTT summary), deletes it, and reports DESTROY `timeout` through the
+     tracker's ring buffer and statistics (CT_STAT_CLOSED_TIMEOUT when the flow had not ended by
+     FIN/RST before). Only a result code per candidate comes back in the packet; the events
+     themselves are read back (from the program's gc_out map) only by the callers that print
+     them (`ctrack gc -v`, flush, delete).
 
     with Shared.open("edge") as sh:
         gc = Collector(sh, interval=1.0)
@@ -137,15 +141,16 @@ class Collector:
         self.mode_gc, self.mode_flush = m["CT_GC_MODE_GC"], m["CT_GC_MODE_FLUSH"]
         self.R_REMOVED, self.R_ENDED = m["CT_GC_REMOVED"], m["CT_GC_ENDED"]
         self.R_REVIVED, self.R_LOST = m["CT_GC_REVIVED"], m["CT_GC_LOST"]
-        E = shared.Event
-        self.ev_size = ctypes.sizeof(E)
-        self.per_run = max(1, min(m["CT_GC_RUN_MAX"], XDP_TEST_MAX // self.ev_size))
-        self.ev_dtype = _dtype(E, ("ts", "key", "pad"))
+        C = shared.bpf["gc_cand_layout"].Leaf   # struct ct_gc_cand, from its BTF
+        self.cand_size = ctypes.sizeof(C)
+        self.per_run = max(1, min(m["CT_GC_RUN_MAX"], XDP_TEST_MAX // self.cand_size))
+        self.cand_dtype = _dtype(C, ("key", "first_seen"))
         self.entry_dtype = _dtype(shared.Entry, ("first_seen", "expires"))
         self.key_dtype = np.dtype((np.void, shared.layout.key_size))
         self._batch = None
         self._runner = None
         self._ctl_now = None
+        self._out = None
 
     def describe(self):
         """How passes run, for banners and -v."""
@@ -188,38 +193,40 @@ class Collector:
         """One pass: each chunk's candidates are removed as soon as it is copied out (memory
         bounded by a chunk; measured no slower than removing after the whole walk, nor than
         removing in a second thread). The kernel's walk goes bucket by bucket and removals
-        only touch buckets already copied, so none is skipped. Returns (result codes, records,
-        entries seen, live entries, earliest live expiry)."""
-        results, records = [], []
+        only touch buckets already copied, so none is skipped. Returns (result codes, events
+        of the removed when collect, entries seen, live entries, earliest live expiry)."""
+        results, events = [], []
         t = {}
         for keys, firsts in self.candidates(now, pick_all, t):
-            res, recs = self._remove(keys, firsts, mode, now)
+            res, evs = self._remove(keys, firsts, mode, now, collect)
             results.append(res)
-            if collect:
-                records.append(recs)
+            events += evs
         res = np.concatenate(results) if results else None
-        # records stay a list: concatenating structured arrays packs their dtype, dropping the
-        # bytes between the named fields (the rest of each event)
-        return res, records, t["scanned"], t["live"], t["next_expiry"]
+        return res, events, t["scanned"], t["live"], t["next_expiry"]
 
-    def _remove(self, keys, firsts, mode, now):
+    def _remove(self, keys, firsts, mode, now, collect=False):
         """Runs ct_gc_remove on the candidates (keys: raw key bytes, firsts: the first_seen each
-        must still have, 0 for any); (result codes, the event records)."""
+        must still have, 0 for any); (result codes, the DESTROY events (ctypes struct ct_event)
+        of those removed when collect, else [])."""
         fd_remove, _, ctl = self.sh.collector()
-        if self._ctl_now != (now, mode):
+        if self._ctl_now != (now, mode, collect):
             c = ctl.Leaf()
-            c.now, c.mode = now, mode
+            c.now, c.mode, c.collect = now, mode, int(collect)
             ctl[ctl.Key(0)] = c
-            self._ctl_now = (now, mode)
+            self._ctl_now = (now, mode, collect)
         n = len(keys)
-        recs = np.zeros(n, dtype=self.ev_dtype)
+        # the packet: the candidates as the program reads them; it writes each one's result
+        # over its first_seen
+        recs = np.empty(n, dtype=self.cand_dtype)
         recs["key"] = keys
-        recs["ts"] = firsts
+        recs["first_seen"] = firsts
         if self._runner is None or self._runner.fd != fd_remove:
             self._runner = TestRunner(fd_remove, max_frame=0)
         base = recs.ctypes.data
-        size = self.ev_size
+        size = self.cand_size
         run = self._runner.run_at
+        res = recs["first_seen"]
+        events = []
         i = 0
         while i < n:
             m = min(self.per_run, n - i)
@@ -230,8 +237,17 @@ class Collector:
                     raise CtrackError("the collector's XDP program handled no candidate of a "
                                       "test run: this kernel's test packets are too small")
                 self.per_run = done   # the rest were beyond what the program sees: resend
+            if collect:
+                events += self._events_of(res[i:i + done])
             i += done
-        return recs["pad"].copy(), recs
+        return res.copy(), events
+
+    def _events_of(self, res):
+        """The events the last run left in gc_out for its removed candidates (res: its results)."""
+        if self._out is None:
+            self._out = self.sh.bpf["gc_out"]
+        out = self._out
+        return [out[out.Key(int(j))] for j in np.nonzero(res & self.R_REMOVED)[0]]
 
     def _pass_done(self, scanned):
         _, fd_done, ctl = self.sh.collector()
@@ -241,28 +257,25 @@ class Collector:
         ctl[ctl.Key(0)] = c
         TestRunner(fd_done, max_frame=64).run(bytes(64))
 
-    def _result(self, res, recs, collect, **kw):
+    def _result(self, res, events, collect, **kw):
         r = ScanResult(**kw)
         if res is not None:
             removed = (res & self.R_REMOVED) != 0
             r.removed = r.reported = int(np.count_nonzero(removed))
             r.ended = int(np.count_nonzero(res & self.R_ENDED))
             if collect and r.removed:
-                r.flows = self.decode(recs)
+                r.flows = self.decode(events)
         return r
 
-    def decode(self, records):
-        """The removed candidates of a list of record arrays (_remove) as event dicts
+    def decode(self, events):
+        """The removed flows' DESTROY events (_remove, ctypes) as event dicts
         (ctrack.engine.events.decode_event), with "reported": True (this removal sent their DESTROY)."""
         from ctrack.engine.events import decode_event
-        E = self.sh.Event
         out = []
-        for recs in records:
-            raw = recs.tobytes()
-            for i in np.nonzero(recs["pad"] & self.R_REMOVED)[0]:
-                d = decode_event(E.from_buffer_copy(raw, int(i) * self.ev_size))
-                d["reported"] = True
-                out.append(d)
+        for ev in events:
+            d = decode_event(ev)
+            d["reported"] = True
+            out.append(d)
         return out
 
     def scan(self, collect=True):
@@ -293,8 +306,7 @@ class Collector:
             if raw_keys:
                 keys = np.frombuffer(b"".join(raw_keys), dtype=self.key_dtype)
                 res, recs = self._remove(keys, np.zeros(len(keys), dtype=np.uint64),
-                                         self.mode_flush, now)
-                recs = [recs]
+                                         self.mode_flush, now, collect=True)
         return self._result(res, recs, True, scanned=scanned, duration_s=time.perf_counter() - t0,
                             started_ns=now)
 
