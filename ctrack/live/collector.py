@@ -34,6 +34,8 @@ beside it (a lock file in /run/ctrack). Its status (pid, interval, last pass) is
 import ctypes
 import json
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -190,17 +192,49 @@ class Collector:
                 yield k[dead], v["first_seen"][dead]
 
     def _walk(self, now, mode, collect, pick_all=False):
-        """One pass: each chunk's candidates are removed as soon as it is copied out (memory
-        bounded by a chunk; measured no slower than removing after the whole walk, nor than
-        removing in a second thread). The kernel's walk goes bucket by bucket and removals
-        only touch buckets already copied, so none is skipped. Returns (result codes, events
-        of the removed when collect, entries seen, live entries, earliest live expiry)."""
-        results, events = [], []
+        """One pass: each chunk's candidates are removed as soon as it is copied out, by a
+        second thread while this one copies the next chunk (both wait in the kernel, GIL
+        released: with half the table expired the removals cost about as much kernel time as
+        the copy, and overlapped the pass takes little more than the copy; memory bounded by
+        a few chunks of candidates). The kernel's walk goes bucket by bucket and removals only
+        touch buckets already copied, so none is skipped. Returns (result codes, events of the
+        removed when collect, entries seen, live entries, earliest live expiry)."""
+        results, events, failed = [], [], []
         t = {}
-        for keys, firsts in self.candidates(now, pick_all, t):
-            res, evs = self._remove(keys, firsts, mode, now, collect)
-            results.append(res)
-            events += evs
+        todo = worker = None
+
+        def remove_all():
+            while True:
+                item = todo.get()
+                if item is None:
+                    return
+                if failed:
+                    continue   # drain: the scan still puts what it found
+                try:
+                    res, evs = self._remove(item[0], item[1], mode, now, collect)
+                except BaseException as exc:  # re-raised in the scanning thread
+                    failed.append(exc)
+                    continue
+                results.append(res)
+                events.extend(evs)
+
+        try:
+            for keys, firsts in self.candidates(now, pick_all, t):
+                if pick_all:
+                    keys = keys.copy()   # a view of the scan's buffer (a mask's result is a copy)
+                if worker is None:
+                    # only a pass that finds candidates starts the thread (none at rest)
+                    todo = queue.Queue(maxsize=2)
+                    worker = threading.Thread(target=remove_all, name="ctrack-gc-remove",
+                                              daemon=True)
+                    worker.start()
+                todo.put((keys, firsts))
+        finally:
+            if worker is not None:
+                todo.put(None)
+                worker.join()
+        if failed:
+            raise failed[0]
         res = np.concatenate(results) if results else None
         return res, events, t["scanned"], t["live"], t["next_expiry"]
 
