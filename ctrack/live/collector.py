@@ -289,6 +289,7 @@ class Collector:
         c.scanned = scanned
         c.mode = self.mode_gc
         ctl[ctl.Key(0)] = c
+        self._ctl_now = None   # now, mode and collect were overwritten
         TestRunner(fd_done, max_frame=64).run(bytes(64))
 
     def _result(self, res, events, collect, **kw):
