@@ -5,10 +5,10 @@
  * BPF_TABLE_PINNED makes BCC open the pinned maps instead of creating new ones, and gives Python
  * ctypes types built from the same kernel/ctrack.h as the tracker's: nothing is retyped.
  *
- * The collector's removals (ct_gc_remove, run by ctrack/live/collector.py): user space scans the pinned table
- * with batch lookups and picks the candidates (expired entries; for a flush, the entries to
- * remove); this program, of the tracker's own type (XDP) so that it loads wherever the tracker
- * loads, is run with BPF_PROG_TEST_RUN with the candidates packed in the test packet, one
+ * The collector's removals (ct_gc_remove, run by ctrack/live/collector.py): user space scans the
+ * pinned table with batch lookups and picks the candidates (expired entries; for a flush, the
+ * entries to remove); this program, of the tracker's own type (XDP) so that it loads wherever
+ * the tracker loads, is run with BPF_PROG_TEST_RUN with the candidates packed in the test packet, one
  * struct ct_gc_cand (48 bytes: the key and the first_seen the scan saw) per candidate, up to
  * CT_GC_RUN_MAX per run. For each it
  *   - looks the entry up and takes its lock; leaves it unless it is still the flow the scan saw
@@ -19,13 +19,13 @@
  *   - if the delete succeeded (nobody removed it first), reports DESTROY (timeout / flushed)
  *     through the tracker's ring buffer and statistics;
  *   - writes the candidate's result (CT_GC_*) back over its first_seen in the packet: all user
- *     space reads of a run. Only when asked (ct_gc_ctl.collect: `ctrack gc -v`, flush, delete,
- *     which print what they removed) is each candidate's event also left in gc_out.
+ *     space reads of a run. Only ct_gc_remove_events (`ctrack gc -v`, flush, delete, which print
+ *     what they removed) also leaves each candidate's event in gc_out.
  * Events used to travel in the packet both ways (about 350 bytes each with the RTT and the Zeek
  * record: 9 candidates per run, half the scan rate); a candidate is 48 bytes (73 per run).
  * Why not a BPF iterator (in the kernel, no copy): the kernel refuses tracing programs on
  * locked-down machines where XDP loads (issue 9); measured, this path meets the collector's
- * targets on its own (bench/gc.py, docs/top.md).
+ * targets on a quiet machine (bench/gc.py, docs/top.md).
  *
  * The race left, and why it is harmless to live flows: see "Safety" in docs/top.md. In short,
  * the check and the removal are two steps (a bpf_spin_lock may not be held across a helper
@@ -99,7 +99,7 @@ BPF_ARRAY(gc_cand_layout, struct ct_gc_cand, 1);
 struct ct_gc_ctl {
 	u64 now;          /* tracker clock (CLOCK_MONOTONIC_COARSE) sampled before the pass */
 	u32 mode;         /* CT_GC_MODE_* */
-	u32 collect;      /* 1: also leave candidate i's event in gc_out[i] (what was removed, to print) */
+	u32 pad;
 	u64 scanned;      /* entries the pass looked at (for ct_gc_pass_done) */
 };
 BPF_ARRAY(gc_ctl, struct ct_gc_ctl, 1);
@@ -107,7 +107,7 @@ BPF_ARRAY(gc_ctl, struct ct_gc_ctl, 1);
 /* The event being built (per CPU: a run does not migrate; two processes may run at once). */
 BPF_PERCPU_ARRAY(gc_event, struct ct_event, 1);
 
-/* With ct_gc_ctl.collect, the event of each candidate of the last run (the DESTROY sent when
+/* ct_gc_remove_events leaves here the event of each candidate of its last run (the DESTROY sent when
  * its result has CT_GC_REMOVED). Not pinned: each process has its own, like gc_ctl, and runs
  * one run at a time. */
 BPF_ARRAY(gc_out, struct ct_event, CT_GC_RUN_MAX);
@@ -187,11 +187,11 @@ static __always_inline u8 gc_remove(struct ct_event *ev, u64 want, u64 now, u32 
 	return res;
 }
 
-/* Run with BPF_PROG_TEST_RUN: the packet is up to CT_GC_RUN_MAX struct ct_gc_cand candidates.
- * Returns how many it handled (test runs do not interpret the value): a kernel whose test
- * packet holds less than user space assumed keeps the rest in fragments this program does not
- * see, and user space sends those again. */
-int ct_gc_remove(struct xdp_md *ctx)
+/* One run: the packet is up to CT_GC_RUN_MAX struct ct_gc_cand candidates. Returns how many it
+ * handled (test runs do not interpret the value): a kernel whose test packet holds less than
+ * user space assumed keeps the rest in fragments this program does not see, and user space
+ * sends those again. collect (a constant: two programs) also leaves each event in gc_out. */
+static __always_inline int gc_run(struct xdp_md *ctx, const int collect)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -201,7 +201,6 @@ int ct_gc_remove(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	u64 now = c->now;
 	u32 mode = c->mode;
-	u32 collect = c->collect;
 	struct ct_gc_stats tot = {};
 	int i;
 	for (i = 0; i < CT_GC_RUN_MAX; i++) {
@@ -245,6 +244,20 @@ int ct_gc_remove(struct xdp_md *ctx)
 		st->v[CT_STAT_EVENTS_LOST] += tot.events_lost;
 	}
 	return i;
+}
+
+/* Run with BPF_PROG_TEST_RUN by the collector's passes: result codes only. */
+int ct_gc_remove(struct xdp_md *ctx)
+{
+	return gc_run(ctx, 0);
+}
+
+/* The same for `ctrack gc -v`, flush and delete, which print what they removed. Two programs
+ * rather than a flag read at run time: the verifier walks each of the CT_GC_RUN_MAX iterations,
+ * and the copy's branch would double the hot program's load time. */
+int ct_gc_remove_events(struct xdp_md *ctx)
+{
+	return gc_run(ctx, 1);
 }
 
 /* Run once after a GC pass: folds the pass into the totals (per CPU, so no lost update between

@@ -242,12 +242,12 @@ class Collector:
         """Runs ct_gc_remove on the candidates (keys: raw key bytes, firsts: the first_seen each
         must still have, 0 for any); (result codes, the DESTROY events (ctypes struct ct_event)
         of those removed when collect, else [])."""
-        fd_remove, _, ctl = self.sh.collector()
-        if self._ctl_now != (now, mode, collect):
+        fd_remove, _, ctl = self.sh.collector(events=collect)
+        if self._ctl_now != (now, mode):
             c = ctl.Leaf()
-            c.now, c.mode, c.collect = now, mode, int(collect)
+            c.now, c.mode = now, mode
             ctl[ctl.Key(0)] = c
-            self._ctl_now = (now, mode, collect)
+            self._ctl_now = (now, mode)
         n = len(keys)
         # the packet: the candidates as the program reads them; it writes each one's result
         # over its first_seen
@@ -283,13 +283,13 @@ class Collector:
         out = self._out
         return [out[out.Key(int(j))] for j in np.nonzero(res & self.R_REMOVED)[0]]
 
-    def _pass_done(self, scanned):
-        _, fd_done, ctl = self.sh.collector()
+    def _pass_done(self, scanned, collect=False):
+        _, fd_done, ctl = self.sh.collector(events=collect)   # the programs loaded already
         c = ctl.Leaf()
         c.scanned = scanned
         c.mode = self.mode_gc
         ctl[ctl.Key(0)] = c
-        self._ctl_now = None   # now, mode and collect were overwritten
+        self._ctl_now = None   # now and mode were overwritten
         TestRunner(fd_done, max_frame=64).run(bytes(64))
 
     def _result(self, res, events, collect, **kw):
@@ -321,7 +321,7 @@ class Collector:
         if res is not None:
             # left by the removal (a packet revalidated it since the scan): live after all
             live += int(np.count_nonzero((res & self.R_REMOVED) == 0))
-        self._pass_done(scanned)
+        self._pass_done(scanned, collect)
         r = self._result(res, recs, collect, scanned=scanned, live=live, next_expiry_ns=nxt,
                          duration_s=time.perf_counter() - t0, started_ns=now)
         self.last = r
