@@ -153,6 +153,7 @@ class Collector:
         self._runner = None
         self._ctl_now = None
         self._out = None
+        self._events_used = False
 
     def describe(self):
         """How passes run, for banners and -v."""
@@ -243,6 +244,7 @@ class Collector:
         must still have, 0 for any); (result codes, the DESTROY events (ctypes struct ct_event)
         of those removed when collect, else [])."""
         fd_remove, _, ctl = self.sh.collector(events=collect)
+        self._events_used |= collect
         if self._ctl_now != (now, mode):
             c = ctl.Leaf()
             c.now, c.mode = now, mode
@@ -283,8 +285,9 @@ class Collector:
         out = self._out
         return [out[out.Key(int(j))] for j in np.nonzero(res & self.R_REMOVED)[0]]
 
-    def _pass_done(self, scanned, collect=False):
-        _, fd_done, ctl = self.sh.collector(events=collect)   # the programs loaded already
+    def _pass_done(self, scanned):
+        # with the programs loaded already (the events' only when a pass used them)
+        _, fd_done, ctl = self.sh.collector(events=self._events_used)
         c = ctl.Leaf()
         c.scanned = scanned
         c.mode = self.mode_gc
@@ -321,7 +324,7 @@ class Collector:
         if res is not None:
             # left by the removal (a packet revalidated it since the scan): live after all
             live += int(np.count_nonzero((res & self.R_REMOVED) == 0))
-        self._pass_done(scanned, collect)
+        self._pass_done(scanned)
         r = self._result(res, recs, collect, scanned=scanned, live=live, next_expiry_ns=nxt,
                          duration_s=time.perf_counter() - t0, started_ns=now)
         self.last = r
@@ -397,12 +400,15 @@ class Collector:
             json.dump(st, f)
         os.replace(tmp, status_path(self.sh.name))
 
-    def run(self, stop, on_scan=None, owner="ctrack gc"):
-        """Passes until the threading.Event `stop` is set. on_scan(result) after each."""
+    def run(self, stop, on_scan=None, owner="ctrack gc", collect=None):
+        """Passes until the threading.Event `stop` is set. on_scan(result) after each; collect:
+        decode what each pass removed into result.flows (default: when on_scan is given)."""
+        if collect is None:
+            collect = on_scan is not None
         self.acquire()
         try:
             while not stop.is_set():
-                r = self.scan(collect=on_scan is not None)
+                r = self.scan(collect=collect)
                 self.next_delay(r)
                 self.write_status(owner)
                 if on_scan:
