@@ -88,7 +88,9 @@ def idle_cpu(n, seconds, interval):
 
         def body():
             t0 = time.thread_time()
-            gc.run(stop, on_scan=lambda r: passes.append(r.duration_s), owner="bench")
+            # as `ctrack run`'s collector: nothing decoded
+            gc.run(stop, on_scan=lambda r: passes.append(r.duration_s), owner="bench",
+                   collect=False)
             cpu["s"] = time.thread_time() - t0
 
         th = threading.Thread(target=body)
@@ -116,8 +118,12 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    # the machine is shared: its load says how far to trust the absolute figures (the ratios
+    # to the batch copy measured in the same run travel better)
+    load0 = os.getloadavg()[0]
     res = {"scan": scan_rate(args.entries, args.runs),
            "idle": idle_cpu(args.idle, args.seconds, args.interval)}
+    res["loadavg_1min"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
     if args.json:
         print(json.dumps(res, indent=1))
         return
@@ -136,6 +142,7 @@ def main():
           f"{i['interval_s']} s, {i['seconds']} s: {i['passes']} passes of {i['pass_ms_median']} ms, "
           f"collector CPU {i['cpu_pct_of_one_core']}% of one core "
           f"({i['cpu_pct_every_interval']}% if it scanned every interval)")
+    print(f"load average (1 min) at start and end: {res['loadavg_1min'][0]}, {res['loadavg_1min'][1]}")
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def run(args):
         print(f"Collecting for tracker {meta['name']!r} every {args.interval:g} s at most. "
               f"Hit Ctrl-C to end.", file=sys.stderr, flush=True)
         try:
-            gc.run(stop, on_scan=on_scan, owner="ctrack gc")
+            gc.run(stop, on_scan=on_scan, owner="ctrack gc", collect=args.verbose)
         except KeyboardInterrupt:
             pass
     return 0

@@ -7,10 +7,14 @@ flows would stay in the table forever and fill it. A pass of the Collector:
      Python object per entry);
   2. hands them to kernel/collector.c's ct_gc_remove, an XDP program (the tracker's own program
      type, so it loads wherever the tracker does) run with BPF_PROG_TEST_RUN, up to
-     CT_GC_RUN_MAX candidates per run packed in the test packet. Under each entry's lock it
-     checks the entry is still the flow the scan saw (first_seen) and still expired, claims it,
-     deletes it, and reports DESTROY `timeout` through the tracker's ring buffer and statistics
-     (CT_STAT_CLOSED_TIMEOUT when the flow had not ended by FIN/RST before).
+     CT_GC_RUN_MAX candidates per run packed in the test packet as struct ct_gc_cand (key and
+     first_seen, 48 bytes: 73 per run). Under each entry's lock it checks the entry is still the
+     flow the scan saw (first_seen) and still expired, claims it, builds its DESTROY event
+     (counters, Zeek record, RTT summary), deletes it, and reports DESTROY `timeout` through the
+     tracker's ring buffer and statistics (CT_STAT_CLOSED_TIMEOUT when the flow had not ended by
+     FIN/RST before). Only a result code per candidate comes back in the packet; the events
+     themselves are read back (from the program's gc_out map) only by the callers that print
+     them (`ctrack gc -v`, flush, delete).
 
     with Shared.open("edge") as sh:
         gc = Collector(sh, interval=1.0)
@@ -30,6 +34,8 @@ beside it (a lock file in /run/ctrack). Its status (pid, interval, last pass) is
 import ctypes
 import json
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -137,15 +143,17 @@ class Collector:
         self.mode_gc, self.mode_flush = m["CT_GC_MODE_GC"], m["CT_GC_MODE_FLUSH"]
         self.R_REMOVED, self.R_ENDED = m["CT_GC_REMOVED"], m["CT_GC_ENDED"]
         self.R_REVIVED, self.R_LOST = m["CT_GC_REVIVED"], m["CT_GC_LOST"]
-        E = shared.Event
-        self.ev_size = ctypes.sizeof(E)
-        self.per_run = max(1, min(m["CT_GC_RUN_MAX"], XDP_TEST_MAX // self.ev_size))
-        self.ev_dtype = _dtype(E, ("ts", "key", "pad"))
+        C = shared.bpf["gc_cand_layout"].Leaf   # struct ct_gc_cand, from its BTF
+        self.cand_size = ctypes.sizeof(C)
+        self.per_run = max(1, min(m["CT_GC_RUN_MAX"], XDP_TEST_MAX // self.cand_size))
+        self.cand_dtype = _dtype(C, ("key", "first_seen"))
         self.entry_dtype = _dtype(shared.Entry, ("first_seen", "expires"))
         self.key_dtype = np.dtype((np.void, shared.layout.key_size))
         self._batch = None
         self._runner = None
         self._ctl_now = None
+        self._out = None
+        self._events_used = False
 
     def describe(self):
         """How passes run, for banners and -v."""
@@ -185,41 +193,76 @@ class Collector:
                 yield k[dead], v["first_seen"][dead]
 
     def _walk(self, now, mode, collect, pick_all=False):
-        """One pass: each chunk's candidates are removed as soon as it is copied out (memory
-        bounded by a chunk; measured no slower than removing after the whole walk, nor than
-        removing in a second thread). The kernel's walk goes bucket by bucket and removals
-        only touch buckets already copied, so none is skipped. Returns (result codes, records,
-        entries seen, live entries, earliest live expiry)."""
-        results, records = [], []
+        """One pass: each chunk's candidates are removed as soon as it is copied out, by a
+        second thread while this one copies the next chunk (both wait in the kernel, GIL
+        released: with half the table expired the removals cost about as much kernel time as
+        the copy, and overlapped the pass takes little more than the copy; memory bounded by
+        a few chunks of candidates). The kernel's walk goes bucket by bucket and removals only
+        touch buckets already copied, so none is skipped. Returns (result codes, events of the
+        removed when collect, entries seen, live entries, earliest live expiry)."""
+        results, events, failed = [], [], []
         t = {}
-        for keys, firsts in self.candidates(now, pick_all, t):
-            res, recs = self._remove(keys, firsts, mode, now)
-            results.append(res)
-            if collect:
-                records.append(recs)
-        res = np.concatenate(results) if results else None
-        # records stay a list: concatenating structured arrays packs their dtype, dropping the
-        # bytes between the named fields (the rest of each event)
-        return res, records, t["scanned"], t["live"], t["next_expiry"]
+        todo = worker = None
 
-    def _remove(self, keys, firsts, mode, now):
+        def remove_all():
+            while True:
+                item = todo.get()
+                if item is None:
+                    return
+                if failed:
+                    continue   # drain: the scan still puts what it found
+                try:
+                    res, evs = self._remove(item[0], item[1], mode, now, collect)
+                except BaseException as exc:  # re-raised in the scanning thread
+                    failed.append(exc)
+                    continue
+                results.append(res)
+                events.extend(evs)
+
+        try:
+            for keys, firsts in self.candidates(now, pick_all, t):
+                if pick_all:
+                    keys = keys.copy()   # a view of the scan's buffer (a mask's result is a copy)
+                if worker is None:
+                    # only a pass that finds candidates starts the thread (none at rest)
+                    todo = queue.Queue(maxsize=2)
+                    worker = threading.Thread(target=remove_all, name="ctrack-gc-remove",
+                                              daemon=True)
+                    worker.start()
+                todo.put((keys, firsts))
+        finally:
+            if worker is not None:
+                todo.put(None)
+                worker.join()
+        if failed:
+            raise failed[0]
+        res = np.concatenate(results) if results else None
+        return res, events, t["scanned"], t["live"], t["next_expiry"]
+
+    def _remove(self, keys, firsts, mode, now, collect=False):
         """Runs ct_gc_remove on the candidates (keys: raw key bytes, firsts: the first_seen each
-        must still have, 0 for any); (result codes, the event records)."""
-        fd_remove, _, ctl = self.sh.collector()
+        must still have, 0 for any); (result codes, the DESTROY events (ctypes struct ct_event)
+        of those removed when collect, else [])."""
+        fd_remove, _, ctl = self.sh.collector(events=collect)
+        self._events_used |= collect
         if self._ctl_now != (now, mode):
             c = ctl.Leaf()
             c.now, c.mode = now, mode
             ctl[ctl.Key(0)] = c
             self._ctl_now = (now, mode)
         n = len(keys)
-        recs = np.zeros(n, dtype=self.ev_dtype)
+        # the packet: the candidates as the program reads them; it writes each one's result
+        # over its first_seen
+        recs = np.empty(n, dtype=self.cand_dtype)
         recs["key"] = keys
-        recs["ts"] = firsts
+        recs["first_seen"] = firsts
         if self._runner is None or self._runner.fd != fd_remove:
             self._runner = TestRunner(fd_remove, max_frame=0)
         base = recs.ctypes.data
-        size = self.ev_size
+        size = self.cand_size
         run = self._runner.run_at
+        res = recs["first_seen"]
+        events = []
         i = 0
         while i < n:
             m = min(self.per_run, n - i)
@@ -230,39 +273,47 @@ class Collector:
                     raise CtrackError("the collector's XDP program handled no candidate of a "
                                       "test run: this kernel's test packets are too small")
                 self.per_run = done   # the rest were beyond what the program sees: resend
+            if collect:
+                events += self._events_of(res[i:i + done])
             i += done
-        return recs["pad"].copy(), recs
+        return res.copy(), events
+
+    def _events_of(self, res):
+        """The events the last run left in gc_out for its removed candidates (res: its results)."""
+        if self._out is None:
+            self._out = self.sh.bpf["gc_out"]
+        out = self._out
+        return [out[out.Key(int(j))] for j in np.nonzero(res & self.R_REMOVED)[0]]
 
     def _pass_done(self, scanned):
-        _, fd_done, ctl = self.sh.collector()
+        # with the programs loaded already (the events' only when a pass used them)
+        _, fd_done, ctl = self.sh.collector(events=self._events_used)
         c = ctl.Leaf()
         c.scanned = scanned
         c.mode = self.mode_gc
         ctl[ctl.Key(0)] = c
+        self._ctl_now = None   # now and mode were overwritten
         TestRunner(fd_done, max_frame=64).run(bytes(64))
 
-    def _result(self, res, recs, collect, **kw):
+    def _result(self, res, events, collect, **kw):
         r = ScanResult(**kw)
         if res is not None:
             removed = (res & self.R_REMOVED) != 0
             r.removed = r.reported = int(np.count_nonzero(removed))
             r.ended = int(np.count_nonzero(res & self.R_ENDED))
             if collect and r.removed:
-                r.flows = self.decode(recs)
+                r.flows = self.decode(events)
         return r
 
-    def decode(self, records):
-        """The removed candidates of a list of record arrays (_remove) as event dicts
+    def decode(self, events):
+        """The removed flows' DESTROY events (_remove, ctypes) as event dicts
         (ctrack.engine.events.decode_event), with "reported": True (this removal sent their DESTROY)."""
         from ctrack.engine.events import decode_event
-        E = self.sh.Event
         out = []
-        for recs in records:
-            raw = recs.tobytes()
-            for i in np.nonzero(recs["pad"] & self.R_REMOVED)[0]:
-                d = decode_event(E.from_buffer_copy(raw, int(i) * self.ev_size))
-                d["reported"] = True
-                out.append(d)
+        for ev in events:
+            d = decode_event(ev)
+            d["reported"] = True
+            out.append(d)
         return out
 
     def scan(self, collect=True):
@@ -293,8 +344,7 @@ class Collector:
             if raw_keys:
                 keys = np.frombuffer(b"".join(raw_keys), dtype=self.key_dtype)
                 res, recs = self._remove(keys, np.zeros(len(keys), dtype=np.uint64),
-                                         self.mode_flush, now)
-                recs = [recs]
+                                         self.mode_flush, now, collect=True)
         return self._result(res, recs, True, scanned=scanned, duration_s=time.perf_counter() - t0,
                             started_ns=now)
 
@@ -350,12 +400,15 @@ class Collector:
             json.dump(st, f)
         os.replace(tmp, status_path(self.sh.name))
 
-    def run(self, stop, on_scan=None, owner="ctrack gc"):
-        """Passes until the threading.Event `stop` is set. on_scan(result) after each."""
+    def run(self, stop, on_scan=None, owner="ctrack gc", collect=None):
+        """Passes until the threading.Event `stop` is set. on_scan(result) after each; collect:
+        decode what each pass removed into result.flows (default: when on_scan is given)."""
+        if collect is None:
+            collect = on_scan is not None
         self.acquire()
         try:
             while not stop.is_set():
-                r = self.scan(collect=on_scan is not None)
+                r = self.scan(collect=collect)
                 self.next_delay(r)
                 self.write_status(owner)
                 if on_scan:

@@ -31,6 +31,7 @@ from ctrack.bpf.maps import Batch, map_info, obj_get, MAP_TYPES
 
 SOURCE = os.path.join(KERNEL_DIR, "collector.c")
 REMOVE_FN, PASS_DONE_FN = "ct_gc_remove", "ct_gc_pass_done"
+REMOVE_EVENTS_FN = "ct_gc_remove_events"   # the same, leaving the events for callers to print
 
 
 def _field(ctype, name):
@@ -184,7 +185,7 @@ class Shared:
                 f"{ctypes.sizeof(self.Key)}/{ctypes.sizeof(self.Entry)}): use the ctrack that started it")
         self.layout = RowLayout(self.Key, self.Entry)
         self._local = threading.local()
-        self._progs = None
+        self._progs = {}
 
     @classmethod
     def open(cls, name=None):
@@ -258,10 +259,13 @@ class Shared:
 
     # ---- the collector's programs ----
 
-    def collector(self):
+    def collector(self, events=False):
         """(remove program fd, pass-done program fd, control table), loaded on first use: the
-        XDP programs of kernel/collector.c, run with BPF_PROG_TEST_RUN (ctrack/live/collector.py)."""
-        if self._progs is None:
+        XDP programs of kernel/collector.c, run with BPF_PROG_TEST_RUN (ctrack/live/collector.py).
+        events: the remove program that also leaves each candidate's event in gc_out (a second
+        program, loaded only by the callers that print what they removed: it costs the
+        verifier about as much again)."""
+        if events not in self._progs:
             import bcc
             from ctrack.engine.tracker import _StderrCapture
             fds = []
@@ -269,7 +273,7 @@ class Shared:
             # missing and what it costs (CTRACK_DEBUG=1 shows the log)
             with _StderrCapture() as cap:
                 try:
-                    for fn in (REMOVE_FN, PASS_DONE_FN):
+                    for fn in (REMOVE_EVENTS_FN if events else REMOVE_FN, PASS_DONE_FN):
                         fds.append(self.bpf.load_func(fn, bcc.BPF.XDP).fd)
                     failure = None
                 except Exception as exc:
@@ -280,11 +284,11 @@ class Shared:
                 raise CtrackError(f"the kernel refused the collector's XDP program ({failure}): "
                                   f"no collector, idle flows stay until a packet of the same "
                                   f"flow comes") from None
-            self._progs = (fds[0], fds[1], self.bpf["gc_ctl"])
-        return self._progs
+            self._progs[events] = (fds[0], fds[1], self.bpf["gc_ctl"])
+        return self._progs[events]
 
     def close(self):
-        self._progs = None   # BCC closes the programs' fds
+        self._progs = {}   # BCC closes the programs' fds
         if getattr(self, "bpf", None) is not None:
             self.bpf.cleanup()
             self.bpf = None

@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "seq.h"
+#include "rtt_summary.h"   /* ct_rtt_summarise: also the collector's */
 
 
 #ifndef CT_NO_RTT
@@ -170,25 +171,5 @@ static __always_inline int ct_rtt_wants_clock(struct ct_entry *e, struct ct_pkt 
 	return p->datalen && seq_after(p->seq + p->datalen, e->dir[d & 1].td_end);
 }
 #endif
-
-/* The flow's RTT for its end event: the two halves' sums. */
-static __always_inline void ct_rtt_summarise(struct ct_entry *e, struct ct_rtt_summary *s)
-{
-	__builtin_memset(s, 0, sizeof(*s));
-#ifndef CT_NO_RTT
-	struct ct_rtt *a = &e->rtt[0], *b = &e->rtt[1];
-	s->samples = a->samples + b->samples;
-	s->flags = 0;
-	if ((a->flags & b->flags) & CT_RTT_F_HANDSHAKE) {
-		s->handshake_us = a->hs_us + b->hs_us;
-		s->flags |= CT_RTT_SUM_HANDSHAKE;
-	}
-	if (a->samples && b->samples) {
-		s->srtt_us = (a->srtt8_us >> 3) + (b->srtt8_us >> 3);
-		s->min_us = a->min_us + b->min_us;
-		s->flags |= CT_RTT_SUM_BOTH;
-	}
-#endif
-}
 
 #endif /* CT_LIB_RTT_H */

@@ -289,3 +289,42 @@ def test_candidates_beyond_what_one_run_handles_are_sent_again(replayer):
         r = gc.scan(collect=False)
         assert (r.scanned, r.removed) == (100, 100) and sh.rows() == []
         assert gc.per_run == most
+
+
+def test_timeout_destroy_carries_the_flow_rtt(replayer):
+    """A TCP connection whose handshake the tracker timed (SYN -> SYN/ACK 3 ms, SYN/ACK -> ACK
+    2 ms: both halves sampled), idle past its ESTABLISHED timeout: the collector's DESTROY
+    reports the flow's RTT summary as the tracker's own end events do (kernel/rtt.h), in the
+    ring buffer and in what `ctrack gc -v` prints. Before, the collector's DESTROY carried no RTT."""
+    no_ts = [("MSS", 1460), ("SAckOK", b""), ("NOP", None), ("WScale", 7)]
+    with pinned(replayer, f"tgc{os.getpid() % 10000}e", timeouts={"ESTABLISHED": 5}) as (rp, sh):
+        reader = EventReader(rp.tracker.bpf)
+        conv = TcpConv(rp, clock=tracker_clock(30))
+        conv.c("S", options=no_ts, wait=0)
+        conv.s("SA", options=no_ts, wait=0.003)
+        conv.c("A", wait=0.002)
+        rtt = conv.flow()["rtt"]
+        want = {"handshake_us": 5000, "srtt_us": 5000, "min_us": 5000, "samples": 2}
+        assert {k: rtt[k] for k in want} == want
+        reader.poll()
+        r = Collector(sh).scan()
+        assert (r.removed, r.ended) == (1, 1)
+        [ev] = reader.poll()
+        assert (ev["type"], ev["reason"]) == ("destroy", "timeout")
+        assert ev["rtt"] == want
+        assert r.flows[0]["rtt"] == want
+
+
+def test_flush_of_a_flow_without_rtt_reports_none(replayer):
+    """A tracker built without passive RTT (CT_NO_RTT: the entry's rtt stays zero): the
+    collector's DESTROY says no RTT, as the tracker's own end events would."""
+    with pinned(replayer, f"tgc{os.getpid() % 10000}f", rtt=False) as (rp, sh):
+        reader = EventReader(rp.tracker.bpf)
+        conv = TcpConv(rp, clock=Clock(kernel_now_ns()))
+        conv.handshake()
+        reader.poll()
+        r = Collector(sh).flush()
+        [ev] = reader.poll()
+        assert (ev["type"], ev["reason"]) == ("destroy", "flushed")
+        none = {"handshake_us": None, "srtt_us": None, "min_us": None, "samples": 0}
+        assert ev["rtt"] == none and r.flows[0]["rtt"] == none
