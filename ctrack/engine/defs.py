@@ -58,17 +58,29 @@ def _strip_comments(text):
     return re.sub(r"//[^\n]*", "", text)
 
 
-def _read(path, seen):
+def _find(name, here, top):
+    """Where the compiler finds `#include "name"`: beside the including file first, then in the
+    kernel directory, which every BCC compile of ours passes as -I (a kernel/lib/ header includes
+    "ctrack.h" from there)."""
+    for d in (here, top):
+        p = os.path.join(d, name)
+        if os.path.exists(p):
+            return p
+    return os.path.join(here, name)   # missing: open() names it
+
+
+def _read(path, seen, top=None):
     """The header's text with its local includes spliced in where they stand (each file once,
     as the include guards would)."""
     path = os.path.realpath(path)
+    top = top or os.path.dirname(path)
     if path in seen:
         return ""
     seen.add(path)
     with open(path) as f:
         text = _strip_comments(f.read())
-    return _INCLUDE_RE.sub(lambda m: _read(os.path.join(os.path.dirname(path), m.group(1)), seen),
-                           text)
+    return _INCLUDE_RE.sub(
+        lambda m: _read(_find(m.group(1), os.path.dirname(path), top), seen, top), text)
 
 
 def _common_prefix(names):

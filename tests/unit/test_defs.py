@@ -39,3 +39,11 @@ def test_includes_are_followed_once(tmp_path):
 def test_macros_of_both_headers():
     assert defs(OBSERVERS_HEADER).OBS_AF_INET6 == 10
     assert defs(HEADER).timeouts  # CT_TIMEOUT_* defaults by name
+
+
+def test_includes_resolve_as_the_compiler_does():
+    # collector.c includes lib/rtt_summary.h, which includes "ctrack.h" from the kernel directory
+    # (BCC's -I), not from lib/: the parser must find it there, or the collector cannot start
+    d = Defs(os.path.join(KERNEL_DIR, "collector.c"))
+    assert "CT_GC_RUN_MAX" in d.macros and "CT_TIMEOUT_SYN_SENT" in d.macros
+    assert d.ct_tcp_endpoint.items == defs().ct_tcp_endpoint.items
