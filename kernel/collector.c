@@ -34,7 +34,7 @@
  * tracker treats an expired entry as absent). Such a revival is counted (gc_stats.revived).
  */
 #include "ctrack.h"
-#include "lib/rtt_summary.h"
+#include "lib/summary.h"
 
 BPF_TABLE_PINNED("hash", struct ct_key, struct ct_entry, flows, CT_TABLE_SIZE, CT_PIN_DIR "/flows");
 BPF_TABLE_PINNED("percpu_array", u32, struct ct_stats, stats, 1, CT_PIN_DIR "/stats");
@@ -138,18 +138,9 @@ static __always_inline u8 gc_remove(struct ct_event *ev, u64 want, u64 now, u32 
 			e->close_reason = why;
 			res |= CT_GC_ENDED;
 		}
-		ev->state = e->state;
-		ev->orig_state = e->dir[0].state;
-		ev->reply_state = e->dir[1].state;
-		ev->orig_side = e->orig_side;
-		ev->packets[0] = e->dir[0].packets;
-		ev->packets[1] = e->dir[1].packets;
-		ev->bytes[0] = e->dir[0].bytes;
-		ev->bytes[1] = e->dir[1].bytes;
+		CT_SUMMARY_FILL(ev, e);   /* as the tracker fills its own (lib/summary.h) */
 		first_seen = e->first_seen;
 		last_seen = e->last_seen;
-		ev->first_seen = first_seen;
-		ev->last_seen = last_seen;
 		__builtin_memcpy(&ev->zeek, &e->zeek, sizeof(ev->zeek));   /* conn_state, history */
 		ct_rtt_summarise(e, &ev->rtt);   /* as the tracker's own end events carry it */
 		ev->pad = 0;

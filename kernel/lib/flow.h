@@ -8,6 +8,7 @@
 #include "seq.h"
 #include "zeek.h"
 #include "rtt.h"
+#include "summary.h"
 
 /* What a packet did to its flow, gathered under the lock and acted on after it (events, stats,
  * queue pushes need helper calls, which a held bpf_spin_lock forbids). */
@@ -57,16 +58,7 @@ struct ct_result {
  * error reads only the states): one copy of the code, and of the fields' list. */
 static __always_inline void ct_result_fill(struct ct_result *r, struct ct_entry *e)
 {
-	r->state = e->state;
-	r->orig_state = e->dir[0].state;
-	r->reply_state = e->dir[1].state;
-	r->orig_side = e->orig_side;
-	r->first_seen = e->first_seen;
-	r->last_seen = e->last_seen;
-	r->packets[0] = e->dir[0].packets;
-	r->packets[1] = e->dir[1].packets;
-	r->bytes[0] = e->dir[0].bytes;
-	r->bytes[1] = e->dir[1].bytes;
+	CT_SUMMARY_FILL(r, e);
 }
 
 /* The same for the flow that just ended in the entry (prev_*), for its DESTROY; the caller

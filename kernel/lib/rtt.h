@@ -6,8 +6,7 @@
 
 #include "common.h"
 #include "seq.h"
-#include "rtt_summary.h"   /* ct_rtt_summarise: also the collector's */
-
+#include "summary.h"   /* ct_rtt_summarise, CT_SUMMARY_FILL: also the collector's */
 
 #ifndef CT_NO_RTT
 /* One sample of the half of the round trip through `half`'s endpoint, from t0 to now (ns):

@@ -42,7 +42,7 @@ def test_macros_of_both_headers():
 
 
 def test_includes_resolve_as_the_compiler_does():
-    # collector.c includes lib/rtt_summary.h, which includes "ctrack.h" from the kernel directory
+    # collector.c includes lib/summary.h, which includes "ctrack.h" from the kernel directory
     # (BCC's -I), not from lib/: the parser must find it there, or the collector cannot start
     d = Defs(os.path.join(KERNEL_DIR, "collector.c"))
     assert "CT_GC_RUN_MAX" in d.macros and "CT_TIMEOUT_SYN_SENT" in d.macros
