@@ -24,6 +24,9 @@ class build_py_with_data(build_py):
     def run(self):
         super().run()
         data = os.path.join(self.build_lib, "ctrack", "_data")
+        # a build directory left by an earlier build keeps files the checkout has since removed
+        # or renamed: start the data afresh so that what installs is exactly the checkout's
+        shutil.rmtree(data, ignore_errors=True)
         # kernel/lib/ keeps its place under kernel/: tracker.c includes "lib/x.h"
         for sub, pattern in (("kernel", "kernel/*.[ch]"), (os.path.join("kernel", "lib"), "kernel/lib/*.h"),
                              ("scenarios", "lab/scenarios/*.py")):
