@@ -68,9 +68,12 @@ class TrackerCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
         from .collector import read_status
         with self.lock:
+            # the table first, the counters after: every flow a scrape lists then has its
+            # packets in the counters of the same scrape (read the other way round, a handshake
+            # completing between the two reads showed an ESTABLISHED flow beside zero packets)
+            rows = self.sh.rows()
             st = self.sh.stats()
             gct = self.sh.gc_totals()
-            rows = self.sh.rows()
         d = defs()
         L = self.sh.layout
 
