@@ -423,3 +423,36 @@ def test_not_root():
                           "ctrack", "run", "-i", "lo"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 1
     assert "root" in res.stderr and "Traceback" not in res.stderr
+
+
+
+@pytest.mark.parametrize("tool", ["ctrack", "ctrack-lab", "ctrack-report", "ctrack-tcprtt",
+                                  "ctrack-tcpstates", "ctrack-top"])
+def test_a_signal_while_the_tool_loads_exits_quietly(tool):
+    # Ctrl-C or a SIGTERM that lands while the modules are still importing (BCC's import alone
+    # takes a second on a busy machine): nothing exists yet to clean up, so the tool leaves as
+    # it does later (130), with no traceback. `-h` may also be over by then (0), or Python may
+    # be finalising, when a signal ends it silently (-signal): all fine, a traceback is not.
+    script = os.path.join(REPO, "tools", tool)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        for wait in (0.1, 0.2, 0.3):
+            p = subprocess.Popen(["/usr/bin/python3", script, "-h"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+            time.sleep(wait)
+            p.send_signal(sig)
+            _, err = p.communicate(timeout=30)
+            assert p.returncode in (0, 130, -sig), (tool, sig, wait, p.returncode, err)
+            assert "Traceback" not in err, (tool, sig, wait, err)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_before_the_observer_starts_exits_130(sig):
+    # ctrack-tcpstates runs until stopped; signalled before its program is attached (importing,
+    # or in BCC's compile), it exits as it does once running: 130, nothing printed
+    p = subprocess.Popen(["/usr/bin/python3", os.path.join(REPO, "tools", "ctrack-tcpstates")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.1)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 130, (p.returncode, err)
+    assert "Traceback" not in err, err
