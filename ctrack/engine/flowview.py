@@ -68,24 +68,23 @@ def duration(ns):
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def _scaled(v, base, suffixes):
+    """v in the largest unit below base: 950, 12.3k, 1.2M (one decimal under 100)."""
+    v = float(v)
+    for suffix in suffixes:
+        if abs(v) < base or suffix == suffixes[-1]:
+            return f"{v:.0f}{suffix}" if suffix == "" or v >= 100 else f"{v:.1f}{suffix}"
+        v /= base
+
+
 def size(n, unit="B"):
     """1.2K, 34M, ... (powers of 1024 for bytes; 1000 for rates: see rate())."""
-    n = float(n)
-    for suffix in ("", "K", "M", "G", "T"):
-        if abs(n) < 1024 or suffix == "T":
-            return f"{n:.0f}{suffix}{unit}" if suffix == "" or n >= 100 else f"{n:.1f}{suffix}{unit}"
-        n /= 1024
-    return f"{n:.1f}T{unit}"
+    return _scaled(n, 1024, ("", "K", "M", "G", "T")) + unit
 
 
-def rate(v, unit="b/s"):
-    """Decimal SI rate: 0, 950, 12.3k, 1.2M, ... followed by unit."""
-    v = float(v)
-    for suffix in ("", "k", "M", "G", "T"):
-        if abs(v) < 1000 or suffix == "T":
-            return f"{v:.0f}{suffix}" if suffix == "" or v >= 100 else f"{v:.1f}{suffix}"
-        v /= 1000
-    return f"{v:.1f}T"
+def rate(v):
+    """Decimal SI rate: 0, 950, 12.3k, 1.2M, ... (the caller appends the unit)."""
+    return _scaled(v, 1000, ("", "k", "M", "G", "T"))
 
 
 def row_srtt_us(row, L):

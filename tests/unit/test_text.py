@@ -30,3 +30,10 @@ def test_flow_endpoints_print_a_mapped_address_as_list_and_the_observers_do():
     observers print ::ffff:10.1.2.3: one formatter now."""
     key = SimpleNamespace(family=6, addr=[SimpleNamespace(v6=MAPPED)] * 2, port=[socket.htons(80)] * 2)
     assert endpoint(key, 0) == ("::ffff:10.1.2.3", 80)
+
+
+def test_size_and_rate_scale_as_top_and_list_print_them():
+    from ctrack.engine.flowview import rate, size
+    assert [size(n) for n in (0, 1023, 1024, 1536, 150 * 1024, 3 * 1024 ** 3)] == \
+        ["0B", "1023B", "1.0KB", "1.5KB", "150KB", "3.0GB"]
+    assert [rate(v) for v in (0, 950, 12345, 1.2e6, 5e15)] == ["0", "950", "12.3k", "1.2M", "5000T"]
