@@ -202,7 +202,9 @@ enum ct_stat {
 	                                        * the option (room for 16) */
 	CT_STAT_OPT_REPLY = 122,               /* + enum ct_tcpopt: flows whose responder's SYN/ACK
 	                                        * carried it (room for 16) */
-	CT_STAT_MAX = 138,
+	CT_STAT_FASTPATH = 138,                /* packets the established fast path took whole
+	                                        * (lib/fastpath.h); the rest took the general path */
+	CT_STAT_MAX = 139,
 };
 /* The ranges above must not overlap (user space reads them by these numbers). */
 _Static_assert(CT_STAT_CLASS + CT_CLASS_MAX <= CT_STAT_ACTION, "class counters overlap");

@@ -15,6 +15,7 @@
  *   CT_TC_EGRESS    ct_tc also runs at egress of the interface it observes (ctrack run -i)
  *   CT_NO_RTT       no passive RTT (no per-segment timestamp read, no fine clock; ct_entry.rtt
  *                   stays zero)
+ *   CT_NO_FASTPATH  every packet takes the general path (lib/fastpath.h; for its test)
  *   CT_NO_SYNOPTS   no summary of the SYNs' options (ct_entry.synopts stays zero)
  *   CT_TIMEOUT_*, CT_TABLE_SIZE   see ctrack.h
  *
@@ -49,6 +50,7 @@
 #include "lib/rst.h"
 #include "lib/window.h"
 #include "lib/tcp.h"
+#include "lib/fastpath.h"
 #include "lib/events.h"
 #include "lib/evict.h"
 
@@ -448,6 +450,13 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 	if (p->key.proto == IPPROTO_TCP && (p->rtt_now || ct_rtt_wants_clock(e, p)))
 		p->rtt_now = ct_now_fine();
 #endif
+#ifndef CT_NO_FASTPATH
+	/* most segments of a connection: lib/fastpath.h */
+	if (p->key.proto == IPPROTO_TCP && ct_fast_tcp(e, p, now, r)) {
+		ct_after_extras(p);   /* the RTT histogram; nothing else to report */
+		return r->klass;
+	}
+#endif
 	ct_update(e, p, now, r);
 	if (p->bad_flags)
 		r->has_flow = 0;   /* INVALID before any flow (it only added to Zeek's history) */
@@ -490,6 +499,7 @@ static __always_inline __u8 ct_decide(struct ct_result *r, struct ct_key *key, _
 	struct ct_stats *st = stats_get();
 	if (st) {
 		st->v[CT_STAT_PACKETS] += 1;
+		st->v[CT_STAT_FASTPATH] += r->fast;
 		__u32 k = r->klass < CT_CLASS_MAX ? r->klass : CT_CLASS_UNTRACKED;
 		st->v[CT_STAT_CLASS + k] += 1;
 		st->v[CT_STAT_BYTES_CLASS + k] += r->len;

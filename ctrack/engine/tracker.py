@@ -39,6 +39,9 @@ class TrackerConfig:
     tc_egress: bool = False   # ct_tc also hooks egress of the observed interface
     rtt: bool = True        # passive RTT (ctrack.engine.rtt); off: -DCT_NO_RTT, nothing of it runs
     synopts: bool = True    # the SYNs' options summary (ctrack.engine.tcpopts); off: -DCT_NO_SYNOPTS
+    # the established fast path (kernel/lib/fastpath.h); off: -DCT_NO_FASTPATH, every packet takes
+    # the general path -- the same verdicts and tables, slower (its test and bench/fastpath.py)
+    fastpath: bool = True
 
     def cflags(self):
         d = defs()
@@ -72,6 +75,8 @@ class TrackerConfig:
             flags.append("-DCT_NO_RTT")
         if not self.synopts:
             flags.append("-DCT_NO_SYNOPTS")
+        if not self.fastpath:
+            flags.append("-DCT_NO_FASTPATH")
         return flags
 
     def effective_timeouts(self):

@@ -12,6 +12,7 @@ A custom collector reads the pinned maps at scrape time (nothing is sampled in b
     ctrack_events_lost_total               ring buffer full
     ctrack_fragments_total, ctrack_ignored_syn_total,
     ctrack_rst_challenged_total
+    ctrack_fastpath_total                  packets the established fast path took whole
     ctrack_flows{proto,state}              live flows now (gauge; expired entries not counted)
     ctrack_table_entries                   entries in the table, expired ones awaiting removal included
     ctrack_table_expired_entries           of which expired
@@ -106,6 +107,8 @@ class TrackerCollector:
                          ("events_lost", "Events lost: ring buffer full."),
                          ("fragments", "Non-first IP fragments (untracked)."),
                          ("ignored_syn", "SYNs inside live connections, remembered not applied."),
+                         ("fastpath", "Packets the established fast path took whole (the rest "
+                                      "took the general path)."),
                          ("rst_challenged", "In-window RSTs off the receiver's RCV.NXT: passed, "
                                             "connection kept (RFC 5961).")):
             yield CounterMetricFamily("ctrack_" + key, doc, value=st.get(key, 0))

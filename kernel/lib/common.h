@@ -57,6 +57,8 @@ struct ct_pkt {
 	__u8 icmp_code;   /* side and seq above are then those of the packet it quotes */
 	__u8 icmp_error;  /* the packet is an ICMP error (whatever its class) */
 	__u8 synopts_dir; /* its SYN options became direction synopts_dir - 1's (the counters) */
+	__u8 zero;        /* always 0, read back to give a packet pointer an identity of its own
+	                   * (ct_parse_ts) */
 #ifndef CT_NO_SYNOPTS
 	struct ct_synopts synopts;   /* the SYN's options (SYN walk) */
 #endif

@@ -37,6 +37,7 @@ struct ct_result {
 	__u8 ignored_syn;
 	__u8 rst_challenged; /* an in-window RST off the receiver's RCV.NXT: passed, nothing closed */
 	__u8 reopened;       /* an expired entry was reinitialised in place for this packet */
+	__u8 fast;           /* the fast path took it (lib/fastpath.h): counted as such */
 	__u64 first_seen;    /* the flow's, for its eviction queue item */
 	__u32 len;           /* bytes for the statistics: IP length, or the frame's for non-IP */
 	__u64 packets[2];

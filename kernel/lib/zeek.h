@@ -293,6 +293,45 @@ static __always_inline void ct_zeek_tcp(struct ct_zeek *z, struct ct_pkt *p)
 		ct_zeek_data(ep, ZV(p->zrel) + (ZF(TH_SYN) ? 1 : 0), ZV(p->datalen));
 }
 
+/* The steady state of ct_zeek_tcp, for the tracker's fast path (fastpath.h): a segment with ACK
+ * and without SYN, FIN or RST, a non-zero window, from direction d of a connection whose two
+ * endpoints are ESTABLISHED or PARTIAL, and whose letter for it (D with payload, A without) this
+ * direction has logged. For such a segment Zeek's rules only move the sequence marks -- the ACK
+ * in the peer's space, this side's last sequence (or count a retransmission, T), then the
+ * reassemblers (which may log a G: the same ct_zeek_acked) -- in ct_zeek_tcp's order. Returns 0, having changed
+ * nothing, when the segment is not of that kind (ct_zeek_tcp takes it). The fast path's test
+ * (tests/tracker/test_fastpath.py) runs every capture both ways and compares the records. */
+static __always_inline int ct_zeek_steady(struct ct_zeek *z, struct ct_pkt *p, __u32 d, __u64 now)
+{
+	struct ct_zeek_dir *ep = &z->dir[d & 1], *peer = &z->dir[(d ^ 1) & 1];
+	__u32 seq = p->seq, ack = p->ack, len = p->datalen;
+	__u16 bit = len ? CT_ZH_DATA : CT_ZH_ACK;
+	if (p->win == 0 || (p->tcp_flags & (TH_SYN | TH_FIN | TH_RST | TH_ACK)) != TH_ACK ||
+	    (ep->state != CT_ZEEK_ESTABLISHED && ep->state != CT_ZEEK_PARTIAL) ||
+	    (peer->state != CT_ZEEK_ESTABLISHED && peer->state != CT_ZEEK_PARTIAL) ||
+	    !(z->flags & (d ? CT_ZF_SEEN_REPLY : CT_ZF_SEEN_ORIG)) ||
+	    !(z->hist_seen & (d ? bit << 8 : bit)))
+		return 0;
+	__s32 grow = (__s32)(seq + len - ep->last_seq);
+	z->last_ts = now;
+	__u32 zack = 0;
+	if ((__s32)(ack - peer->start_seq) >= 0) {
+		zack = ack - peer->start_seq;
+		if ((__s32)(ack - peer->ack_seq) > 0 &&
+		    !(ack == 0 && (__s32)(ack - peer->ack_seq) > CT_ZEEK_TOO_LARGE_SEQ_DELTA))
+			peer->ack_seq = ack;
+	}
+	if (grow > 0)
+		ep->last_seq = seq + len;
+	else if (len)
+		ct_zeek_scaled(z, d, ep->rxmt, 'T');   /* payload not beyond what was sent */
+	ct_zeek_acked(z, d ^ 1, zack);
+	__u32 rel = seq - ep->start_seq;
+	if (len && (__s32)rel >= 0)
+		ct_zeek_data(ep, rel, len);
+	return 1;
+}
+
 /* A packet of flow e, whatever the tracker makes of it (before the state machine: see
  * ct_update). */
 static __always_inline void ct_zeek_update(struct ct_zeek *z, struct ct_pkt *p, __u32 d,
