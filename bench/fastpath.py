@@ -6,10 +6,14 @@ empty program of the same type and a reference conntrack in the same run; report
     sudo /usr/bin/python3 bench/fastpath.py [--repeat 200000] [--runs 11]
 
 The tracker is the live build (kernel clock, events on, observe policy); flows are set up by
-running their handshake through the same program first. The "established" row is the fast path:
-one flow-table lookup, the flow's lock, the window checks, counters. It is measured with and
-without TCP timestamps in the segment (", TS": NOP, NOP, timestamps, as Linux sends them; the
-passive RTT reads them on every segment), and for a build without the passive RTT (`--no-rtt`).
+running their handshake through the same program first. The "established" row is the fast path
+(kernel/lib/fastpath.h): one flow-table lookup, the flow's lock, the window checks, Zeek's
+sequence marks, the passive RTT, counters. Its data segment runs again and again, so from the
+second run on it is a retransmission (Zeek's T counted, no RTT sample), which the fast path takes
+like new data. It is measured with and without TCP timestamps in the segment (", TS": NOP, NOP,
+timestamps, as Linux sends them; the passive RTT reads them on every segment), for a build
+without the passive RTT (`--no-rtt`), and for a build without the fast path ("general path":
+TrackerConfig(fastpath=False), what every segment cost before it).
 
 The reference (bench/reference_ct.c, Reference below) is the least a conntrack does on that path:
 parse Ethernet/IPv4/TCP, one hash lookup, a bpf_spin_lock'ed update of counters and last-seen.
@@ -116,6 +120,8 @@ def main():
     tc = TestRunner(tr.fn("ct_tc").fd)
     nortt = Tracker(TrackerConfig(rtt=False))   # `--no-rtt`: the passive RTT compiled out
     nortt_xdp = TestRunner(nortt.fn("ct_xdp").fd)
+    general = Tracker(TrackerConfig(fastpath=False))   # every packet on the general path
+    general_xdp = TestRunner(general.fn("ct_xdp").fd)
 
     setup4, data4 = tcp_frames(IP, "10.1.0.1", "10.2.0.2")
     setup6, data6 = tcp_frames(IPv6, "fd00::1", "fd00::2")
@@ -124,6 +130,7 @@ def main():
         xdp.run(f)
     for f in setup4:
         nortt_xdp.run(f)
+        general_xdp.run(f)
     ref.xdp.run(data4)   # the reference's flow (XDP and TC share its table)
     udp = bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / IP(src="10.1.0.1", dst="10.2.0.2") / UDP(sport=5000, dport=53) / Raw(b"q" * 64))
     udp_reply = bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / IP(src="10.2.0.2", dst="10.1.0.1") / UDP(sport=53, dport=5000) / Raw(b"r" * 64))
@@ -144,6 +151,8 @@ def main():
         ("tracker XDP: TCP established, TS (IPv4)", xdp, data4_ts, "empty XDP program", REF_XDP),
         ("tracker --no-rtt XDP: TCP established", nortt_xdp, data4, "empty XDP program", REF_XDP),
         ("tracker --no-rtt XDP: TCP est., TS", nortt_xdp, data4_ts, "empty XDP program", REF_XDP),
+        ("general path XDP: TCP established", general_xdp, data4, "empty XDP program", REF_XDP),
+        ("general path XDP: TCP est., TS", general_xdp, data4_ts, "empty XDP program", REF_XDP),
         ("tracker XDP: TCP established (IPv6)", xdp, data6, "empty XDP program", None),
         ("tracker XDP: UDP established", xdp, udp, "empty XDP program", None),
         ("tracker XDP: TCP without flow (INVALID)", xdp, nosyn, "empty XDP program", None),
@@ -166,6 +175,7 @@ def main():
     finally:
         tr.close()
         nortt.close()
+        general.close()
         ref.close()
     rows = []
     for name, _, _, base, refname in cases:
