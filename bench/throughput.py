@@ -5,18 +5,22 @@ netfilter conntrack against plain forwarding, measured with iperf3 in one run.
 Paths (labs built for the run and torn down after it):
   tc-pass      wire lab, bench/passthrough.c's pt_tc on both veths' TC ingress: bpf_redirect
                to the other veth, nothing else (the tracker's path without the tracker)
+  tc-ref       wire lab, bench/reference_ct.c's ref_tc instead: the minimal conntrack (parse, one
+               lookup, a locked counter update), redirecting the same way -- what tracking at
+               all costs, the yardstick for the tracker's own figure
   tc-tracker   wire lab, `ctrack run --mode tc` (observe, collector on, events at -l 0)
   xdp-pass     wire lab, pt_xdp (multi-buffer XDP, as ctrack loads its own), hosts' eth0 at
                `ethtool -K eth0 tx off gro on`: XDP redirect on veth needs that (without GRO the
                redirected frames are dropped, with TX checksum offload TCP stalls)
+  xdp-ref      wire lab, reference_ct.c's ref_xdp (multi-buffer, like the others), hosts likewise
   xdp-tracker  wire lab, `ctrack run --mode xdp`, hosts at tx off gro on too
   routed       routed lab: nsr forwards, no netfilter conntrack (its own baseline)
   routed-ct    routed lab with --conntrack: nsr forwards with netfilter conntrack active
-The TC and XDP pairs share one wire lab each (programs attached in turn); the routed pair are two
+The TC and XDP groups share one wire lab each (programs attached in turn); the routed pair are two
 labs, up side by side. Tests per path: iperf3 TCP with 1 and 4 streams, and UDP offered at
 1 Gbit/s (-b 1G), each -t SECONDS, from ns1 to ns2. Reported: Gbit/s received, TCP
-retransmits, UDP loss, and each path's ratio to its baseline (tracker / pass-through of the
-same hook, conntrack / routed). This machine is shared and noisy, so the paths compared take turns: a group's paths (tc-pass and
+retransmits, UDP loss, and each path's ratio to its baseline (tracker or reference / pass-through
+of the same hook, conntrack / routed). This machine is shared and noisy, so the paths compared take turns: a group's paths (tc-pass and
 tc-tracker, say) run one round of all tests each, --repeat times, interleaved; cells are the
 median over rounds (with min-max), ratios the median of the same-round ratios.
 
@@ -57,16 +61,20 @@ TARGETS = {"tc-tracker": 0.97, "xdp-tracker": 0.95}
 PATHS = {
     # name: (topology, lab options, what sits in the path, hosts need XDP offloads, baseline)
     "tc-pass": ("wire", {}, "pass-tc", False, None),
+    "tc-ref": ("wire", {}, "ref-tc", False, "tc-pass"),
     "tc-tracker": ("wire", {}, "tracker-tc", False, "tc-pass"),
     "xdp-pass": ("wire", {}, "pass-xdp", True, None),
+    "xdp-ref": ("wire", {}, "ref-xdp", True, "xdp-pass"),
     "xdp-tracker": ("wire", {}, "tracker-xdp", True, "xdp-pass"),
     "routed": ("routed", {}, None, False, None),
     "routed-ct": ("routed", {"conntrack": True}, None, False, "routed"),
 }
 LABELS = {
     "tc-pass": "TC pass-through (bpf_redirect)",
+    "tc-ref": "reference conntrack (bench/reference_ct.c), TC",
     "tc-tracker": "ctrack, TC",
     "xdp-pass": "XDP pass-through (bpf_redirect)*",
+    "xdp-ref": "reference conntrack (bench/reference_ct.c), XDP*",
     "xdp-tracker": "ctrack, XDP*",
     "routed": "routed, forwarding only",
     "routed-ct": "routed, netfilter conntrack",
@@ -295,7 +303,7 @@ def perf_split(data, prog_ids, ns_per_run):
 # Paths compared with each other share a group: within a group the paths take turns, one round
 # of all tests each, `repeat` times (pass, tracker, pass, tracker, ...), so that whatever else
 # loads this shared machine meanwhile weighs on both sides of a ratio alike.
-GROUPS = (("tc", ("tc-pass", "tc-tracker")), ("xdp", ("xdp-pass", "xdp-tracker")),
+GROUPS = (("tc", ("tc-pass", "tc-ref", "tc-tracker")), ("xdp", ("xdp-pass", "xdp-ref", "xdp-tracker")),
           ("routed", ("routed", "routed-ct")))
 
 
@@ -385,10 +393,12 @@ def measure_group(key, paths, seconds, repeat, want_profile, log, tests=TESTS, p
             # the minimal conntrack in the same hook (what tracking at all costs live), and, for
             # TC, the pass-through plus the 256-byte pull ct_tc once did to every packet
             extra = []
+            # (unless the reference is a path of this run: then it is profiled as one)
             if key == "tc" and "tc-pass" in paths:
-                extra = [("tc-pass", "ref-tc", "reference conntrack (bench/reference_ct.c), TC"),
-                         ("tc-pass", "pass-tc_pull", "TC pass-through + a 256-byte header pull")]
-            elif key == "xdp" and "xdp-pass" in paths:
+                if "tc-ref" not in paths:
+                    extra = [("tc-pass", "ref-tc", "reference conntrack (bench/reference_ct.c), TC")]
+                extra.append(("tc-pass", "pass-tc_pull", "TC pass-through + a 256-byte header pull"))
+            elif key == "xdp" and "xdp-pass" in paths and "xdp-ref" not in paths:
                 extra = [("xdp-pass", "ref-xdp", "reference conntrack (bench/reference_ct.c), XDP*")]
             # rounds interleaved like the throughput tests; each figure is the median round
             progs = [(p, None, None) for p in paths if PATHS[p][2]] + extra
@@ -513,8 +523,16 @@ def verdicts(results):
             if tcp:
                 out.append(f"{r['path']}: " + (f"keeps >= {goal:.0%} of its pass-through in TCP" if not low else
                                                f"BELOW {goal:.0%} of its pass-through in {', '.join(low)}"))
+            ref_path = by.get(r["path"].split("-")[0] + "-ref")
+            if ref_path and tcp:
+                # the same goal for the minimal conntrack: what any tracking leaves of the hook
+                out.append(f"{ref_path['path']} (the reference conntrack, same goal): "
+                           + ", ".join(f"{t} {ref_path[t]['ratio']:.0%}" for t in tcp
+                                       if ref_path[t].get("ratio") is not None))
             base = by[r["baseline"]]
             refs = [p for p in base.get("profile_extra", []) if p["label"].startswith("reference")]
+            if ref_path and ref_path.get("profile"):
+                refs = [ref_path["profile"]]
             if r.get("profile") and base.get("profile") and refs:
                 pt = base["profile"]["ns_per_run"]
                 added, ref_added = r["profile"]["ns_per_run"] - pt, refs[0]["ns_per_run"] - pt
