@@ -95,7 +95,8 @@ def test_tc_tracks_gso_super_packets_live(make_lab, trackers):
     hands the veth super-packets whose payload lies in page fragments, beyond the skb's
     linear part). ct_tc reads their headers where they lie and judges them by their full
     length: every packet is tracked (none INVALID), the flow counts every byte, and fewer
-    packets than MTU-sized segments would need, i.e. it did see super-packets."""
+    packets than MTU-sized segments would need, i.e. it did see super-packets; and the
+    established fast path took most of them."""
     from helpers.live import PY
     lab = make_lab("to")   # t<letter><tag>: the suite's lab naming (conftest clears leftovers)
     t = trackers(lab, "gso", ["--mode", "tc"])
@@ -112,3 +113,6 @@ def test_tc_tracks_gso_super_packets_live(make_lab, trackers):
     assert f["bytes"][0] >= size
     assert f["packets"][0] < size // 1448 // 2, f   # super-packets, not MTU-sized frames
     assert f["state"] in ("ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT"), f
+    # a bulk transfer is the established fast path's case (kernel/lib/fastpath.h): its data
+    # super-packets and the receiver's ACKs, all but the handshake's, first letters and close
+    assert summary["fastpath"] > summary["class.established"] * 0.8, summary
