@@ -3,10 +3,11 @@
  * the state machine's dispatch, the overall state, closing, events) comes down to a few moves:
  * the windows, the counters and times, Zeek's sequence marks, the passive RTT. This does those
  * moves alone, with the same functions (ct_tcp_window, ct_zeek_steady, ct_rtt_update,
- * ct_timeout_ns), for a segment it proves to be of that kind first; anything else -- and a
- * segment outside the windows -- it leaves untouched to the general path. Compiled out with
- * CT_NO_FASTPATH: tests/tracker/test_fastpath.py replays every capture through both builds and
- * requires the same verdicts and the same tables. */
+ * ct_timeout_ns), for a segment it proves to be of that kind first; a segment outside the
+ * windows it records as INVALID as the general path would; anything else it leaves untouched
+ * to the general path. Compiled out with CT_NO_FASTPATH: tests/tracker/test_fastpath.py runs
+ * hypothesis's conversations through both builds and requires the same verdicts and the same
+ * tables after every packet. */
 #ifndef CT_LIB_FASTPATH_H
 #define CT_LIB_FASTPATH_H
 

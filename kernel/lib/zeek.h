@@ -298,9 +298,10 @@ static __always_inline void ct_zeek_tcp(struct ct_zeek *z, struct ct_pkt *p)
  * endpoints are ESTABLISHED or PARTIAL, and whose letter for it (D with payload, A without) this
  * direction has logged. For such a segment Zeek's rules only move the sequence marks -- the ACK
  * in the peer's space, this side's last sequence (or count a retransmission, T), then the
- * reassemblers (which may log a G: the same ct_zeek_acked) -- in ct_zeek_tcp's order. Returns 0, having changed
- * nothing, when the segment is not of that kind (ct_zeek_tcp takes it). The fast path's test
- * (tests/tracker/test_fastpath.py) runs every capture both ways and compares the records. */
+ * reassemblers (which may log a G: the same ct_zeek_acked) -- in ct_zeek_tcp's order.
+ * Returns 0, having changed nothing, when the segment is not of that kind (ct_zeek_tcp takes
+ * it). The fast path's test (tests/tracker/test_fastpath.py) runs conversations both ways and
+ * compares the records. */
 static __always_inline int ct_zeek_steady(struct ct_zeek *z, struct ct_pkt *p, __u32 d, __u64 now)
 {
 	struct ct_zeek_dir *ep = &z->dir[d & 1], *peer = &z->dir[(d ^ 1) & 1];
