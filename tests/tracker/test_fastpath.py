@@ -147,8 +147,9 @@ def test_fast_path_changes_nothing_in_enforce_through_tc(conv):
 
 def test_fast_path_takes_the_steady_segments():
     """A transfer in order, both ways, with timestamps: after the handshake and each side's first
-    data and ACK (their first letters in Zeek's history), the fast path takes every segment; a
-    retransmission, a zero window and a FIN it leaves to the general path, and the results match."""
+    data and ACK (their first letters in Zeek's history), the fast path takes every segment, a
+    retransmission too (Zeek's T counted there); a zero window and a FIN it leaves to the general
+    path; and the results match the general build's."""
     rec = Recorder()
     conv = TcpConv(rec)
     conv.handshake()                                 # general path: 3
