@@ -131,14 +131,14 @@ def run_both(frames, **cfg):
     return took
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conversations())
 def test_fast_path_changes_nothing(conv):
     frames, pickup = conv
     run_both(frames, pickup=pickup)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conversations())
 def test_fast_path_changes_nothing_in_enforce_through_tc(conv):
     frames, pickup = conv
