@@ -136,14 +136,22 @@ static __always_inline void ct_event_submit(struct ct_event *ev)
 }
 #endif
 
+#ifdef CT_REPLAY
+/* Replays run on the capture's clock, written by user space before each packet: both clocks
+ * below read it. */
+static __always_inline __u64 ct_replay_now(void)
+{
+	struct ct_trace *t = ct_trace_get();
+	return t ? t->now : 0;
+}
+#endif
+
 /* The clock of RTT samples: fine (RTTs of a few ms need better than a jiffy); the capture's in
  * replays. Read only for TCP segments of builds with RTT. */
 static __always_inline __u64 ct_now_fine(void)
 {
 #ifdef CT_REPLAY
-	__u32 z = 0;
-	struct ct_trace *t = trace.lookup(&z);
-	return t ? t->now : 0;
+	return ct_replay_now();
 #else
 	return bpf_ktime_get_ns();
 #endif
@@ -152,9 +160,7 @@ static __always_inline __u64 ct_now_fine(void)
 static __always_inline __u64 ct_now(void)
 {
 #ifdef CT_REPLAY
-	__u32 z = 0;
-	struct ct_trace *t = trace.lookup(&z);
-	return t ? t->now : 0;
+	return ct_replay_now();
 #else
 	/* CLOCK_MONOTONIC_COARSE: one jiffy of resolution is nothing beside timeouts counted in
 	 * seconds, and it costs a quarter of the fast path less than bpf_ktime_get_ns (measured

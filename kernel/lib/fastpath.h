@@ -18,8 +18,9 @@
 #include "rtt.h"
 
 #ifndef CT_NO_FASTPATH
-/* An ACK or data segment (p, TCP) of the live entry e. Returns 1 when it handled the packet (r
- * filled: ESTABLISHED, nothing to report), 0 when it changed nothing and ct_update must. */
+/* An ACK or data segment (p, TCP) of the live entry e. Returns 1 when it handled the packet (r:
+ * its class, and in replays the flow's states; nothing to report), 0 when it changed nothing and
+ * ct_update must. */
 static __always_inline int ct_fast_tcp(struct ct_entry *e, struct ct_pkt *p, __u64 now,
 				       struct ct_result *r)
 {
@@ -58,9 +59,7 @@ static __always_inline int ct_fast_tcp(struct ct_entry *e, struct ct_pkt *p, __u
 		r->klass = CT_CLASS_INVALID;
 		r->reason = why;
 		ct_zeek_invalid(&e->zeek, p, d);
-		ct_result_fill(r, e);
-		bpf_spin_unlock(&e->lock);
-		return 1;
+		goto done;
 	}
 	r->klass = CT_CLASS_ESTABLISHED;
 	e->flags &= ~CT_F_IGNORED_SYN;   /* a valid segment passed: no SYN/ACK may answer that SYN */
@@ -71,7 +70,12 @@ static __always_inline int ct_fast_tcp(struct ct_entry *e, struct ct_pkt *p, __u
 #ifndef CT_NO_RTT
 	ct_rtt_update(e, p, d, prev_flags, prev_isn, prev_end);
 #endif
+done:
+#ifdef CT_REPLAY
+	/* the replay's trace reports the flow's states; live, nothing reads the result's copy of
+	 * the flow when no event is due (ct_decide reads the class and the reason only) */
 	ct_result_fill(r, e);
+#endif
 	bpf_spin_unlock(&e->lock);
 	return 1;
 general:

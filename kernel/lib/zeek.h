@@ -72,6 +72,15 @@ static __always_inline int ct_zeek_clean(struct ct_zeek_dir *x)
 	       (x->state == CT_ZEEK_CLOSED && x->prev_state == CT_ZEEK_ESTABLISHED);
 }
 
+/* Zeek's AckSeq: the peer's highest acknowledgement of x's data moves forward only (an ACK of 0
+ * far ahead is a broken stack's, not an acknowledgement). */
+static __always_inline void ct_zeek_ack_seq(struct ct_zeek_dir *x, __u32 ack)
+{
+	if ((__s32)(ack - x->ack_seq) > 0 &&
+	    !(ack == 0 && (__s32)(ack - x->ack_seq) > CT_ZEEK_TOO_LARGE_SEQ_DELTA))
+		x->ack_seq = ack;
+}
+
 /* (Re)starts an endpoint's sequence space, as Zeek's InitStartSeq/InitAckSeq/InitLastSeq. */
 static __always_inline void ct_zeek_seqinit(struct ct_zeek_dir *x, __u32 start, __u32 last)
 {
@@ -220,10 +229,8 @@ static __always_inline void ct_zeek_tcp(struct ct_zeek *z, struct ct_pkt *p)
 			ct_zeek_seqinit(peer, p->ack - 1, p->ack - 1);   /* init_peer */
 		} else if ((__s32)(p->ack - peer->start_seq) >= 0) {
 			p->zack = p->ack - peer->start_seq;
-			if (!ZF(TH_RST) && (__s32)(p->ack - peer->ack_seq) > 0 &&
-			    !(p->ack == 0 &&
-			      (__s32)(p->ack - peer->ack_seq) > CT_ZEEK_TOO_LARGE_SEQ_DELTA))
-				peer->ack_seq = p->ack;
+			if (!ZF(TH_RST))
+				ct_zeek_ack_seq(peer, p->ack);
 		}
 	}
 
@@ -294,7 +301,8 @@ static __always_inline void ct_zeek_tcp(struct ct_zeek *z, struct ct_pkt *p)
 }
 
 /* The steady state of ct_zeek_tcp, for the tracker's fast path (fastpath.h): a segment with ACK
- * and without SYN, FIN or RST, a non-zero window, from direction d of a connection whose two
+ * and without SYN, FIN or RST, a non-zero window (the caller checked those: ct_fast_tcp's
+ * first test), from direction d of a connection whose two
  * endpoints are ESTABLISHED or PARTIAL, and whose letter for it (D with payload, A without) this
  * direction has logged. For such a segment Zeek's rules only move the sequence marks -- the ACK
  * in the peer's space, this side's last sequence (or count a retransmission, T), then the
@@ -307,8 +315,7 @@ static __always_inline int ct_zeek_steady(struct ct_zeek *z, struct ct_pkt *p, _
 	struct ct_zeek_dir *ep = &z->dir[d & 1], *peer = &z->dir[(d ^ 1) & 1];
 	__u32 seq = p->seq, ack = p->ack, len = p->datalen;
 	__u16 bit = len ? CT_ZH_DATA : CT_ZH_ACK;
-	if (p->win == 0 || (p->tcp_flags & (TH_SYN | TH_FIN | TH_RST | TH_ACK)) != TH_ACK ||
-	    (ep->state != CT_ZEEK_ESTABLISHED && ep->state != CT_ZEEK_PARTIAL) ||
+	if ((ep->state != CT_ZEEK_ESTABLISHED && ep->state != CT_ZEEK_PARTIAL) ||
 	    (peer->state != CT_ZEEK_ESTABLISHED && peer->state != CT_ZEEK_PARTIAL) ||
 	    !(z->flags & (d ? CT_ZF_SEEN_REPLY : CT_ZF_SEEN_ORIG)) ||
 	    !(z->hist_seen & (d ? bit << 8 : bit)))
@@ -318,9 +325,7 @@ static __always_inline int ct_zeek_steady(struct ct_zeek *z, struct ct_pkt *p, _
 	__u32 zack = 0;
 	if ((__s32)(ack - peer->start_seq) >= 0) {
 		zack = ack - peer->start_seq;
-		if ((__s32)(ack - peer->ack_seq) > 0 &&
-		    !(ack == 0 && (__s32)(ack - peer->ack_seq) > CT_ZEEK_TOO_LARGE_SEQ_DELTA))
-			peer->ack_seq = ack;
+		ct_zeek_ack_seq(peer, ack);
 	}
 	if (grow > 0)
 		ep->last_seq = seq + len;
