@@ -81,6 +81,8 @@ struct ct_pkt {
 #endif
 	__u8 bad_flags;   /* TCP flags no TCP sends: INVALID, seen only by Zeek's history */
 	__u16 l3off;      /* where the IP header starts (after VLAN tags, PPPoE, MPLS labels) */
+	__u16 walkoff;    /* an IPv6 extension header walk's offset (ct_parse: in map memory for the
+	                   * verifier's sake) */
 	/* Zeek's per-packet values (see ZV) */
 	__u8 zrestart;    /* the state machine restarts the flow with this packet (1 reuse, 2 SYN/ACK) */
 	__u32 zseed;      /* 2: the sequence number of the SYN it restarts from */
