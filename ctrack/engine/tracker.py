@@ -42,6 +42,7 @@ class TrackerConfig:
     # the established fast path (kernel/lib/fastpath.h); off: -DCT_NO_FASTPATH, every packet takes
     # the general path -- the same verdicts and tables, slower (its test and bench/fastpath.py)
     fastpath: bool = True
+    zeek: bool = True       # Zeek's conn_state/history (ctrack.engine.zeek); off: -DCT_NO_ZEEK
 
     def cflags(self):
         d = defs()
@@ -77,6 +78,15 @@ class TrackerConfig:
             flags.append("-DCT_NO_SYNOPTS")
         if not self.fastpath:
             flags.append("-DCT_NO_FASTPATH")
+        if not self.zeek:
+            if self.xdp_frags or self.tc_egress:
+                # measured: these two builds without Zeek's record pass the verifier's
+                # 1,000,000-instruction budget (the count moves chaotically with code removed:
+                # docs/architecture.md), so they are refused here rather than by the kernel
+                raise CtrackError("--no-zeek cannot be combined with --mode xdp or -i IFACE yet "
+                                  "(that build exceeds the kernel verifier's budget): use -1/-2 "
+                                  "(TC), or keep Zeek's record")
+            flags.append("-DCT_NO_ZEEK")
         return flags
 
     def effective_timeouts(self):

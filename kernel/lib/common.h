@@ -81,6 +81,7 @@ struct ct_pkt {
 #endif
 	__u8 bad_flags;   /* TCP flags no TCP sends: INVALID, seen only by Zeek's history */
 	__u16 l3off;      /* where the IP header starts (after VLAN tags, PPPoE, MPLS labels) */
+#ifndef CT_NO_ZEEK
 	/* Zeek's per-packet values (see ZV) */
 	__u8 zrestart;    /* the state machine restarts the flow with this packet (1 reuse, 2 SYN/ACK) */
 	__u32 zseed;      /* 2: the sequence number of the SYN it restarts from */
@@ -91,6 +92,7 @@ struct ct_pkt {
 	__u32 zrel;
 	__u32 zack;
 	__u32 zdl;
+#endif
 #ifdef CT_REPLAY
 	/* for the replay's description of an ICMP error (replay builds only: the live packet
 	 * path does not pay for clearing them) */

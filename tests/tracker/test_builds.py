@@ -13,8 +13,12 @@ BUILDS = {
     "replay": dict(replay=True),
     "replay-enforce-pickup": dict(replay=True, policy="enforce", pickup=True),
     "replay-no-rtt-no-synopts": dict(replay=True, rtt=False, synopts=False),
+    "replay-no-zeek": dict(replay=True, zeek=False),
+    "replay-no-rtt-no-zeek": dict(replay=True, rtt=False, zeek=False),
     "live-observe": dict(),
     "live-enforce-wire": dict(policy="enforce", redirect=(1, 2)),
+    "live-enforce-wire-no-zeek": dict(policy="enforce", redirect=(1, 2), zeek=False),
+    "live-no-rtt-no-zeek": dict(rtt=False, zeek=False),
     "live-xdp-frags-enforce-pickup": dict(xdp_frags=True, policy="enforce", pickup=True),
     "live-tc-egress-no-events": dict(tc_egress=True, events=False),
 }
@@ -25,3 +29,13 @@ def test_build_loads_in_both_hooks(name):
     with Tracker(TrackerConfig(**BUILDS[name])) as t:
         assert t.fn("ct_xdp").fd >= 0
         assert t.fn("ct_tc").fd >= 0
+
+
+@pytest.mark.parametrize("cfg", [dict(zeek=False, xdp_frags=True), dict(zeek=False, tc_egress=True)],
+                         ids=["xdp-frags", "tc-egress"])
+def test_no_zeek_refuses_the_builds_past_the_budget(cfg):
+    """--no-zeek with --mode xdp or -i IFACE: refused with one line before compiling (those
+    builds exceed the verifier's budget), not left to the kernel."""
+    from ctrack.errors import CtrackError
+    with pytest.raises(CtrackError, match="--no-zeek cannot be combined"):
+        TrackerConfig(**cfg).cflags()
