@@ -379,3 +379,21 @@ def test_no_zeek_udp_and_events(replayer):
     assert {"new", "closed"} <= {e["type"] for e in evs}
     assert all(e["conn_state"] is None and e["history"] is None for e in evs)
     assert all("conn_state" not in format_event(e) for e in evs)
+
+
+def test_no_zeek_rows_as_list_and_top_read_them(replayer):
+    """ctrack list and ctrack-top decode the pinned table through RowLayout: a no-zeek tracker's
+    rows give conn_state/history null and the ZEEK cell '-'; the default build's its letters."""
+    from ctrack.engine.flowview import zeek_text
+    from ctrack.live.maps import RowLayout
+    cells = {}
+    for on in (True, False):
+        rp = replayer(zeek=on)
+        s1(TcpConv(rp))
+        t = rp.tracker.flows
+        (k, v), = t.items()
+        L = RowLayout(type(k), type(v))
+        row, = L.rows(1, bytes(k), bytes(v))
+        cells[on] = (L.zeek_of(row), zeek_text(L.zeek_of(row)))
+    assert cells[True] == ({"conn_state": "S1", "history": "ShA"}, "S1 ShA")
+    assert cells[False] == ({"conn_state": None, "history": None}, "-")
