@@ -83,9 +83,9 @@ class TrackerConfig:
                 # measured: these two builds without Zeek's record pass the verifier's
                 # 1,000,000-instruction budget (the count moves chaotically with code removed:
                 # docs/architecture.md), so they are refused here rather than by the kernel
-                raise CtrackError("--no-zeek cannot be combined with --mode xdp or -i IFACE yet "
-                                  "(that build exceeds the kernel verifier's budget): use -1/-2 "
-                                  "(TC), or keep Zeek's record")
+                raise CtrackError("--no-zeek cannot be combined with --mode xdp, or with -i IFACE "
+                                  "other than lo, yet (that build exceeds the kernel verifier's "
+                                  "budget): use -1/-2 (TC), or keep Zeek's record")
             flags.append("-DCT_NO_ZEEK")
         return flags
 
