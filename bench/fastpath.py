@@ -13,7 +13,9 @@ second run on it is a retransmission (Zeek's T counted, no RTT sample), which th
 like new data. It is measured with and without TCP timestamps in the segment (", TS": NOP, NOP,
 timestamps, as Linux sends them; the passive RTT reads them on every segment), for a build
 without the passive RTT (`--no-rtt`), and for a build without the fast path ("general path":
-TrackerConfig(fastpath=False), what every segment cost before it).
+TrackerConfig(fastpath=False), what every segment cost before it). The builds without Zeek's
+conn_state/history record (`--no-zeek`), and without it and the passive RTT, show what a turned-off
+feature saves.
 
 The reference (bench/reference_ct.c, Reference below) is the least a conntrack does on that path:
 parse Ethernet/IPv4/TCP, one hash lookup, a bpf_spin_lock'ed update of counters and last-seen.
@@ -122,6 +124,10 @@ def main():
     nortt_xdp = TestRunner(nortt.fn("ct_xdp").fd)
     general = Tracker(TrackerConfig(fastpath=False))   # every packet on the general path
     general_xdp = TestRunner(general.fn("ct_xdp").fd)
+    nozeek = Tracker(TrackerConfig(zeek=False))   # `--no-zeek`: Zeek's record compiled out
+    nozeek_xdp = TestRunner(nozeek.fn("ct_xdp").fd)
+    bare = Tracker(TrackerConfig(rtt=False, zeek=False))   # `--no-rtt --no-zeek`
+    bare_xdp = TestRunner(bare.fn("ct_xdp").fd)
 
     setup4, data4 = tcp_frames(IP, "10.1.0.1", "10.2.0.2")
     setup6, data6 = tcp_frames(IPv6, "fd00::1", "fd00::2")
@@ -131,6 +137,8 @@ def main():
     for f in setup4:
         nortt_xdp.run(f)
         general_xdp.run(f)
+        nozeek_xdp.run(f)
+        bare_xdp.run(f)
     ref.xdp.run(data4)   # the reference's flow (XDP and TC share its table)
     udp = bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / IP(src="10.1.0.1", dst="10.2.0.2") / UDP(sport=5000, dport=53) / Raw(b"q" * 64))
     udp_reply = bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / IP(src="10.2.0.2", dst="10.1.0.1") / UDP(sport=53, dport=5000) / Raw(b"r" * 64))
@@ -153,6 +161,9 @@ def main():
         ("tracker --no-rtt XDP: TCP est., TS", nortt_xdp, data4_ts, "empty XDP program", REF_XDP),
         ("general path XDP: TCP established", general_xdp, data4, "empty XDP program", REF_XDP),
         ("general path XDP: TCP est., TS", general_xdp, data4_ts, "empty XDP program", REF_XDP),
+        ("tracker --no-zeek XDP: TCP est., TS", nozeek_xdp, data4_ts, "empty XDP program", REF_XDP),
+        ("tracker --no-rtt --no-zeek XDP: TCP est., TS", bare_xdp, data4_ts, "empty XDP program",
+         REF_XDP),
         ("tracker XDP: TCP established (IPv6)", xdp, data6, "empty XDP program", None),
         ("tracker XDP: UDP established", xdp, udp, "empty XDP program", None),
         ("tracker XDP: TCP without flow (INVALID)", xdp, nosyn, "empty XDP program", None),
@@ -176,6 +187,8 @@ def main():
         tr.close()
         nortt.close()
         general.close()
+        nozeek.close()
+        bare.close()
         ref.close()
     rows = []
     for name, _, _, base, refname in cases:
@@ -192,11 +205,11 @@ def main():
                           "rows": rows}))
         return
     print(f"BPF_PROG_TEST_RUN, repeat={args.repeat}, median of {args.runs} interleaved rounds, ns/packet")
-    print(f"{'case':<42}{'median':>8}{'min':>7}{'max':>7}{'vs empty':>10}{'added':>8}{'vs ref':>8}")
+    print(f"{'case':<46}{'median':>8}{'min':>7}{'max':>7}{'vs empty':>10}{'added':>8}{'vs ref':>8}")
     for r in rows:
         added = f"+{r['over_empty_ns']:.0f}" if r["over_empty_ns"] is not None else ""
         vsref = f"{r['vs_reference']:.2f}x" if r["vs_reference"] else ""
-        print(f"{r['case']:<42}{r['median_ns']:>8.0f}{r['min_ns']:>7.0f}{r['max_ns']:>7.0f}"
+        print(f"{r['case']:<46}{r['median_ns']:>8.0f}{r['min_ns']:>7.0f}{r['max_ns']:>7.0f}"
               f"{r['vs_empty']:>9.2f}x{added:>8}{vsref:>8}")
     for r in rows:
         if r["vs_reference"]:

@@ -17,6 +17,8 @@
  *                   stays zero)
  *   CT_NO_FASTPATH  every packet takes the general path (lib/fastpath.h; for its test)
  *   CT_NO_SYNOPTS   no summary of the SYNs' options (ct_entry.synopts stays zero)
+ *   CT_NO_ZEEK      no Zeek conn_state/history record (lib/zeek.h; ct_entry.zeek and the events'
+ *                   stay zero)
  *   CT_TIMEOUT_*, CT_TABLE_SIZE   see ctrack.h
  *
  * Reads only packet bytes and uapi headers, never a kernel-internal struct: it loads on any kernel
@@ -174,6 +176,7 @@ static __always_inline __u64 ct_now(void)
  * machine decides it below (ct_tcp_existing); Zeek's record must restart first: 1 for a SYN on a
  * finished connection (TIME_WAIT, or reset), 2 for the SYN/ACK answering a SYN remembered inside
  * a live connection (restarted from that SYN). */
+#ifndef CT_NO_ZEEK
 static __always_inline __u8 ct_zeek_restarts(struct ct_entry *e, struct ct_pkt *p, __u32 d)
 {
 	__u8 f = p->tcp_flags & (TH_SYN | TH_ACK | TH_RST | TH_FIN);
@@ -188,6 +191,7 @@ static __always_inline __u8 ct_zeek_restarts(struct ct_entry *e, struct ct_pkt *
 	}
 	return 0;
 }
+#endif
 
 /* Handles a tracked packet for entry e (lock taken here). */
 static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u64 now,
@@ -212,14 +216,18 @@ static __always_inline void ct_update(struct ct_entry *e, struct ct_pkt *p, __u6
 			return;
 		}
 		r->prev_ended = 1;   /* the entry is reused: the replay's record of the old flow */
+#ifndef CT_NO_ZEEK
 		__builtin_memset(&e->zeek, 0, sizeof(e->zeek));
+#endif
 		ct_flow_init(e, p, now);
 		r->klass = CT_CLASS_NEW;
 		r->created = 1;
 		r->reopened = 1;
 	} else {
 		r->old_state = e->state;
+#ifndef CT_NO_ZEEK
 		p->zrestart = ct_zeek_restarts(e, p, (p->side == e->orig_side) ? CT_DIR_ORIG : CT_DIR_REPLY);
+#endif
 	}
 	/* Zeek sees every packet of the flow, valid or not, and before the state machine: its many
 	 * paths need not each be followed through Zeek's rules (the verifier's budget). A flow the

@@ -8,6 +8,7 @@ from ctrack.engine.pcap import read_capture
 from ctrack.engine.replay import Replayer
 from ctrack.engine.tracker import Tracker, TrackerConfig, add_pickup_arguments, default_pickup, parse_timeouts
 from ctrack.engine.flows import format_flow_line
+from ctrack.errors import CtrackError
 
 EXAMPLES = """examples:
   ctrack replay handshake.pcap
@@ -36,7 +37,8 @@ icmp, quoted (see README: "ctrack replay --json").
 -o zeek prints one conn.log object a line (ts, uid, id.orig_h, id.orig_p, id.resp_h, id.resp_p,
 proto, duration, orig_bytes, resp_bytes, conn_state, history, orig_pkts, orig_ip_bytes, resp_pkts,
 resp_ip_bytes): every connection of the capture, also those that ended and whose entry was
-reused, evicted, or expired. Pickup: on under observe, off under enforce (--pickup/--no-pickup).
+reused, evicted, or expired (not with --no-zeek, whose flows carry conn_state and history
+null). Pickup: on under observe, off under enforce (--pickup/--no-pickup).
 """
 
 
@@ -56,6 +58,9 @@ def add_parser(sub):
     p.add_argument("--no-rtt", action="store_true", help="build the tracker without passive RTT")
     p.add_argument("--no-syn-options", action="store_true",
                    help="build the tracker without the SYNs' TCP options summary")
+    p.add_argument("--no-zeek", action="store_true",
+                   help="build the tracker without Zeek's conn_state/history record (flows show "
+                        "them as null; -o zeek is refused)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON document")
     out.add_argument("-o", "--output", choices=("text", "json", "zeek"), default="text",
@@ -67,9 +72,12 @@ def add_parser(sub):
 def run(args):
     if args.output == "json":
         args.json = True
+    if args.output == "zeek" and args.no_zeek:
+        raise CtrackError("-o zeek needs Zeek's record, which --no-zeek leaves out: drop one of them")
     cfg = TrackerConfig(policy=args.policy, pickup=default_pickup(args.policy, args.pickup),
                         timeouts=parse_timeouts(args.timeout), table_size=args.table_size,
-                        replay=True, rtt=not args.no_rtt, synopts=not args.no_syn_options)
+                        replay=True, rtt=not args.no_rtt, synopts=not args.no_syn_options,
+                        zeek=not args.no_zeek)
     frames = read_capture(args.file, warn=lambda msg: print(f"ctrack: warning: {msg}",
                                                             file=sys.stderr))
     first = next(frames, None)   # reads the header now: a bad file fails before compiling

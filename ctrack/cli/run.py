@@ -65,6 +65,9 @@ def add_parser(sub):
                    help="leave passive RTT out of the tracker (compiled out: costs nothing)")
     p.add_argument("--no-syn-options", action="store_true",
                    help="leave the SYNs' TCP options summary out (compiled out)")
+    p.add_argument("--no-zeek", action="store_true",
+                   help="leave Zeek's conn_state/history record out (compiled out; flows and "
+                        "events show them as null)")
     p.add_argument("--name", default=pins.DEFAULT_NAME,
                    help="tracker name, for several at once (default: default)")
     p.add_argument("-l", "--log-level", type=int, choices=(0, 1, 2), default=1,
@@ -122,7 +125,7 @@ def run(args):
                             timeouts=parse_timeouts(args.timeout), table_size=args.table_size,
                             redirect=tuple(idx) if wire else None,
                             xdp_frags=args.mode == "xdp", rtt=not args.no_rtt,
-                            synopts=not args.no_syn_options,
+                            synopts=not args.no_syn_options, zeek=not args.no_zeek,
                             tc_egress=args.mode == "tc" and "egress" in hooks)
         pins.claim(args.name)
         pins.running()   # and any other dead tracker's leftovers, before looking at interfaces

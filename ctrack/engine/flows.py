@@ -109,5 +109,5 @@ def format_flow_line(obj):
     extra = " ".join(t for t in (rtt_text(obj.get("rtt")), options_text(obj.get("tcp_options"))) if t)
     return (f"{obj['proto']:<4} {obj['state']:<12} {src} -> {dst}{eps} "
             f"pkts={obj['packets'][0]}/{obj['packets'][1]} bytes={obj['bytes'][0]}/{obj['bytes'][1]}"
-            f" zeek={obj['conn_state']}:{obj['history'] or '-'}"
+            + (f" zeek={obj['conn_state']}:{obj['history'] or '-'}" if obj["conn_state"] else "")
             + (" " + extra if extra else ""))

@@ -47,7 +47,10 @@ class Names:
 
 
 def zeek_text(z):
-    """Zeek's conn_state and history as one cell: 'SF ShADadFf' ('-' for an empty history)."""
+    """Zeek's conn_state and history as one cell: 'SF ShADadFf' ('-' for an empty history;
+    '-' alone from a tracker built --no-zeek)."""
+    if z["conn_state"] is None:
+        return "-"
     return f"{z['conn_state']} {z['history'] or '-'}"
 
 

@@ -42,6 +42,7 @@ class TrackerConfig:
     # the established fast path (kernel/lib/fastpath.h); off: -DCT_NO_FASTPATH, every packet takes
     # the general path -- the same verdicts and tables, slower (its test and bench/fastpath.py)
     fastpath: bool = True
+    zeek: bool = True       # Zeek's conn_state/history (ctrack.engine.zeek); off: -DCT_NO_ZEEK
 
     def cflags(self):
         d = defs()
@@ -77,6 +78,8 @@ class TrackerConfig:
             flags.append("-DCT_NO_SYNOPTS")
         if not self.fastpath:
             flags.append("-DCT_NO_FASTPATH")
+        if not self.zeek:
+            flags.append("-DCT_NO_ZEEK")
         return flags
 
     def effective_timeouts(self):

@@ -10,6 +10,11 @@ TCP_Endpoint::Size (orig_bytes / resp_bytes: sequence space, not a sum of payloa
     conn_row(...)        -> one conn.log JSON object (ctrack replay -o zeek)
 
 Names of the endpoint states come from enum ct_zeek_state; nothing is retyped here.
+
+A tracker built without the record (--no-zeek, -DCT_NO_ZEEK) leaves it all zeroes, which no
+packet ever leaves behind in the other builds (each sets an endpoint state and the record's time):
+summary() then gives conn_state and history null, so readers of maps and events need not know the
+build (as a --no-rtt build's zeroed RTT reads as nulls).
 """
 import hashlib
 import re
@@ -105,8 +110,16 @@ def decode(z, proto):
             "last_ts_ns": z.last_ts}
 
 
+def kept(z):
+    """Whether the tracker kept this record: False for a --no-zeek build's (all zeroes)."""
+    return any(bytes(z))
+
+
 def summary(z, proto):
-    """{"conn_state", "history"}: what flow objects and events carry."""
+    """{"conn_state", "history"}: what flow objects and events carry; both None when the
+    tracker kept no record (--no-zeek)."""
+    if not kept(z):
+        return {"conn_state": None, "history": None}
     d = decode(z, proto)
     return {"conn_state": d["conn_state"], "history": d["history"]}
 

@@ -83,6 +83,7 @@ struct ct_pkt {
 	__u16 l3off;      /* where the IP header starts (after VLAN tags, PPPoE, MPLS labels) */
 	__u16 walkoff;    /* an IPv6 extension header walk's offset (ct_parse: in map memory for the
 	                   * verifier's sake) */
+#ifndef CT_NO_ZEEK
 	/* Zeek's per-packet values (see ZV) */
 	__u8 zrestart;    /* the state machine restarts the flow with this packet (1 reuse, 2 SYN/ACK) */
 	__u32 zseed;      /* 2: the sequence number of the SYN it restarts from */
@@ -93,6 +94,7 @@ struct ct_pkt {
 	__u32 zrel;
 	__u32 zack;
 	__u32 zdl;
+#endif
 #ifdef CT_REPLAY
 	/* for the replay's description of an ICMP error (replay builds only: the live packet
 	 * path does not pay for clearing them) */

@@ -221,9 +221,11 @@ static __always_inline void ct_flow_init(struct ct_entry *e, struct ct_pkt *p, _
 		o->td_maxend = p->ack;
 		e->flags = CT_F_PICKED_UP | CT_F_SEEN_REPLY;
 		e->state = CT_STATE_SYN_RECV;
+#ifndef CT_NO_ZEEK
 		e->zeek.flags |= CT_ZF_FLIPPED;
 		e->zeek.history[0] = '^';
 		e->zeek.hist_len = 1;
+#endif
 	} else {
 		/* Mid-stream pickup: nothing is known of the windows or scaling, so the flow is
 		 * checked liberally (no window checks), as netfilter's be_liberal does. */
@@ -253,7 +255,9 @@ static __always_inline void ct_flow_init(struct ct_entry *e, struct ct_pkt *p, _
 /* A new entry for the flow packet p opens: its state, the packet's counters and times. */
 static __always_inline void ct_entry_build(struct ct_entry *ne, struct ct_pkt *p, __u64 now)
 {
+#ifndef CT_NO_ZEEK
 	bpf_probe_read_kernel(&ne->zeek, sizeof(ne->zeek), &ct_sc(p)->zk_zero);   /* zeroes it */
+#endif   /* (else nothing ever writes a record: the scratch entry's stays zero) */
 	ct_flow_init(ne, p, now);
 #ifndef CT_NO_RTT
 	if (ZV(p->rtt_init))

@@ -16,6 +16,30 @@
  * Kept modulo 2^32 (Zeek counts sequence wraps); checksums are not checked (no C/c letters). */
 #define CT_ZEEK_TOO_LARGE_SEQ_DELTA 1048576
 
+/* Values the Zeek code branches on are read from the packet's scratch memory at each use (ZV), and
+ * its intermediate results go there too: the verifier does not track map memory, so the
+ * branches below meet again in one verifier state instead of multiplying. (ZV is used outside
+ * Zeek's code too: it stays in a CT_NO_ZEEK build.) */
+#define ZV(x) (*(volatile typeof(x) *)&(x))
+
+#ifdef CT_NO_ZEEK
+/* Built without Zeek's record (ctrack --no-zeek): nothing of it runs. struct ct_zeek keeps its
+ * place in the entry and the events (one layout for every build), all zeroes: nothing writes it,
+ * and the readers take an all-zero record for "none" (ctrack/engine/zeek.py: conn_state and
+ * history null). */
+static __always_inline void ct_zeek_prev(struct ct_scratch *sc, struct ct_zeek *z) {}
+static __always_inline void ct_zeek_update(struct ct_zeek *z, struct ct_pkt *p, __u32 d,
+					   __u64 now) {}
+static __always_inline void ct_zeek_invalid(struct ct_zeek *z, struct ct_pkt *p, __u32 d) {}
+static __always_inline void ct_zeek_first(struct ct_zeek *z, struct ct_pkt *p, __u32 d,
+					  __u64 now) {}
+/* every segment is steady to a record that is not kept (lib/fastpath.h) */
+static __always_inline int ct_zeek_steady(struct ct_zeek *z, struct ct_pkt *p, __u32 d, __u64 now)
+{
+	return 1;
+}
+#else
+
 /* The record of a flow that ends in its entry, kept for its CLOSED event and the replay. */
 static __always_inline void ct_zeek_prev(struct ct_scratch *sc, struct ct_zeek *z)
 {
@@ -142,10 +166,7 @@ static __always_inline void ct_zeek_data(struct ct_zeek_dir *x, __u32 s, __u32 l
 	}
 }
 
-/* Values the Zeek code branches on are read from the packet's scratch memory at each use (ZV), and
- * its intermediate results go there too: the verifier does not track map memory, so the
- * branches below meet again in one verifier state instead of multiplying. */
-#define ZV(x) (*(volatile typeof(x) *)&(x))
+/* Flags and direction of the packet, read as ZV says (above). */
 #define ZF(bit) (ZV(p->tcp_flags) & (bit))
 #define ZD ZV(p->zdir)
 
@@ -419,5 +440,6 @@ static __always_inline void ct_zeek_first(struct ct_zeek *z, struct ct_pkt *p, _
 	if (ZV(p->datalen))
 		ep->reasm = 1 + p->datalen;
 }
+#endif /* CT_NO_ZEEK */
 
 #endif /* CT_LIB_ZEEK_H */

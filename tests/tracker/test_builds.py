@@ -13,10 +13,16 @@ BUILDS = {
     "replay": dict(replay=True),
     "replay-enforce-pickup": dict(replay=True, policy="enforce", pickup=True),
     "replay-no-rtt-no-synopts": dict(replay=True, rtt=False, synopts=False),
+    "replay-no-zeek": dict(replay=True, zeek=False),
+    "replay-no-rtt-no-zeek": dict(replay=True, rtt=False, zeek=False),
     "live-observe": dict(),
     "live-enforce-wire": dict(policy="enforce", redirect=(1, 2)),
+    "live-enforce-wire-no-zeek": dict(policy="enforce", redirect=(1, 2), zeek=False),
+    "live-no-rtt-no-zeek": dict(rtt=False, zeek=False),
     "live-xdp-frags-enforce-pickup": dict(xdp_frags=True, policy="enforce", pickup=True),
+    "live-xdp-frags-no-zeek": dict(xdp_frags=True, zeek=False),
     "live-tc-egress-no-events": dict(tc_egress=True, events=False),
+    "live-tc-egress-no-zeek": dict(tc_egress=True, zeek=False),
 }
 
 
@@ -25,3 +31,4 @@ def test_build_loads_in_both_hooks(name):
     with Tracker(TrackerConfig(**BUILDS[name])) as t:
         assert t.fn("ct_xdp").fd >= 0
         assert t.fn("ct_tc").fd >= 0
+

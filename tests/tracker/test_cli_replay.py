@@ -229,6 +229,23 @@ def test_json_contract(session_pcap):
                    "packets": [1, 1], "bytes": [49, 49], "conn_state": "SF", "history": "Dd"}
 
 
+def test_no_zeek_json_and_text(session_pcap):
+    """--no-zeek: the same verdicts and flows, conn_state and history null in the JSON (the keys
+    stay, as --no-rtt's rtt stays with nulls), no zeek= in the text's flow lines."""
+    full = json.loads(ok("replay", "--json", "--no-pickup", session_pcap))
+    doc = json.loads(ok("replay", "--json", "--no-pickup", "--no-zeek", session_pcap))
+    assert doc["packets"] == full["packets"]
+    assert [(f["conn_state"], f["history"]) for f in doc["flows"]] == [(None, None), (None, None)]
+    strip = lambda fl: [{k: v for k, v in f.items() if k not in ("conn_state", "history")} for f in fl]  # noqa: E731
+    assert strip(doc["flows"]) == strip(full["flows"])
+    text = ok("replay", "--no-pickup", "--no-zeek", session_pcap)
+    assert "zeek=" not in text and "ESTABLISHED" in text
+
+
+def test_o_zeek_refused_without_zeek(session_pcap):
+    one_line_error(ctrack("replay", "-o", "zeek", "--no-zeek", session_pcap), "-o zeek", "--no-zeek")
+
+
 @pytest.fixture(scope="module")
 def mixed_pcap(tmp_path_factory):
     """A UDP exchange, the ICMP port unreachable RELATED to it, a TCP handshake with data, and

@@ -17,6 +17,7 @@ import subprocess
 import pytest
 
 from ctrack.engine import zeek
+from ctrack.engine.flows import format_flow_line
 from helpers.wire import Clock, TcpConv, udp_frame
 
 PICKUP = {"pickup": True}
@@ -324,3 +325,75 @@ def test_replay_o_zeek(tmp_path):
     assert [(x["proto"], x["conn_state"], x.get("history")) for x in rows] == \
         [("tcp", "SF", "ShADadFf"), ("tcp", "REJ", "Sr"), ("udp", "S0", "D")]
     assert rows[0]["ts"] < rows[1]["ts"] < rows[2]["ts"]
+
+
+# ---- the build without Zeek's record (--no-zeek, -DCT_NO_ZEEK) -----------------------------------
+NO_ZEEK_CASES = [c for c in CASES if c[0] in ("SF", "REJ", "RSTOS0", "flip", "retransmissions",
+                                              "gap", "fin+rst")]
+
+
+@pytest.mark.parametrize("name, cfg, conv, want", NO_ZEEK_CASES, ids=[c[0] for c in NO_ZEEK_CASES])
+def test_no_zeek_build_judges_the_same_and_records_nothing(replayer, name, cfg, conv, want):
+    """The same conversation through the default build and the --no-zeek build: every packet's
+    class, reason and flow states alike (Zeek's record never changes a verdict); the no-zeek
+    flow's record is all zeroes and its flow object says conn_state and history null."""
+    seen = {}
+    for on in (True, False):
+        rp = replayer(zeek=on, **cfg)
+        out = []
+        clock = Clock()
+
+        class Rec:   # every packet's verdict, as the conversation sends it
+            def run(self, frame, ts_ns, *a, **kw):
+                res = rp.run(frame, ts_ns, *a, **kw)
+                out.append((res.klass, res.reason, res.verdict, res.flow))
+                return res
+        conv(TcpConv(Rec(), clock=clock))
+        flows = rp.flows()
+        seen[on] = (out, [{k: v for k, v in f.items() if k not in ("conn_state", "history")}
+                          for f in flows])
+        if on:
+            assert (flows[0]["conn_state"], flows[0]["history"]) == want[:2]
+        else:
+            assert all(f["conn_state"] is None and f["history"] is None for f in flows)
+            assert all(not zeek.kept(v.zeek) for v in rp.tracker.flows.values())
+            assert "zeek=" not in format_flow_line(flows[0])
+    assert seen[True] == seen[False]
+
+
+def test_no_zeek_udp_and_events(replayer):
+    """UDP alike; and the events (ctrack events, ctrack-top) of a no-zeek tracker carry
+    conn_state and history null, their text no conn_state at all."""
+    from ctrack.engine.events import EventReader, format_event
+    rp = replayer(zeek=False)
+    reader = EventReader(rp.tracker.bpf)
+    reader.poll()   # what earlier users of this tracker left in the ring buffer
+    c = Clock()
+    rp.run(udp_frame("10.1.0.1", 5353, "10.2.0.2", 53, b"q"), c.advance(0.001))
+    rp.run(udp_frame("10.2.0.2", 53, "10.1.0.1", 5353, b"a"), c.advance(0.001))
+    f = rp.flows()[0]
+    assert f["state"] == "ESTABLISHED" and f["conn_state"] is None and f["history"] is None
+    tc = TcpConv(rp, clock=c)
+    sf(tc)
+    evs = reader.poll()
+    assert {"new", "closed"} <= {e["type"] for e in evs}
+    assert all(e["conn_state"] is None and e["history"] is None for e in evs)
+    assert all("conn_state" not in format_event(e) for e in evs)
+
+
+def test_no_zeek_rows_as_list_and_top_read_them(replayer):
+    """ctrack list and ctrack-top decode the pinned table through RowLayout: a no-zeek tracker's
+    rows give conn_state/history null and the ZEEK cell '-'; the default build's its letters."""
+    from ctrack.engine.flowview import zeek_text
+    from ctrack.live.maps import RowLayout
+    cells = {}
+    for on in (True, False):
+        rp = replayer(zeek=on)
+        s1(TcpConv(rp))
+        t = rp.tracker.flows
+        (k, v), = t.items()
+        L = RowLayout(type(k), type(v))
+        row, = L.rows(1, bytes(k), bytes(v))
+        cells[on] = (L.zeek_of(row), zeek_text(L.zeek_of(row)))
+    assert cells[True] == ({"conn_state": "S1", "history": "ShA"}, "S1 ShA")
+    assert cells[False] == ({"conn_state": None, "history": None}, "-")
