@@ -15,7 +15,8 @@ timestamps, as Linux sends them; the passive RTT reads them on every segment), f
 without the passive RTT (`--no-rtt`), and for a build without the fast path ("general path":
 TrackerConfig(fastpath=False), what every segment cost before it). The builds without Zeek's
 conn_state/history record (`--no-zeek`), and without it and the passive RTT, show what a turned-off
-feature saves.
+feature saves. "--mode xdp build" is the multi-buffer build `ctrack run --mode xdp` loads (what
+bench/throughput.py's XDP rows run live).
 
 The reference (bench/reference_ct.c, Reference below) is the least a conntrack does on that path:
 parse Ethernet/IPv4/TCP, one hash lookup, a bpf_spin_lock'ed update of counters and last-seen.
@@ -128,6 +129,8 @@ def main():
     nozeek_xdp = TestRunner(nozeek.fn("ct_xdp").fd)
     bare = Tracker(TrackerConfig(rtt=False, zeek=False))   # `--no-rtt --no-zeek`
     bare_xdp = TestRunner(bare.fn("ct_xdp").fd)
+    frags = Tracker(TrackerConfig(xdp_frags=True))   # `ctrack run --mode xdp`'s (multi-buffer) build
+    frags_xdp = TestRunner(frags.fn("ct_xdp").fd)
 
     setup4, data4 = tcp_frames(IP, "10.1.0.1", "10.2.0.2")
     setup6, data6 = tcp_frames(IPv6, "fd00::1", "fd00::2")
@@ -139,6 +142,7 @@ def main():
         general_xdp.run(f)
         nozeek_xdp.run(f)
         bare_xdp.run(f)
+        frags_xdp.run(f)
     ref.xdp.run(data4)   # the reference's flow (XDP and TC share its table)
     udp = bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / IP(src="10.1.0.1", dst="10.2.0.2") / UDP(sport=5000, dport=53) / Raw(b"q" * 64))
     udp_reply = bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / IP(src="10.2.0.2", dst="10.1.0.1") / UDP(sport=53, dport=5000) / Raw(b"r" * 64))
@@ -163,6 +167,8 @@ def main():
         ("general path XDP: TCP est., TS", general_xdp, data4_ts, "empty XDP program", REF_XDP),
         ("tracker --no-zeek XDP: TCP est., TS", nozeek_xdp, data4_ts, "empty XDP program", REF_XDP),
         ("tracker --no-rtt --no-zeek XDP: TCP est., TS", bare_xdp, data4_ts, "empty XDP program",
+         REF_XDP),
+        ("tracker --mode xdp build: TCP est., TS", frags_xdp, data4_ts, "empty XDP program",
          REF_XDP),
         ("tracker XDP: TCP established (IPv6)", xdp, data6, "empty XDP program", None),
         ("tracker XDP: UDP established", xdp, udp, "empty XDP program", None),
@@ -189,6 +195,7 @@ def main():
         general.close()
         nozeek.close()
         bare.close()
+        frags.close()
         ref.close()
     rows = []
     for name, _, _, base, refname in cases:

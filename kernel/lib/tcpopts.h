@@ -129,17 +129,13 @@ static __always_inline int ct_parse_syn_options(void *opt, void *data_end, __u32
  * Sets has_ts, tsval, tsecr in p. Reads the packet the way ct_parse does (data/data_end). */
 static __always_inline void ct_parse_ts(void *opt, void *data_end, __u32 optlen, struct ct_pkt *p)
 {
-#if !defined(CT_REPLAY) && !defined(CT_XDP_FRAGS)
 	/* The common layout, NOP, NOP, TS first (Linux, the BSDs), read in place: the helper's
 	 * copy below costs the fast path as much as the rest of the passive RTT together (20 ns
 	 * of bench/fastpath.py's 190). For the verifier's sake the length and the pointer go
 	 * through map memory first: compared directly, optlen would enter the walk below with
 	 * two ranges, and the walk be verified twice; and the range check narrows only a pointer
 	 * of its own identity (an offset read back, always 0), not the packet pointers the
-	 * callers still hold. Live builds only: the replay and multi-buffer builds' verification
-	 * grows past what they can afford with it (120,000 instructions more for the replay's
-	 * ct_tc, the limit for xdp_frags' ct_xdp), and they read the same values through the
-	 * walk (tests/tracker/test_fastpath.py checks the two agree). */
+	 * callers still hold. */
 	p->optpos = optlen;
 	if (*(volatile __u8 *)&p->optpos >= 12) {
 		void *o = opt + *(volatile __u8 *)&p->zero;
@@ -153,7 +149,6 @@ static __always_inline void ct_parse_ts(void *opt, void *data_end, __u32 optlen,
 			}
 		}
 	}
-#endif
 	/* The bounds as a number, not a packet-pointer comparison: a comparison gives the packet
 	 * pointers still live in the callers a range of their own per outcome, and the verifier
 	 * then walks everything after the parser once per outcome (pointer minus pointer is a
@@ -167,15 +162,7 @@ static __always_inline void ct_parse_ts(void *opt, void *data_end, __u32 optlen,
 	asm volatile("" : "+r"(n));
 	if (bpf_probe_read_kernel(buf, n & 63, opt))
 		return;
-	p->optpos = optlen;   /* compared from map memory: no verifier state of its own */
-	if (buf[0] == 1 && buf[1] == 1 && buf[2] == 8 && buf[3] == 10 &&
-	    *(volatile __u8 *)&p->optpos >= 12) {
-		/* the common layout: NOP, NOP, TS first (Linux, the BSDs) */
-		p->tsval = ((__u32)buf[4] << 24) | ((__u32)buf[5] << 16) | ((__u32)buf[6] << 8) | buf[7];
-		p->tsecr = ((__u32)buf[8] << 24) | ((__u32)buf[9] << 16) | ((__u32)buf[10] << 8) | buf[11];
-		p->has_ts = 1;
-		return;
-	}
+	/* (the common layout was read in place above: whatever remains is walked) */
 	p->optpos = 0;
 	for (int k = 0; k < CT_MAX_TCP_OPTIONS; k++) {
 		__u32 i = p->optpos;   /* in map memory: see ct_parse_syn_options */

@@ -173,18 +173,20 @@ def test_fast_path_takes_the_steady_segments():
     assert flow["history"] == "ShADadTwF"
 
 
-# ---- the live build's in-place read of the timestamps ---------------------------------------------
+# ---- the in-place read of the timestamps, in every build ------------------------------------------
 
 @pytest.mark.parametrize("layout", ["linux", "first", "sack"])
-def test_live_build_reads_the_timestamps_of_every_layout(layout):
-    """The live build reads NOP, NOP, TS in place and every other layout through the walk: each
-    segment's TSval becomes the newest its side sent (ct_rtt.ts_max), whichever way it was read."""
+@pytest.mark.parametrize("build", ["live", "xdp-frags"])
+def test_every_build_reads_the_timestamps_of_every_layout(layout, build):
+    """NOP, NOP, TS is read in place and every other layout through the walk, in the default
+    build and in `--mode xdp`'s multi-buffer one: each segment's TSval becomes the newest its
+    side sent (ct_rtt.ts_max), whichever way it was read."""
     rec = Recorder()
     conv = TcpConv(rec)
     conv.handshake()
     for tsval in (1000, 1001, 1005):
         conv.c("PA", b"z" * 100, options=ts_options(layout, tsval, 1))
-    with Tracker(TrackerConfig()) as tr:
+    with Tracker(TrackerConfig(xdp_frags=build == "xdp-frags")) as tr:
         xdp = Runner(tr.fn("ct_xdp").fd)
         for frame, _ in rec.frames:
             xdp.run(frame)
