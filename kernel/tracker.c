@@ -17,6 +17,7 @@
  *                   stays zero)
  *   CT_NO_FASTPATH  every packet takes the general path (lib/fastpath.h; for its test)
  *   CT_NO_SYNOPTS   no summary of the SYNs' options (ct_entry.synopts stays zero)
+ *   CT_BENCH_STOP   bench/fastpath_parts.py's builds that stop early (see ct_process)
  *   CT_NO_ZEEK      no Zeek conn_state/history record (lib/zeek.h; ct_entry.zeek and the events'
  *                   stay zero)
  *   CT_TIMEOUT_*, CT_TABLE_SIZE   see ctrack.h
@@ -370,6 +371,14 @@ static __always_inline void ct_trace_icmp(struct ct_pkt *p, __u8 parsed)
 #endif
 }
 
+/* CT_BENCH_STOP=N (bench/fastpath_parts.py only, never a tool's build): the packet's path ends
+ * after stage N, so that the bench can tell what each stage of the established path costs:
+ * 1 the per-CPU state cleared, 2 the packet parsed, 3 the clock read and the flow looked up,
+ * 4 the flow's lock taken and released. */
+#ifndef CT_BENCH_STOP
+#define CT_BENCH_STOP 0
+#endif
+
 static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len,
 				       struct ct_result *r, struct ct_key *key_out)
 {
@@ -380,8 +389,12 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 	struct ct_pkt *p = &sc->pkt;
 	__builtin_memset(p, 0, sizeof(*p));
 	__u8 reason = CT_REASON_NONE;
+	if (CT_BENCH_STOP == 1)
+		return 0;
 	int cls = ct_parse(data, data_end, pkt_len, p, &reason);
 	r->len = p->ip_len ? p->ip_len : pkt_len;
+	if (CT_BENCH_STOP == 2)
+		return 0;
 	if (cls == CT_CLASS_RELATED) {
 		*key_out = p->key;
 		ct_trace_icmp(p, 2);
@@ -458,6 +471,17 @@ static __always_inline __u8 ct_process(void *data, void *data_end, __u32 pkt_len
 			r->reason = CT_REASON_TABLE_FULL;
 			return r->klass;
 		}
+	}
+	if (CT_BENCH_STOP == 3) {
+		r->klass = CT_CLASS_ESTABLISHED;
+		return 0;
+	}
+	if (CT_BENCH_STOP == 4) {
+		bpf_spin_lock(&e->lock);
+		e->last_seen = now;
+		bpf_spin_unlock(&e->lock);
+		r->klass = CT_CLASS_ESTABLISHED;
+		return 0;
 	}
 #ifndef CT_NO_RTT
 	/* the fine clock, before the lock (no helper calls under it), when there is anything to time */
